@@ -1,0 +1,344 @@
+"""Accounts: creation, passwords, key unlocking, login throttling.
+
+A password is checked twice over, for two different jobs: bcrypt verifies it
+(constant-time, tunable cost), and Argon2id turns it into the key that
+unwraps a `private` account's user key. A `managed` account's user key is
+wrapped by the server master key instead, kept in a file outside the database.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+from . import crypto, meta
+from .errors import AlreadyExists, AuthenticationFailed, CofferError, Locked, NotFound
+from .meta import users as q
+
+log = logging.getLogger(__name__)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
+MAX_PASSWORD = 1024
+
+
+class BadRequest(CofferError):
+    """A value given to an account command is not acceptable."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    mode: str
+    status: str
+    plan: str
+    quota_bytes: int | None
+    first_name: str
+    last_name: str
+    email: str
+    created_us: int
+    last_login_us: int | None
+    consent_news: bool
+    consent_changed_us: int | None
+    erase_after_us: int | None
+    settings: dict
+
+    @classmethod
+    def from_row(cls, row) -> "User":
+        return cls(row["id"], row["name"], row["mode"], row["status"], row["plan"], row["quota_bytes"],
+                   row["first_name"], row["last_name"], row["email"], row["created_us"],
+                   row["last_login_us"], bool(row["consent_news"]), row["consent_changed_us"],
+                   row["erase_after_us"], dict(row["settings"] or {}))
+
+
+def normalize_name(name: str) -> str:
+    name = (name or "").strip().lower()
+    if "\\" in name:                 # Windows sends DOMAIN\user
+        name = name.rsplit("\\", 1)[1]
+    return name
+
+
+def check_name(name: str) -> str:
+    name = normalize_name(name)
+    if not NAME_RE.match(name):
+        raise BadRequest("account names are 1-64 characters: lowercase letters, digits and . _ @ -, "
+                         "starting with a letter or digit")
+    return name
+
+
+def check_password(password: str) -> None:
+    if not password or len(password) < 8:
+        raise BadRequest("the password must have at least 8 characters")
+    if len(password) > MAX_PASSWORD or "\x00" in password:
+        raise BadRequest("the password is too long or holds a NUL character")
+
+
+def bcrypt_input(password: str) -> bytes:
+    # bcrypt reads at most 72 bytes; pre-hash so every character counts.
+    return hashlib.sha256(password.encode("utf-8")).hexdigest().encode()
+
+
+class MasterKey:
+    """The server master key for `managed` accounts: 32 random bytes in a file
+    readable only by the server's user, created on first use."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._key: bytes | None = None
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            if not self.path.exists():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(crypto.random_key().hex() + "\n")
+            try:
+                self._key = bytes.fromhex(self.path.read_text().strip())
+            except ValueError:
+                raise CofferError(f"master key file {self.path} is damaged (expected 64 hex digits)") from None
+            if len(self._key) != crypto.KEY_BYTES:
+                raise CofferError(f"master key file {self.path} is damaged (expected 64 hex digits)")
+        return self._key
+
+    def subkey(self, purpose: str) -> bytes:
+        return crypto.subkey(self.key, purpose)
+
+
+class Accounts:
+    def __init__(self, db: meta.Database, cfg, master: MasterKey):
+        self.db, self.cfg, self.master = db, cfg, master
+        self.kdf = crypto.KdfParams(cfg.security.argon2_memory_kib, cfg.security.argon2_iterations,
+                                    cfg.security.argon2_lanes)
+
+    # -- lookups ------------------------------------------------------------------
+    def get(self, name: str) -> User:
+        with self.db.read() as c:
+            row = q.user_by_name(c, normalize_name(name))
+        if row is None:
+            raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+        return User.from_row(row)
+
+    def list(self) -> list[User]:
+        with self.db.read() as c:
+            return [User.from_row(r) for r in q.all_users(c)]
+
+    def quota_limit(self, user: User) -> int | None:
+        """Bytes the account may store, or None for no limit."""
+        if user.quota_bytes is not None:
+            return user.quota_bytes or None
+        return self.cfg.accounts.plans.get(user.plan, 0) or None
+
+    def usage(self, user_id: int) -> int:
+        with self.db.read() as c:
+            return q.owner_usage(c, user_id)
+
+    # -- creation ---------------------------------------------------------------------
+    def create(self, name: str, password: str, mode: str | None = None, plan: str | None = None,
+               quota: int | None = None, first_name: str = "", last_name: str = "",
+               email: str = "") -> tuple[User, str | None]:
+        """Create an account with an empty home. Returns the user and, for a
+        `private` account, a one-time recovery code (shown once, never stored)."""
+        name = check_name(name)
+        check_password(password)
+        mode = mode or self.cfg.security.default_mode
+        if mode not in ("private", "managed"):
+            raise BadRequest("mode must be 'private' or 'managed'")
+        plan = plan or self.cfg.accounts.default_plan
+        if plan not in self.cfg.accounts.plans:
+            raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(self.cfg.accounts.plans)}")
+        if quota is not None and quota < 0:
+            raise BadRequest("quota must be zero (no limit) or a positive number of bytes")
+        user_key = crypto.random_key()
+        salt = os.urandom(16)
+        recovery = None
+        if mode == "private":
+            wrapped = crypto.wrap_key(crypto.password_kek(password, salt, self.kdf), user_key, b"user")
+            recovery = "-".join(secrets.token_hex(3).upper() for _ in range(6))
+            recovery_wrapped = crypto.wrap_key(
+                crypto.password_kek(recovery.replace("-", ""), salt, self.kdf), user_key, b"recovery")
+        else:
+            wrapped = crypto.wrap_key(self.master.key, user_key, b"user")
+            recovery_wrapped = None
+        priv, pub = crypto.new_keypair()
+        domain_key = crypto.random_key()
+        keys = crypto.DomainKeys.derive(domain_key)
+        pw_hash = bcrypt.hashpw(bcrypt_input(password), bcrypt.gensalt(self.cfg.security.bcrypt_rounds))
+        with self.db.write() as c:
+            if q.user_by_name(c, name) is not None:
+                raise AlreadyExists(f"an account named {name!r} already exists")
+            uid = q.insert_user(
+                c, name=name, first_name=first_name, last_name=last_name, email=email, status="active",
+                plan=plan, quota_bytes=quota, mode=mode, created_us=meta.now_us(), consent_news=False,
+                password_hash=pw_hash, kdf_salt=salt, kdf_params=self.kdf.as_dict(),
+                wrapped_user_key=wrapped, recovery_wrapped_key=recovery_wrapped, public_key=pub,
+                wrapped_private_key=crypto.wrap_key(user_key, priv, b"x25519"), settings={},
+                credential_gen=0)
+            did = q.insert_domain(c, uid, "home")
+            root = q.make_root(c, did, crypto.encrypt_name(keys, ""))
+            q.set_domain_root(c, did, root)
+            q.add_member(c, did, uid, "owner", wrapped_key=crypto.wrap_key(user_key, domain_key, b"domain"))
+            q.audit(c, "account_created", user_id=uid, actor="admin", detail={"mode": mode, "plan": plan})
+            row = q.user_by_id(c, uid)
+        return User.from_row(row), recovery
+
+    # -- passwords and keys -----------------------------------------------------------------
+    def _row(self, c, name: str):
+        row = q.user_by_name(c, normalize_name(name))
+        if row is None:
+            raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+        return row
+
+    def verify(self, row, password: str) -> bool:
+        if not password or len(password) > MAX_PASSWORD:
+            return False
+        return bcrypt.checkpw(bcrypt_input(password), bytes(row["password_hash"]))
+
+    def user_key(self, row, password: str | None = None) -> bytes:
+        """Unwrap the account's user key: with the password (private), or the
+        master key (managed)."""
+        if row["mode"] == "managed":
+            return crypto.unwrap_key(self.master.key, bytes(row["wrapped_user_key"]), b"user", "user key")
+        if password is None:
+            raise Locked(f"account {row['name']!r} is private: its files open only with the account "
+                         "password; give it on stdin or log in with it")
+        params = crypto.KdfParams.from_dict(row["kdf_params"])
+        kek = crypto.password_kek(password, bytes(row["kdf_salt"]), params)
+        try:
+            return crypto.unwrap_key(kek, bytes(row["wrapped_user_key"]), b"user", "user key")
+        except CofferError:
+            raise AuthenticationFailed("wrong password") from None
+
+    def set_password(self, name: str, new_password: str, old_password: str | None = None,
+                     recovery_code: str | None = None, discard_data: bool = False) -> str | None:
+        """Change the password, re-wrapping the user key (nothing re-encrypted).
+
+        Private accounts need the old password or the recovery code; with
+        neither, only `discard_data=True` goes on, and the files become
+        unreadable for good (a new empty home replaces the old one)."""
+        check_password(new_password)
+        with self.db.read() as c:
+            row = self._row(c, name)
+        salt = os.urandom(16)
+        values = {}
+        new_recovery = None
+        if row["mode"] == "private":
+            if old_password is not None:
+                if not self.verify(row, old_password):
+                    raise AuthenticationFailed("the current password is wrong")
+                user_key = self.user_key(row, old_password)
+            elif recovery_code is not None:
+                code = recovery_code.replace("-", "").replace(" ", "").upper()
+                params = crypto.KdfParams.from_dict(row["kdf_params"])
+                if row["recovery_wrapped_key"] is None:
+                    raise AuthenticationFailed("this account has no recovery code")
+                try:
+                    user_key = crypto.unwrap_key(crypto.password_kek(code, bytes(row["kdf_salt"]), params),
+                                                 bytes(row["recovery_wrapped_key"]), b"recovery")
+                except CofferError:
+                    raise AuthenticationFailed("the recovery code is wrong") from None
+            elif discard_data:
+                raise Locked("resetting a private account's password without its old password or recovery "
+                             "code is done by `coffer-admin user erase` and re-creating the account")
+            else:
+                raise Locked(f"account {row['name']!r} is private: give the current password or the "
+                             "recovery code, or the files become unreadable")
+            values["wrapped_user_key"] = crypto.wrap_key(
+                crypto.password_kek(new_password, salt, self.kdf), user_key, b"user")
+            new_recovery = "-".join(secrets.token_hex(3).upper() for _ in range(6))
+            values["recovery_wrapped_key"] = crypto.wrap_key(
+                crypto.password_kek(new_recovery.replace("-", ""), salt, self.kdf), user_key, b"recovery")
+        values["kdf_salt"] = salt
+        values["kdf_params"] = self.kdf.as_dict()
+        values["password_hash"] = bcrypt.hashpw(bcrypt_input(new_password),
+                                                bcrypt.gensalt(self.cfg.security.bcrypt_rounds))
+        values["credential_gen"] = row["credential_gen"] + 1
+        with self.db.write() as c:
+            q.update_user(c, row["id"], **values)
+            q.audit(c, "password_changed", user_id=row["id"], actor="admin")
+        return new_recovery
+
+    def set_status(self, name: str, status: str, **extra) -> User:
+        if status not in ("active", "disabled", "cancelled"):
+            raise BadRequest("status is active, disabled or cancelled")
+        with self.db.write() as c:
+            row = self._row(c, name)
+            q.update_user(c, row["id"], status=status, credential_gen=row["credential_gen"] + 1, **extra)
+            q.audit(c, f"account_{status}", user_id=row["id"], actor="admin")
+            return User.from_row(q.user_by_id(c, row["id"]))
+
+    def update(self, name: str, **values) -> User:
+        """Change profile fields, plan, quota or settings (already validated)."""
+        if "plan" in values and values["plan"] not in self.cfg.accounts.plans:
+            raise BadRequest(f"unknown plan {values['plan']!r}; plans: {', '.join(self.cfg.accounts.plans)}")
+        with self.db.write() as c:
+            row = self._row(c, name)
+            q.update_user(c, row["id"], **values)
+            q.audit(c, "account_updated", user_id=row["id"], actor="admin", detail={"fields": sorted(values)})
+            return User.from_row(q.user_by_id(c, row["id"]))
+
+    def generation(self, name: str) -> int | None:
+        """Changes whenever the password changes or the account is disabled:
+        credential caches compare it. None: no such account, or not active."""
+        with self.db.read() as c:
+            row = q.user_by_name(c, normalize_name(name))
+        if row is None or row["status"] != "active":
+            return None
+        return row["credential_gen"]
+
+
+class Throttle:
+    """Growing delays, then a temporary block, after repeated login failures
+    from one address or on one account. Counters live in the database so
+    every server node sees them."""
+
+    def __init__(self, db: meta.Database, cfg, secret: bytes):
+        self.db, self.cfg, self.secret = db, cfg.security, secret
+
+    def _key(self, kind: str, value: str) -> str:
+        return hmac.new(self.secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:40]
+
+    def keys(self, name: str, addr: str | None) -> list[str]:
+        out = [self._key("user", normalize_name(name))]
+        if addr:
+            out.append(self._key("addr", addr))
+        return out
+
+    def check(self, keys: list[str]) -> None:
+        now = meta.now_us()
+        with self.db.read() as c:
+            for k in keys:
+                row = q.throttle_get(c, k)
+                if row and row["blocked_until_us"] and row["blocked_until_us"] > now:
+                    wait = -(-(row["blocked_until_us"] - now) // 1_000_000)
+                    raise AuthenticationFailed(f"too many failed logins: try again in {wait} s")
+
+    def failed(self, keys: list[str]) -> None:
+        now = meta.now_us()
+        window = self.cfg.login_window_seconds * 1_000_000
+        with self.db.write() as c:
+            for k in keys:
+                row = q.throttle_get(c, k)
+                if row is None or now - row["window_start_us"] > window:
+                    failures, start = 1, now
+                else:
+                    failures, start = row["failures"] + 1, row["window_start_us"]
+                blocked = None
+                if failures >= self.cfg.login_block_after:
+                    blocked = now + self.cfg.login_block_seconds * 1_000_000
+                elif failures >= self.cfg.login_failures_before_delay:
+                    step = failures - self.cfg.login_failures_before_delay
+                    blocked = now + min(2 ** step, 60) * 1_000_000
+                q.throttle_put(c, k, failures, start, blocked)
+
+    def succeeded(self, keys: list[str]) -> None:
+        with self.db.write() as c:
+            for k in keys:
+                q.throttle_clear(c, k)

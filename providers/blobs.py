@@ -1,0 +1,175 @@
+"""Blob stores: where encrypted chunks live, addressed by name. No crypto here.
+
+A store has five operations: put (atomic: a reader sees all or nothing),
+get (whole or a byte range), delete (idempotent), names (for gc) and
+exists. Names are opaque random hex strings chosen by the caller.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .errors import NotFound, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class BlobStore:
+    def put(self, name: str, data: bytes) -> None:
+        raise NotImplementedError
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def names(self) -> Iterator[tuple[str, float]]:
+        """Every stored name with its modification time (seconds)."""
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        raise NotImplementedError
+
+
+class LocalBlobStore(BlobStore):
+    """Files under a folder, fanned out by the first two byte pairs of the name."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(exist_ok=True)
+
+    def _path(self, name: str) -> Path:
+        if len(name) < 8 or not all(c in "0123456789abcdef" for c in name):
+            raise ValueError(f"bad blob name {name!r}")
+        return self.root / name[:2] / name[2:4] / name
+
+    def put(self, name: str, data: bytes) -> None:
+        final = self._path(name)
+        tmp = self.tmp / (name + ".part")
+        try:
+            # Write to a temporary file and fsync it, so a crash never leaves a
+            # half-written blob under its final name...
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # ...then rename it into place (atomic on POSIX) and fsync the folder
+            # so the rename itself survives a power cut.
+            os.replace(tmp, final)
+            dfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageUnavailable("the blob store's disk is full: free space or add storage, "
+                                         "then retry") from None
+            raise StorageUnavailable(f"could not write to the blob store: {e.strerror}") from None
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with open(self._path(name), "rb") as f:
+                if offset:
+                    f.seek(offset)
+                return f.read() if length is None else f.read(length)
+        except FileNotFoundError:
+            raise NotFound(f"stored chunk {name} is missing from the blob store") from None
+
+    def delete(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def names(self) -> Iterator[tuple[str, float]]:
+        for top in sorted(self.root.iterdir()):
+            if len(top.name) != 2 or not top.is_dir():
+                continue
+            for sub in sorted(top.iterdir()):
+                for f in sorted(sub.iterdir()):
+                    try:
+                        yield f.name, f.stat().st_mtime
+                    except FileNotFoundError:
+                        continue
+
+    def clean_tmp(self, older_than: float) -> int:
+        """Remove temporary files left by a crash; returns how many."""
+        n = 0
+        for f in self.tmp.iterdir():
+            try:
+                if f.stat().st_mtime < older_than:
+                    f.unlink()
+                    n += 1
+            except FileNotFoundError:
+                pass
+        return n
+
+
+class S3BlobStore(BlobStore):
+    """An S3-compatible bucket (AWS, MinIO, SeaweedFS...), path-style addressing."""
+
+    def __init__(self, endpoint: str, bucket: str, region: str, access_key: str, secret_key: str,
+                 prefix: str = "blobs/"):
+        import boto3
+        from botocore.config import Config as BotoConfig
+        self.bucket, self.prefix = bucket, prefix
+        self.s3 = boto3.client("s3", endpoint_url=endpoint or None, region_name=region,
+                               aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                               config=BotoConfig(s3={"addressing_style": "path"},
+                                                 retries={"max_attempts": 5, "mode": "standard"},
+                                                 max_pool_connections=50))
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except Exception:
+            self.s3.create_bucket(Bucket=bucket)
+
+    def put(self, name: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=bytes(data))
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        kw = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            kw["Range"] = f"bytes={offset}-{end}"
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name, **kw)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            raise NotFound(f"stored chunk {name} is missing from the blob store") from None
+
+    def delete(self, name: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self.prefix + name)
+            return True
+        except Exception:
+            return False
+
+    def names(self) -> Iterator[tuple[str, float]]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"][len(self.prefix):], obj["LastModified"].timestamp()
+
+
+def open_store(cfg) -> BlobStore:
+    if cfg.storage.blob_backend == "s3":
+        keyfile = cfg.path(cfg.storage.s3_access_key_file, "")
+        access, _, secret = keyfile.read_text().strip().partition(":")
+        return S3BlobStore(cfg.storage.s3_endpoint, cfg.storage.s3_bucket, cfg.storage.s3_region,
+                           access, secret)
+    return LocalBlobStore(cfg.blob_dir)

@@ -1,0 +1,224 @@
+"""Coffer's configuration: one TOML file read into frozen dataclasses.
+
+Shared by `coffer serve` and `coffer-admin`. Every option has a default
+(documented in conf/coffer.example.toml); an unknown section or key, or a
+value of the wrong type, is an error that names it. Relative paths are taken
+from the folder of the config file (or the working folder without one).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CofferError
+
+
+class ConfigError(CofferError):
+    """The configuration file is missing, malformed or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    data_dir: str = "var"              # everything the server keeps, by default
+    database_url: str = ""            # SQLAlchemy URL; "" = sqlite:///<data_dir>/coffer.db
+    blob_backend: str = "local"       # "local" or "s3"
+    blob_dir: str = ""                # local backend; "" = <data_dir>/blobs
+    s3_endpoint: str = ""
+    s3_bucket: str = "coffer"
+    s3_region: str = "us-east-1"
+    s3_access_key_file: str = ""      # file holding "ACCESS_KEY:SECRET_KEY"
+    chunk_size: int = 1024 * 1024     # bytes of plaintext per chunk (max 4 MiB)
+    spool_dir: str = ""               # encrypted scratch for random-access writes; "" = <data_dir>/spool
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    default_mode: str = "managed"     # "managed" or "private" for new accounts
+    master_key_file: str = ""         # "" = <data_dir>/master.key (created on first use)
+    bcrypt_rounds: int = 12
+    argon2_memory_kib: int = 65536
+    argon2_iterations: int = 3
+    argon2_lanes: int = 4
+    credential_cache_seconds: int = 300
+    login_failures_before_delay: int = 3
+    login_block_after: int = 10       # failures within login_window_seconds
+    login_window_seconds: int = 900
+    login_block_seconds: int = 900
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    keep_all_minutes: int = 60        # every version younger than this
+    hourly_hours: int = 24            # then one per hour
+    daily_days: int = 30              # then one per day
+    weekly_after: bool = True         # then one per week, up to max_age_days
+    max_versions: int = 100           # per file, current included
+    max_age_days: int = 365           # older non-current versions go
+    max_quota_share: float = 0.5      # old versions never take more of the quota
+    trash_days: int = 30
+    exclude: tuple = ("*.tmp", "~$*", ".~lock.*#", ".DS_Store", "Thumbs.db", "._*", "desktop.ini")
+
+
+@dataclass(frozen=True)
+class WebDAVConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls: bool = True
+    allow_plain_http: bool = False    # only honoured on a loopback host
+    cert_file: str = ""               # "" = <data_dir>/tls/cert.pem, self-signed on first run
+    key_file: str = ""
+    threads: int = 16
+
+
+@dataclass(frozen=True)
+class SFTPConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 2222
+    host_key_dir: str = ""            # "" = <data_dir>/ssh
+    idle_timeout_seconds: int = 900
+    max_sessions: int = 100
+    max_sessions_per_account: int = 10
+
+
+@dataclass(frozen=True)
+class AccountsConfig:
+    default_plan: str = "basic"
+    plans: dict = field(default_factory=lambda: {"basic": 10 * 1024**3, "pro": 1024**4, "unlimited": 0})
+    cancel_grace_days: int = 30
+    session_record_days: int = 90
+    audit_days: int = 365
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_user: str = ""
+    smtp_password_file: str = ""
+    sender: str = "coffer@localhost"
+
+
+@dataclass(frozen=True)
+class Config:
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    webdav: WebDAVConfig = field(default_factory=WebDAVConfig)
+    sftp: SFTPConfig = field(default_factory=SFTPConfig)
+    accounts: AccountsConfig = field(default_factory=AccountsConfig)
+    mail: MailConfig = field(default_factory=MailConfig)
+    base_dir: str = "."               # where relative paths are resolved; not a TOML key
+
+    # -- resolved paths ------------------------------------------------------
+    def path(self, value: str, default: str) -> Path:
+        p = Path(value or default)
+        if not p.is_absolute():
+            p = Path(self.base_dir) / p
+        return p
+
+    @property
+    def data_dir(self) -> Path:
+        return self.path(self.storage.data_dir, "var")
+
+    @property
+    def database_url(self) -> str:
+        if self.storage.database_url:
+            return self.storage.database_url
+        return f"sqlite:///{self.data_dir / 'coffer.db'}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.path(self.storage.blob_dir, str(self.data_dir / "blobs"))
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.path(self.storage.spool_dir, str(self.data_dir / "spool"))
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.path(self.security.master_key_file, str(self.data_dir / "master.key"))
+
+    def replace(self, **sections) -> "Config":
+        """A copy with whole sections or single options changed (tests, CLI flags)."""
+        return dataclasses.replace(self, **sections)
+
+
+_SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "base_dir"}
+
+
+def _coerce(section: str, key: str, want, value):
+    want = {"int": int, "str": str, "bool": bool, "float": float, "tuple": tuple, "dict": dict}.get(want, want)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is tuple and isinstance(value, list):
+        return tuple(value)
+    if want is int and isinstance(value, bool):
+        raise ConfigError(f"[{section}] {key}: expected an integer, got {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"[{section}] {key}: expected {want.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(raw: dict, base_dir: str = ".") -> Config:
+    """Build a Config from parsed TOML, refusing unknown sections and keys."""
+    sections = {}
+    for name, body in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"unknown config section [{name}]; known: {', '.join(sorted(_SECTIONS))}")
+        if not isinstance(body, dict):
+            raise ConfigError(f"[{name}] must be a table")
+        cls = {"storage": StorageConfig, "security": SecurityConfig, "retention": RetentionConfig,
+               "webdav": WebDAVConfig, "sftp": SFTPConfig, "accounts": AccountsConfig,
+               "mail": MailConfig}[name]
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in body.items():
+            if key not in fields:
+                raise ConfigError(f"unknown option [{name}] {key}; known: {', '.join(sorted(fields))}")
+            values[key] = _coerce(name, key, fields[key], value)
+        sections[name] = cls(**values)
+    cfg = Config(**sections, base_dir=base_dir)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if cfg.security.default_mode not in ("managed", "private"):
+        raise ConfigError("[security] default_mode must be \"managed\" or \"private\"")
+    if not 4 * 1024 <= cfg.storage.chunk_size <= 4 * 1024 * 1024:
+        raise ConfigError("[storage] chunk_size must be between 4096 and 4194304 bytes")
+    if cfg.storage.blob_backend not in ("local", "s3"):
+        raise ConfigError("[storage] blob_backend must be \"local\" or \"s3\"")
+    if cfg.accounts.default_plan not in cfg.accounts.plans:
+        raise ConfigError(f"[accounts] default_plan {cfg.accounts.default_plan!r} is not in [accounts] plans")
+    for plan, size in cfg.accounts.plans.items():
+        if not isinstance(size, int) or size < 0:
+            raise ConfigError(f"[accounts] plans.{plan}: a size in bytes (0 = unlimited)")
+    if not 0 < cfg.retention.max_quota_share <= 1:
+        raise ConfigError("[retention] max_quota_share must be in (0, 1]")
+    if not 4 <= cfg.security.bcrypt_rounds <= 31:
+        raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
+
+
+def load(path: str | os.PathLike | None = None) -> Config:
+    """Read the config named by `path`, else $COFFER_CONFIG, else defaults.
+
+    Defaults put everything under ./var relative to the working folder.
+    """
+    path = path or os.environ.get("COFFER_CONFIG")
+    if not path:
+        return from_dict({}, base_dir=os.getcwd())
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found; copy conf/coffer.example.toml and edit it") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+    return from_dict(raw, base_dir=str(p.resolve().parent))

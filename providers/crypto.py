@@ -1,0 +1,224 @@
+"""Key hierarchy and chunk encryption: small pure functions, no I/O.
+
+Keys, top down:
+  user key      random; wrapped by Argon2id(password) in `private` mode or by
+                the server master key in `managed` mode.
+  X25519 pair   the user's; private half wrapped by the user key. Shared-folder
+                keys are sealed to the public half, so granting needs nothing
+                secret of the grantee.
+  domain key    random, one per key domain (a home or a shared folder); held
+                by each member wrapped under their user key. Subkeys derived by
+                HKDF: names, name lookups, chunk dedup ids, chunk-key wrapping,
+                metadata.
+  chunk key     random per stored chunk, wrapped by the domain's wrap subkey.
+                A version's data key is the set of its chunk keys, so moving a
+                file between domains re-wraps keys without touching content.
+
+Chunks are sealed in 64 KiB blocks (AES-256-GCM, block index and a last-block
+flag bound into the nonce; a chunk key seals exactly one chunk), so a byte
+range is read and authenticated without decrypting the whole chunk, and blocks
+cannot be reordered, dropped or truncated undetected.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import IntegrityError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+BLOCK = 64 * 1024
+SEALED_BLOCK = BLOCK + TAG_BYTES
+CHUNK_FORMAT = b"\x01"            # first byte of every stored chunk
+HEADER = len(CHUNK_FORMAT)
+
+
+def random_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def subkey(key: bytes, purpose: str) -> bytes:
+    """A key for one purpose derived from a domain or user key (HKDF-SHA256)."""
+    return HKDF(hashes.SHA256(), KEY_BYTES, salt=None, info=b"coffer/" + purpose.encode()).derive(key)
+
+
+@dataclass(frozen=True)
+class DomainKeys:
+    """The subkeys of one key domain, derived once when the domain is opened."""
+    names: AESGCM
+    lookup: bytes
+    dedup: bytes
+    wrap: AESGCM
+    meta: AESGCM
+
+    @classmethod
+    def derive(cls, domain_key: bytes) -> "DomainKeys":
+        return cls(AESGCM(subkey(domain_key, "names")), subkey(domain_key, "lookup"),
+                   subkey(domain_key, "dedup"), AESGCM(subkey(domain_key, "wrap")),
+                   AESGCM(subkey(domain_key, "meta")))
+
+
+# -- authenticated encryption of small values ----------------------------------
+
+def seal(aead: AESGCM, data: bytes, aad: bytes = b"") -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + aead.encrypt(nonce, data, aad)
+
+
+def open_sealed(aead: AESGCM, blob: bytes, aad: bytes = b"", what: str = "value") -> bytes:
+    try:
+        return aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+    except (InvalidTag, ValueError):
+        raise IntegrityError(f"{what} failed authentication: wrong key or tampered data") from None
+
+
+def wrap_key(kek: bytes, key: bytes, aad: bytes = b"") -> bytes:
+    return seal(AESGCM(kek), key, aad)
+
+
+def unwrap_key(kek: bytes, wrapped: bytes, aad: bytes = b"", what: str = "key") -> bytes:
+    return open_sealed(AESGCM(kek), wrapped, aad, what)
+
+
+# -- passwords -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class KdfParams:
+    memory_kib: int = 65536
+    iterations: int = 3
+    lanes: int = 4
+
+    def as_dict(self) -> dict:
+        return {"alg": "argon2id", "m": self.memory_kib, "t": self.iterations, "p": self.lanes}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KdfParams":
+        return cls(d["m"], d["t"], d["p"])
+
+
+def password_kek(password: str, salt: bytes, params: KdfParams) -> bytes:
+    """The key-encryption key a password unlocks (Argon2id)."""
+    return Argon2id(salt=salt, length=KEY_BYTES, iterations=params.iterations, lanes=params.lanes,
+                    memory_cost=params.memory_kib).derive(password.encode("utf-8"))
+
+
+# -- X25519 sealing (shared folders) ------------------------------------------------
+
+def new_keypair() -> tuple[bytes, bytes]:
+    """(private, public) raw X25519 keys."""
+    priv = X25519PrivateKey.generate()
+    return (priv.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                               serialization.NoEncryption()),
+            priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
+
+
+def _box_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), KEY_BYTES, salt=eph_pub + recipient_pub,
+                info=b"coffer/seal").derive(shared)
+
+
+def seal_to(recipient_public: bytes, data: bytes, aad: bytes = b"") -> bytes:
+    """Encrypt `data` so only the holder of the matching private key opens it."""
+    eph = X25519PrivateKey.generate()
+    eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_public))
+    return eph_pub + seal(AESGCM(_box_key(shared, eph_pub, recipient_public)), data, aad)
+
+
+def unseal(private: bytes, sealed: bytes, aad: bytes = b"") -> bytes:
+    priv = X25519PrivateKey.from_private_bytes(private)
+    pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    eph_pub = sealed[:32]
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+    return open_sealed(AESGCM(_box_key(shared, eph_pub, pub)), sealed[32:], aad, "sealed key")
+
+
+# -- names ------------------------------------------------------------------------
+
+def encrypt_name(keys: DomainKeys, name: str) -> bytes:
+    return seal(keys.names, name.encode("utf-8"), b"name")
+
+
+def decrypt_name(keys: DomainKeys, blob: bytes) -> str:
+    return open_sealed(keys.names, blob, b"name", "file name").decode("utf-8")
+
+
+def name_lookup(keys: DomainKeys, parent_id: int, name: str) -> str:
+    """Keyed hash that finds a child by name without storing the name in clear."""
+    msg = parent_id.to_bytes(8, "big") + name.encode("utf-8")
+    return hmac.new(keys.lookup, msg, hashlib.sha256).hexdigest()[:40]
+
+
+def chunk_id(keys: DomainKeys, plaintext) -> str:
+    """Dedup id of a chunk: equal content in one domain gives equal ids, and
+    nothing outside the domain can test a guess."""
+    return hmac.new(keys.dedup, plaintext, hashlib.sha256).hexdigest()
+
+
+# -- chunks -------------------------------------------------------------------------
+
+def _nonce(index: int, last: bool) -> bytes:
+    return index.to_bytes(NONCE_BYTES - 1, "big") + (b"\x01" if last else b"\x00")
+
+
+def encrypt_chunk(key: bytes, plaintext) -> bytes:
+    """Seal a chunk (at most a few MiB) as 64 KiB blocks behind a format byte."""
+    aead = AESGCM(key)
+    mv = memoryview(plaintext)
+    n = max(1, -(-len(mv) // BLOCK))
+    parts = [CHUNK_FORMAT]
+    for i in range(n):
+        parts.append(aead.encrypt(_nonce(i, i == n - 1), mv[i * BLOCK:(i + 1) * BLOCK], None))
+    return b"".join(parts)
+
+
+def sealed_size(plain_size: int) -> int:
+    return HEADER + max(1, -(-plain_size // BLOCK)) * TAG_BYTES + plain_size
+
+
+def block_span(plain_size: int, offset: int, length: int) -> tuple[int, int, int]:
+    """For plaintext [offset, offset+length) of a chunk, the blocks that hold
+    it: (first block, stored byte offset, stored byte length)."""
+    first = offset // BLOCK
+    last = min((offset + length - 1) // BLOCK, max(0, (plain_size - 1) // BLOCK))
+    start = HEADER + first * SEALED_BLOCK
+    end = min(HEADER + (last + 1) * SEALED_BLOCK, sealed_size(plain_size))
+    return first, start, end - start
+
+
+def decrypt_blocks(key: bytes, stored, first_block: int, plain_size: int, what: str = "chunk") -> bytes:
+    """Open consecutive sealed blocks starting at `first_block`; any tampering
+    (or a block from elsewhere, or a truncation) raises IntegrityError."""
+    aead = AESGCM(key)
+    nblocks = max(1, -(-plain_size // BLOCK))
+    mv = memoryview(stored)
+    out = []
+    i = first_block
+    pos = 0
+    while pos < len(mv):
+        piece = mv[pos:pos + SEALED_BLOCK]
+        try:
+            out.append(aead.decrypt(_nonce(i, i == nblocks - 1), piece, None))
+        except (InvalidTag, ValueError):
+            raise IntegrityError(f"{what} block {i} failed authentication: the stored data is damaged "
+                                 "or was tampered with") from None
+        pos += SEALED_BLOCK
+        i += 1
+    return b"".join(out)
+
+
+def decrypt_chunk(key: bytes, stored, plain_size: int, what: str = "chunk") -> bytes:
+    if bytes(stored[:HEADER]) != CHUNK_FORMAT or len(stored) != sealed_size(plain_size):
+        raise IntegrityError(f"{what} has the wrong format or length: damaged or tampered with")
+    return decrypt_blocks(key, memoryview(stored)[HEADER:], 0, plain_size, what)

@@ -1,0 +1,62 @@
+"""The error family raised by the storage core.
+
+Front-ends map these to protocol answers in one table each (HTTP status,
+SFTP status code); the core never picks a protocol-specific error.
+Every message says what failed and, where it helps, what to do.
+"""
+
+
+class CofferError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class InvalidPath(CofferError):
+    """A path or name the filesystem refuses (NUL, `..`, over-long, bad UTF-8)."""
+
+
+class NotFound(CofferError):
+    """No such file, folder, version or account."""
+
+
+class AlreadyExists(CofferError):
+    """The target name is taken."""
+
+
+class NotADirectory(CofferError):
+    """A path component that must be a folder is a file."""
+
+
+class IsADirectory(CofferError):
+    """A file operation was asked of a folder."""
+
+
+class DirectoryNotEmpty(CofferError):
+    """A folder that must be empty is not."""
+
+
+class PermissionDenied(CofferError):
+    """The principal may not do this here (read-only tree, foreign account, grant)."""
+
+
+class Conflict(CofferError):
+    """The operation clashes with the current state (parent missing, move into itself)."""
+
+
+class QuotaExceeded(CofferError):
+    """The account's quota would be exceeded; nothing was changed."""
+
+
+class IntegrityError(CofferError):
+    """Stored data failed authentication or hashing: tampered or damaged."""
+
+
+class Locked(CofferError):
+    """The account's keys are not unlocked (private mode without a live session)."""
+
+
+class AuthenticationFailed(CofferError):
+    """Wrong user name or password, or a disabled account."""
+
+
+class StorageUnavailable(CofferError):
+    """The blob store or the disk failed (for example: disk full)."""

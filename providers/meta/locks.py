@@ -1,0 +1,48 @@
+"""Queries for WebDAV locks (table `locks`), shared by every server node.
+
+Rows hold only a keyed hash of the locked path and the lock itself sealed
+under the account's metadata key; see providers/locks.py.
+"""
+from __future__ import annotations
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.engine import Connection
+
+from .schema import locks
+
+
+def insert(conn: Connection, *, token: str, domain_id: int, user_id: int | None, root_lookup: str,
+           expires_us: int, data_enc: bytes) -> None:
+    conn.execute(locks.insert().values(token=token, domain_id=domain_id, user_id=user_id,
+                                       root_lookup=root_lookup, expires_us=expires_us, data_enc=data_enc))
+
+
+def get(conn: Connection, domain_id: int, token: str, now_us: int):
+    return conn.execute(select(locks).where(and_(locks.c.token == token, locks.c.domain_id == domain_id,
+                                                 locks.c.expires_us >= now_us))).first()
+
+
+def by_root(conn: Connection, domain_id: int, root_lookup: str, now_us: int) -> list:
+    return list(conn.execute(select(locks).where(and_(locks.c.domain_id == domain_id,
+                                                      locks.c.root_lookup == root_lookup,
+                                                      locks.c.expires_us >= now_us))))
+
+
+def by_domain(conn: Connection, domain_id: int, now_us: int) -> list:
+    return list(conn.execute(select(locks).where(and_(locks.c.domain_id == domain_id,
+                                                      locks.c.expires_us >= now_us))))
+
+
+def set_expiry(conn: Connection, domain_id: int, token: str, expires_us: int, data_enc: bytes) -> bool:
+    res = conn.execute(update(locks).where(and_(locks.c.token == token, locks.c.domain_id == domain_id))
+                       .values(expires_us=expires_us, data_enc=data_enc))
+    return res.rowcount > 0
+
+
+def remove(conn: Connection, domain_id: int, token: str) -> bool:
+    res = conn.execute(delete(locks).where(and_(locks.c.token == token, locks.c.domain_id == domain_id)))
+    return res.rowcount > 0
+
+
+def purge_expired(conn: Connection, now_us: int) -> int:
+    return conn.execute(delete(locks).where(locks.c.expires_us < now_us)).rowcount

@@ -1,0 +1,200 @@
+"""The metadata schema (SQLAlchemy Core). Migrations live in providers/migrations.
+
+Times are integer microseconds since the epoch (UTC). Names, paths, property
+values, lock details and content hashes are stored only encrypted; lookups go
+through keyed hashes (see providers/crypto.py).
+"""
+from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, JSON, LargeBinary,
+                        MetaData, String, Table, Text, UniqueConstraint, text)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s", "pk": "pk_%(table_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s"})
+
+ID = BigInteger().with_variant(Integer, "sqlite")   # SQLite autoincrements INTEGER PRIMARY KEY only
+
+users = Table(
+    "users", metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("first_name", String(200), nullable=False, default=""),
+    Column("last_name", String(200), nullable=False, default=""),
+    Column("email", String(320), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="active"),   # active | disabled | cancelled
+    Column("plan", String(64), nullable=False),
+    Column("quota_bytes", BigInteger, nullable=True),                 # explicit quota; NULL = the plan's
+    Column("mode", String(16), nullable=False),                       # private | managed
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_login_us", BigInteger, nullable=True),
+    Column("consent_news", Boolean, nullable=False, default=False),
+    Column("consent_changed_us", BigInteger, nullable=True),
+    Column("erase_after_us", BigInteger, nullable=True),              # set by cancel
+    Column("password_hash", LargeBinary, nullable=False),             # bcrypt, for verification
+    Column("kdf_salt", LargeBinary, nullable=False),
+    Column("kdf_params", JSON, nullable=False),
+    Column("wrapped_user_key", LargeBinary, nullable=False),          # by password KEK or master key
+    Column("recovery_wrapped_key", LargeBinary, nullable=True),       # by a one-time recovery code
+    Column("public_key", LargeBinary, nullable=False),                # X25519
+    Column("wrapped_private_key", LargeBinary, nullable=False),       # by the user key
+    Column("settings", JSON, nullable=False, default=dict),           # retention override, exclusions
+    Column("credential_gen", Integer, nullable=False, default=0),     # bumped on passwd/disable
+)
+
+domains = Table(
+    "domains", metadata,
+    Column("id", ID, primary_key=True),
+    Column("owner_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),                       # home | share
+    Column("root_node_id", BigInteger, nullable=True),
+    Column("used_bytes", BigInteger, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    Column("key_gen", Integer, nullable=False, default=1),
+)
+
+domain_members = Table(
+    "domain_members", metadata,
+    Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, index=True),
+    Column("key_gen", Integer, primary_key=True, default=1),
+    Column("permission", String(8), nullable=False),                  # owner | read | write
+    Column("wrapped_key", LargeBinary, nullable=True),                # by the member's user key
+    Column("sealed_key", LargeBinary, nullable=True),                 # to the member's X25519 key
+    Column("mount_enc", LargeBinary, nullable=True),                  # where a share appears, sealed
+    Column("created_us", BigInteger, nullable=False),
+)
+
+nodes = Table(
+    "nodes", metadata,
+    Column("id", ID, primary_key=True),
+    Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("parent_id", BigInteger, nullable=True, index=True),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("name_lookup", String(40), nullable=False),
+    Column("kind", String(1), nullable=False),                        # d | f
+    Column("mode", Integer, nullable=True),                           # permission bits as reported
+    Column("created_us", BigInteger, nullable=False),
+    Column("mtime_us", BigInteger, nullable=False),
+    Column("changed_us", BigInteger, nullable=False),
+    Column("version_id", BigInteger, nullable=True),
+    Column("size", BigInteger, nullable=False, default=0),
+    Column("trashed_us", BigInteger, nullable=True),                  # set on the root of a deleted subtree
+    Column("trash_path_enc", LargeBinary, nullable=True),             # its path when deleted
+    Column("excluded", Boolean, nullable=False, default=False),       # keeps no history
+    Index("uq_nodes_live_name", "parent_id", "name_lookup", unique=True,
+          sqlite_where=text("trashed_us IS NULL"), postgresql_where=text("trashed_us IS NULL")),
+    Index("ix_nodes_trash", "domain_id", "trashed_us"),
+)
+
+node_history = Table(   # where a node was before a move or rename, for snapshot views
+    "node_history", metadata,
+    Column("id", ID, primary_key=True),
+    Column("node_id", ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("parent_id", BigInteger, nullable=True, index=True),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("until_us", BigInteger, nullable=False),
+)
+
+versions = Table(
+    "versions", metadata,
+    Column("id", ID, primary_key=True),
+    Column("node_id", ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("domain_id", BigInteger, nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("stored_bytes", BigInteger, nullable=False, default=0),    # new chunks it brought
+    Column("created_us", BigInteger, nullable=False),
+    Column("mtime_us", BigInteger, nullable=False),
+    Column("author_id", BigInteger, nullable=True),
+    Column("hashes_enc", LargeBinary, nullable=False),                # md5/sha1/sha256, sealed
+)
+
+chunks = Table(
+    "chunks", metadata,
+    Column("id", ID, primary_key=True),
+    Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
+    Column("dedup_id", String(64), nullable=False),
+    Column("blob_name", String(64), nullable=False, index=True),
+    Column("plain_size", Integer, nullable=False),
+    Column("stored_size", Integer, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("stored_sha256", String(64), nullable=False),             # of the ciphertext, for fsck
+    Column("refcount", Integer, nullable=False, default=0),
+    Column("created_us", BigInteger, nullable=False),
+    UniqueConstraint("domain_id", "dedup_id", name="uq_chunks_domain_dedup"),
+)
+
+version_chunks = Table(
+    "version_chunks", metadata,
+    Column("version_id", ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("chunk_id", ForeignKey("chunks.id"), nullable=False, index=True),
+)
+
+dead_props = Table(   # WebDAV dead properties, encrypted like names
+    "dead_props", metadata,
+    Column("node_id", ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    Column("name_lookup", String(40), primary_key=True),
+    Column("name_enc", LargeBinary, nullable=False),
+    Column("value_enc", LargeBinary, nullable=False),
+)
+
+locks = Table(   # WebDAV locks, shared by every server node
+    "locks", metadata,
+    Column("token", String(100), primary_key=True),
+    Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("user_id", BigInteger, nullable=True),
+    Column("root_lookup", String(64), nullable=False, index=True),
+    Column("expires_us", BigInteger, nullable=False),
+    Column("data_enc", LargeBinary, nullable=False),
+)
+
+ssh_keys = Table(
+    "ssh_keys", metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("fingerprint", String(100), nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("comment", String(200), nullable=False, default=""),
+    Column("created_us", BigInteger, nullable=False),
+    UniqueConstraint("user_id", "fingerprint", name="uq_ssh_keys_user_fp"),
+)
+
+session_records = Table(
+    "session_records", metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("protocol", String(16), nullable=False),
+    Column("client_addr", String(64), nullable=True),
+    Column("started_us", BigInteger, nullable=False, index=True),
+    Column("ended_us", BigInteger, nullable=True),
+    Column("bytes_in", BigInteger, nullable=False, default=0),
+    Column("bytes_out", BigInteger, nullable=False, default=0),
+    Column("requests", Integer, nullable=False, default=0),
+)
+
+audit_events = Table(
+    "audit_events", metadata,
+    Column("id", ID, primary_key=True),
+    Column("at_us", BigInteger, nullable=False, index=True),
+    Column("user_id", ForeignKey("users.id", ondelete="SET NULL"), nullable=True, index=True),
+    Column("actor", String(64), nullable=False),                      # admin | user | system
+    Column("event", String(64), nullable=False),
+    Column("client_addr", String(64), nullable=True),
+    Column("detail", JSON, nullable=False, default=dict),             # never personal data
+)
+
+throttle = Table(   # login failure counters, shared by every server node
+    "throttle", metadata,
+    Column("key", String(64), primary_key=True),                      # keyed hash of address or account
+    Column("failures", Integer, nullable=False, default=0),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("blocked_until_us", BigInteger, nullable=True),
+)
+
+receipts = Table(
+    "receipts", metadata,
+    Column("id", ID, primary_key=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("body", JSON, nullable=False),
+)

@@ -1,0 +1,261 @@
+"""Queries on the file tree: nodes, versions, chunks, history, dead properties."""
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, literal, or_, select, update
+
+from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
+
+NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.kind, nodes.c.mode,
+             nodes.c.created_us, nodes.c.mtime_us, nodes.c.changed_us, nodes.c.version_id, nodes.c.size,
+             nodes.c.trashed_us, nodes.c.trash_path_enc, nodes.c.excluded)
+
+
+def node(c, node_id: int):
+    return c.execute(select(*NODE_COLS).where(nodes.c.id == node_id)).mappings().first()
+
+
+def child(c, parent_id: int, lookup: str):
+    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.name_lookup == lookup,
+                                              nodes.c.trashed_us.is_(None))).mappings().first()
+
+
+def children(c, parent_id: int):
+    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None))
+                     ).mappings().all()
+
+
+def has_children(c, parent_id: int) -> bool:
+    return c.execute(select(nodes.c.id).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None))
+                     .limit(1)).first() is not None
+
+
+def insert_node(c, **values) -> int:
+    return c.execute(insert(nodes).values(**values)).inserted_primary_key[0]
+
+
+def update_node(c, node_id: int, **values) -> None:
+    c.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
+
+
+def subtree_ids(c, root_id: int, live_only: bool = False) -> list[int]:
+    """The node and everything below it (recursive query)."""
+    cond = nodes.c.trashed_us.is_(None) if live_only else literal(True)
+    base = select(nodes.c.id).where(nodes.c.id == root_id).cte("sub", recursive=True)
+    rec = base.union_all(select(nodes.c.id).where(nodes.c.parent_id == base.c.id, cond))
+    return [r[0] for r in c.execute(select(rec.c.id))]
+
+
+def ancestors(c, node_id: int) -> list[int]:
+    out = []
+    while node_id is not None:
+        out.append(node_id)
+        node_id = c.execute(select(nodes.c.parent_id).where(nodes.c.id == node_id)).scalar()
+    return out
+
+
+def trashed(c, domain_id: int, stamp_us=None):
+    q = select(*NODE_COLS).where(nodes.c.domain_id == domain_id, nodes.c.trashed_us.is_not(None))
+    if stamp_us is not None:
+        q = q.where(nodes.c.trashed_us == stamp_us)
+    return c.execute(q.order_by(nodes.c.trashed_us)).mappings().all()
+
+
+def trashed_before(c, before_us: int):
+    return c.execute(select(nodes.c.id, nodes.c.domain_id).where(nodes.c.trashed_us.is_not(None),
+                                                                 nodes.c.trashed_us < before_us)).all()
+
+
+def delete_nodes(c, ids: list[int]) -> None:
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        c.execute(delete(node_history).where(node_history.c.node_id.in_(part)))
+        c.execute(delete(dead_props).where(dead_props.c.node_id.in_(part)))
+        c.execute(delete(nodes).where(nodes.c.id.in_(part)))
+
+
+# -- history (for snapshot views) ------------------------------------------------------
+
+def add_history(c, node_id: int, parent_id: int, name_enc: bytes, until_us: int) -> None:
+    c.execute(insert(node_history).values(node_id=node_id, parent_id=parent_id, name_enc=name_enc,
+                                          until_us=until_us))
+
+
+def history_rows(c, node_ids: list[int]):
+    if not node_ids:
+        return []
+    return c.execute(select(node_history).where(node_history.c.node_id.in_(node_ids))
+                     .order_by(node_history.c.until_us)).mappings().all()
+
+
+def candidates_at(c, parent_id: int):
+    """Nodes that are, or ever were, children of `parent_id`."""
+    past = select(node_history.c.node_id).where(node_history.c.parent_id == parent_id)
+    return c.execute(select(*NODE_COLS).where(or_(nodes.c.parent_id == parent_id, nodes.c.id.in_(past)))
+                     ).mappings().all()
+
+
+# -- versions ------------------------------------------------------------------------------
+
+def insert_version(c, **values) -> int:
+    return c.execute(insert(versions).values(**values)).inserted_primary_key[0]
+
+
+def version(c, version_id: int):
+    return c.execute(select(versions).where(versions.c.id == version_id)).mappings().first()
+
+
+def versions_of(c, node_id: int):
+    return c.execute(select(versions).where(versions.c.node_id == node_id)
+                     .order_by(versions.c.created_us.desc(), versions.c.id.desc())).mappings().all()
+
+
+def version_at(c, node_id: int, at_us: int):
+    return c.execute(select(versions).where(versions.c.node_id == node_id, versions.c.created_us <= at_us)
+                     .order_by(versions.c.created_us.desc(), versions.c.id.desc()).limit(1)).mappings().first()
+
+
+def versions_for_nodes(c, node_ids: list[int]):
+    return c.execute(select(versions.c.id, versions.c.node_id).where(versions.c.node_id.in_(node_ids))).all()
+
+
+def version_times(c, domain_id: int, limit: int = 2000) -> list[int]:
+    return [r[0] for r in c.execute(select(versions.c.created_us).where(versions.c.domain_id == domain_id)
+                                    .order_by(versions.c.created_us.desc()).limit(limit))]
+
+
+def version_chunk_rows(c, version_id: int):
+    return c.execute(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.plain_size,
+                            chunks.c.stored_size, chunks.c.wrapped_key)
+                     .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id))
+                     .where(version_chunks.c.version_id == version_id).order_by(version_chunks.c.seq)
+                     ).mappings().all()
+
+
+def add_version_chunks(c, version_id: int, chunk_ids: list[int]) -> None:
+    if chunk_ids:
+        c.execute(insert(version_chunks), [{"version_id": version_id, "seq": i, "chunk_id": cid}
+                                           for i, cid in enumerate(chunk_ids)])
+
+
+def delete_version(c, version_id: int) -> list[int]:
+    """Remove a version; returns the chunk ids it referenced (one per reference)."""
+    ids = [r[0] for r in c.execute(select(version_chunks.c.chunk_id)
+                                   .where(version_chunks.c.version_id == version_id))]
+    c.execute(delete(version_chunks).where(version_chunks.c.version_id == version_id))
+    c.execute(delete(versions).where(versions.c.id == version_id))
+    return ids
+
+
+# -- chunks ------------------------------------------------------------------------------
+
+def chunk_by_dedup(c, domain_id: int, dedup_id: str):
+    return c.execute(select(chunks).where(chunks.c.domain_id == domain_id, chunks.c.dedup_id == dedup_id)
+                     ).mappings().first()
+
+
+def insert_chunk(c, **values) -> int:
+    return c.execute(insert(chunks).values(**values)).inserted_primary_key[0]
+
+
+def add_refs(c, counts: dict[int, int]) -> int:
+    """Add references; returns the stored bytes of chunks that went from 0 to >0."""
+    gained = 0
+    for cid, n in counts.items():
+        row = c.execute(select(chunks.c.refcount, chunks.c.stored_size).where(chunks.c.id == cid)).first()
+        if row.refcount == 0:
+            gained += row.stored_size
+        c.execute(update(chunks).where(chunks.c.id == cid).values(refcount=chunks.c.refcount + n))
+    return gained
+
+
+def drop_refs(c, counts: dict[int, int]) -> tuple[int, list[str]]:
+    """Drop references; chunks left with none are deleted. Returns (stored
+    bytes freed, blob names to delete once the transaction commits)."""
+    freed, blobs = 0, []
+    for cid, n in counts.items():
+        c.execute(update(chunks).where(chunks.c.id == cid).values(refcount=chunks.c.refcount - n))
+        row = c.execute(select(chunks.c.refcount, chunks.c.stored_size, chunks.c.blob_name)
+                        .where(chunks.c.id == cid)).first()
+        if row.refcount <= 0:
+            freed += row.stored_size
+            c.execute(delete(chunks).where(chunks.c.id == cid))
+            if c.execute(select(func.count()).select_from(chunks)
+                         .where(chunks.c.blob_name == row.blob_name)).scalar_one() == 0:
+                blobs.append(row.blob_name)
+    return freed, blobs
+
+
+def add_usage(c, domain_id: int, delta: int) -> None:
+    if delta:
+        c.execute(update(domains).where(domains.c.id == domain_id)
+                  .values(used_bytes=domains.c.used_bytes + delta))
+
+
+def domain_chunks(c, domain_id=None):
+    q = select(chunks)
+    if domain_id is not None:
+        q = q.where(chunks.c.domain_id == domain_id)
+    return c.execute(q.order_by(chunks.c.id)).mappings()
+
+
+def chunk_users(c, chunk_id: int):
+    """(version id, node id) pairs that reference a chunk: fsck names damaged files."""
+    return c.execute(select(versions.c.id, versions.c.node_id).select_from(
+        version_chunks.join(versions, versions.c.id == version_chunks.c.version_id))
+        .where(version_chunks.c.chunk_id == chunk_id).distinct()).all()
+
+
+def all_blob_names(c) -> set[str]:
+    return {r[0] for r in c.execute(select(chunks.c.blob_name))}
+
+
+def zero_ref_chunks(c):
+    return c.execute(select(chunks.c.id, chunks.c.blob_name).where(chunks.c.refcount <= 0)).all()
+
+
+def recount_refs(c) -> int:
+    """Set every chunk's refcount from version_chunks; returns rows fixed."""
+    fixed = 0
+    counts = dict(c.execute(select(version_chunks.c.chunk_id, func.count())
+                            .group_by(version_chunks.c.chunk_id)).all())
+    for cid, ref in c.execute(select(chunks.c.id, chunks.c.refcount)).all():
+        if counts.get(cid, 0) != ref:
+            c.execute(update(chunks).where(chunks.c.id == cid).values(refcount=counts.get(cid, 0)))
+            fixed += 1
+    return fixed
+
+
+def recompute_usage(c) -> None:
+    for did, in c.execute(select(domains.c.id)).all():
+        used = c.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0))
+                         .where(chunks.c.domain_id == did, chunks.c.refcount > 0)).scalar_one()
+        c.execute(update(domains).where(domains.c.id == did).values(used_bytes=used))
+
+
+def version_rows_for_domain(c, domain_id: int):
+    return c.execute(select(versions.c.id, versions.c.node_id, versions.c.created_us, versions.c.stored_bytes)
+                     .where(versions.c.domain_id == domain_id)
+                     .order_by(versions.c.node_id, versions.c.created_us.desc())).all()
+
+
+# -- dead properties -------------------------------------------------------------------------
+
+def props(c, node_id: int):
+    return c.execute(select(dead_props).where(dead_props.c.node_id == node_id)).mappings().all()
+
+
+def set_prop(c, node_id: int, lookup: str, name_enc: bytes, value_enc) -> None:
+    c.execute(delete(dead_props).where(dead_props.c.node_id == node_id, dead_props.c.name_lookup == lookup))
+    if value_enc is not None:
+        c.execute(insert(dead_props).values(node_id=node_id, name_lookup=lookup, name_enc=name_enc,
+                                            value_enc=value_enc))
+
+
+def copy_props(c, src_id: int, dst_id: int) -> None:
+    rows = props(c, src_id)
+    c.execute(delete(dead_props).where(dead_props.c.node_id == dst_id))
+    for r in rows:
+        c.execute(insert(dead_props).values(node_id=dst_id, name_lookup=r["name_lookup"],
+                                            name_enc=r["name_enc"], value_enc=r["value_enc"]))
+
+

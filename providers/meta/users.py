@@ -1,0 +1,137 @@
+"""Queries on accounts, key-domain membership, throttling, sessions, audit."""
+from __future__ import annotations
+
+from sqlalchemy import delete, func, insert, select, update
+
+from .db import now_us
+from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
+
+
+def user_by_name(c, name: str):
+    return c.execute(select(users).where(users.c.name == name)).mappings().first()
+
+
+def user_by_id(c, user_id: int):
+    return c.execute(select(users).where(users.c.id == user_id)).mappings().first()
+
+
+def all_users(c):
+    return c.execute(select(users).order_by(users.c.name)).mappings().all()
+
+
+def insert_user(c, **values) -> int:
+    return c.execute(insert(users).values(**values)).inserted_primary_key[0]
+
+
+def update_user(c, user_id: int, **values) -> None:
+    c.execute(update(users).where(users.c.id == user_id).values(**values))
+
+
+def insert_domain(c, owner_id: int, kind: str) -> int:
+    return c.execute(insert(domains).values(owner_id=owner_id, kind=kind, used_bytes=0,
+                                            created_us=now_us(), key_gen=1)).inserted_primary_key[0]
+
+
+def set_domain_root(c, domain_id: int, root_id: int) -> None:
+    c.execute(update(domains).where(domains.c.id == domain_id).values(root_node_id=root_id))
+
+
+def domain(c, domain_id: int):
+    return c.execute(select(domains).where(domains.c.id == domain_id)).mappings().first()
+
+
+def home_domain(c, user_id: int):
+    return c.execute(select(domains).where(domains.c.owner_id == user_id, domains.c.kind == "home")
+                     ).mappings().first()
+
+
+def add_member(c, domain_id: int, user_id: int, permission: str, wrapped_key=None, sealed_key=None,
+               key_gen: int = 1, mount_enc=None) -> None:
+    c.execute(insert(domain_members).values(domain_id=domain_id, user_id=user_id, permission=permission,
+                                            wrapped_key=wrapped_key, sealed_key=sealed_key, key_gen=key_gen,
+                                            mount_enc=mount_enc, created_us=now_us()))
+
+
+def membership(c, domain_id: int, user_id: int):
+    return c.execute(select(domain_members).where(domain_members.c.domain_id == domain_id,
+                                                  domain_members.c.user_id == user_id)
+                     .order_by(domain_members.c.key_gen.desc())).mappings().first()
+
+
+def owner_usage(c, owner_id: int) -> int:
+    return c.execute(select(func.coalesce(func.sum(domains.c.used_bytes), 0))
+                     .where(domains.c.owner_id == owner_id)).scalar_one()
+
+
+def make_root(c, domain_id: int, name_enc: bytes) -> int:
+    t = now_us()
+    return c.execute(insert(nodes).values(domain_id=domain_id, parent_id=None, name_enc=name_enc,
+                                          name_lookup="root", kind="d", created_us=t, mtime_us=t,
+                                          changed_us=t, size=0)).inserted_primary_key[0]
+
+
+# -- throttling -------------------------------------------------------------------
+
+def throttle_get(c, key: str):
+    return c.execute(select(throttle).where(throttle.c.key == key)).mappings().first()
+
+
+def throttle_put(c, key: str, failures: int, window_start_us: int, blocked_until_us) -> None:
+    if throttle_get(c, key) is None:
+        c.execute(insert(throttle).values(key=key, failures=failures, window_start_us=window_start_us,
+                                          blocked_until_us=blocked_until_us))
+    else:
+        c.execute(update(throttle).where(throttle.c.key == key).values(
+            failures=failures, window_start_us=window_start_us, blocked_until_us=blocked_until_us))
+
+
+def throttle_clear(c, key: str) -> None:
+    c.execute(delete(throttle).where(throttle.c.key == key))
+
+
+# -- session records and audit ---------------------------------------------------------
+
+def session_start(c, user_id, protocol: str, addr) -> int:
+    return c.execute(insert(session_records).values(user_id=user_id, protocol=protocol, client_addr=addr,
+                                                    started_us=now_us(), bytes_in=0, bytes_out=0,
+                                                    requests=0)).inserted_primary_key[0]
+
+
+def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended: bool = True) -> None:
+    values = dict(bytes_in=bytes_in, bytes_out=bytes_out, requests=requests)
+    if ended:
+        values["ended_us"] = now_us()
+    c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
+
+
+def sessions(c, user_id=None, since_us=None, until_us=None):
+    q = select(session_records, users.c.name.label("user_name")).select_from(
+        session_records.outerjoin(users, users.c.id == session_records.c.user_id))
+    if user_id is not None:
+        q = q.where(session_records.c.user_id == user_id)
+    if since_us is not None:
+        q = q.where(func.coalesce(session_records.c.ended_us, now_us()) >= since_us)
+    if until_us is not None:
+        q = q.where(session_records.c.started_us <= until_us)
+    return c.execute(q.order_by(session_records.c.started_us)).mappings().all()
+
+
+def audit(c, event: str, user_id=None, actor="system", client_addr=None, detail=None) -> None:
+    c.execute(insert(audit_events).values(at_us=now_us(), user_id=user_id, actor=actor, event=event,
+                                          client_addr=client_addr, detail=detail or {}))
+
+
+def audit_events_list(c, user_id=None, since_us=None, event=None):
+    q = select(audit_events, users.c.name.label("user_name")).select_from(
+        audit_events.outerjoin(users, users.c.id == audit_events.c.user_id))
+    if user_id is not None:
+        q = q.where(audit_events.c.user_id == user_id)
+    if since_us is not None:
+        q = q.where(audit_events.c.at_us >= since_us)
+    if event is not None:
+        q = q.where(audit_events.c.event == event)
+    return c.execute(q.order_by(audit_events.c.at_us)).mappings().all()
+
+
+def add_receipt(c, kind: str, body: dict) -> int:
+    return c.execute(insert(receipts).values(at_us=now_us(), kind=kind, body=body)).inserted_primary_key[0]

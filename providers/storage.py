@@ -1,0 +1,239 @@
+"""The storage service: configuration, metadata, blob store and keys in one
+object, opened once per process. It authenticates principals and hands out
+their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
+
+    st = Storage.open(cfg)
+    st.accounts.create("alice", password)
+    vfs = st.login("alice", password, client_addr="192.0.2.1", protocol="webdav")
+    vfs = st.open_as("alice")          # managed accounts only: SSH keys, admin
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from . import crypto, meta
+from .accounts import Accounts, MasterKey, Throttle, User, normalize_name
+from .blobs import open_store
+from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
+from .meta import tree as t
+from .meta import users as uq
+from .vfs import Vfs
+
+log = logging.getLogger(__name__)
+
+
+class Sessions:
+    """Session records: who connected, from where, when, and how much moved."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def start(self, user_id, protocol: str, client_addr=None) -> int:
+        with self.db.write() as c:
+            return uq.session_start(c, user_id, protocol, client_addr)
+
+    def update(self, sid: int, bytes_in: int, bytes_out: int, requests: int) -> None:
+        with self.db.write() as c:
+            uq.session_end(c, sid, bytes_in, bytes_out, requests, ended=False)
+
+    def end(self, sid: int, bytes_in: int = 0, bytes_out: int = 0, requests: int = 0) -> None:
+        with self.db.write() as c:
+            uq.session_end(c, sid, bytes_in, bytes_out, requests)
+
+    def list(self, user_id=None, since_us=None, until_us=None):
+        with self.db.read() as c:
+            return [dict(r) for r in uq.sessions(c, user_id, since_us, until_us)]
+
+
+@dataclass
+class Damage:
+    chunk_id: int
+    domain_id: int
+    problem: str
+    files: list
+
+
+class Storage:
+    def __init__(self, cfg, db: meta.Database, blobs, master: MasterKey):
+        self.cfg, self.db, self.blobs, self.master = cfg, db, blobs, master
+        self.accounts = Accounts(db, cfg, master)
+        self.sessions = Sessions(db)
+        self.throttle = Throttle(db, cfg, master.subkey("throttle"))
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, cfg, upgrade: bool = True) -> "Storage":
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        db = meta.Database(cfg.database_url)
+        if upgrade:
+            db.upgrade()
+        return cls(cfg, db, open_store(cfg), MasterKey(cfg.master_key_file))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # -- principals ------------------------------------------------------------------
+    def login(self, name: str, password: str, client_addr: str | None = None,
+              protocol: str = "admin") -> Vfs:
+        """Check the password (throttled) and open the account's filesystem."""
+        name = normalize_name(name)
+        keys = self.throttle.keys(name, client_addr)
+        self.throttle.check(keys)
+        with self.db.read() as c:
+            row = uq.user_by_name(c, name)
+        ok = row is not None and self.accounts.verify(row, password)
+        if not ok or row["status"] != "active":
+            self.throttle.failed(keys)
+            self.audit("login_failed", user_id=row["id"] if row else None, actor="user",
+                       client_addr=client_addr, protocol=protocol,
+                       reason="password" if not ok else row["status"])
+            if ok:
+                raise AuthenticationFailed(f"the account is {row['status']}; contact the administrator")
+            raise AuthenticationFailed("wrong user name or password")
+        self.throttle.succeeded(keys)
+        user_key = self.accounts.user_key(row, password)
+        with self.db.write() as c:
+            uq.update_user(c, row["id"], last_login_us=meta.now_us())
+        return Vfs(self, User.from_row(row), user_key)
+
+    def unlock(self, name: str, password: str | None = None) -> Vfs:
+        """Open an account for the administrator: managed accounts need
+        nothing, private ones need the user's password (given on stdin)."""
+        with self.db.read() as c:
+            row = uq.user_by_name(c, normalize_name(name))
+        if row is None:
+            raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+        if row["mode"] == "private":
+            if password is None:
+                raise Locked(f"account {row['name']!r} is private: only its own password opens its files; "
+                             "give it on stdin (--password-stdin)")
+            if not self.accounts.verify(row, password):
+                raise AuthenticationFailed("wrong password for that account")
+        return Vfs(self, User.from_row(row), self.accounts.user_key(row, password))
+
+    def open_as(self, name: str) -> Vfs:
+        """A managed account's filesystem without its password (SSH key
+        login, admin work). Private accounts raise Locked."""
+        with self.db.read() as c:
+            row = uq.user_by_name(c, normalize_name(name))
+        if row is None or row["status"] != "active":
+            raise AuthenticationFailed("no such active account")
+        if row["mode"] == "private":
+            raise Locked(f"account {row['name']!r} is private: its files open only with its password, "
+                         "a key alone cannot unlock them; log in with the password")
+        return Vfs(self, User.from_row(row), self.accounts.user_key(row))
+
+    def account_generation(self, name: str) -> int | None:
+        return self.accounts.generation(name)
+
+    def audit(self, event: str, user_id=None, actor: str = "system", client_addr=None, **detail) -> None:
+        with self.db.write() as c:
+            uq.audit(c, event, user_id=user_id, actor=actor, client_addr=client_addr, detail=detail)
+
+    # -- store-wide jobs -----------------------------------------------------------------
+    def gc(self, grace_seconds: int = 3600, progress=None) -> dict:
+        """Reclaim what a crash or an aborted upload left: blobs no chunk refers
+        to (older than the grace period, so uploads in flight are spared),
+        chunks no version refers to, and stale temporary files."""
+        with self.db.write() as c:
+            fixed = t.recount_refs(c)
+            drop = t.zero_ref_chunks(c)
+            from .meta.schema import chunks as chunks_t
+            from sqlalchemy import delete
+            for cid, _ in drop:
+                c.execute(delete(chunks_t).where(chunks_t.c.id == cid))
+            t.recompute_usage(c)
+            known = t.all_blob_names(c)
+        cutoff = time.time() - grace_seconds
+        removed = freed = 0
+        for i, (name, mtime) in enumerate(self.blobs.names()):
+            if progress:
+                progress(i)
+            if name not in known and mtime < cutoff:
+                self.blobs.delete(name)
+                removed += 1
+        for _, name in drop:
+            if name not in known:
+                self.blobs.delete(name)
+                freed += 1
+        tmp = getattr(self.blobs, "clean_tmp", None)
+        return {"orphan_blobs_removed": removed + freed, "unreferenced_chunks": len(drop),
+                "refcounts_fixed": fixed, "temp_files_removed": tmp(cutoff) if tmp else 0}
+
+    def fsck(self, user: str | None = None, password: str | None = None, progress=None) -> dict:
+        """Read every chunk (of one account, or all) and check it: decrypt and
+        re-hash where the keys are at hand (managed accounts, or a private one
+        whose password was given), else compare the stored ciphertext with the
+        hash kept in the metadata. Returns counts and the damaged files."""
+        domains = {}
+        with self.db.read() as c:
+            rows = [uq.user_by_name(c, normalize_name(user))] if user else uq.all_users(c)
+            if user and rows[0] is None:
+                raise NotFound(f"no account named {normalize_name(user)!r}")
+        for row in rows:
+            vfs = None
+            try:
+                if row["mode"] == "managed":
+                    vfs = Vfs(self, User.from_row(row), self.accounts.user_key(row))
+                elif password is not None and user:
+                    vfs = self.unlock(row["name"], password)
+            except CofferError:
+                vfs = None
+            with self.db.read() as c:
+                dom = uq.home_domain(c, row["id"])
+            domains[dom["id"]] = (row, vfs)
+        checked = decrypted = 0
+        damage: list[Damage] = []
+        for did, (row, vfs) in domains.items():
+            with self.db.read() as c:
+                chunk_rows = [dict(r) for r in t.domain_chunks(c, did)]
+            for r in chunk_rows:
+                checked += 1
+                if progress:
+                    progress(checked)
+                problem = self._check_chunk(r, vfs)
+                if vfs is not None and problem is None:
+                    decrypted += 1
+                if problem:
+                    damage.append(Damage(r["id"], did, problem, self._files_of(r["id"], vfs)))
+        return {"chunks_checked": checked, "chunks_decrypted": decrypted, "damaged": [
+            {"account": domains[d.domain_id][0]["name"], "problem": d.problem, "files": d.files}
+            for d in damage]}
+
+    def _check_chunk(self, r, vfs) -> str | None:
+        try:
+            stored = self.blobs.get(r["blob_name"])
+        except NotFound:
+            return "missing from the blob store"
+        if hashlib.sha256(stored).hexdigest() != r["stored_sha256"]:
+            return "stored bytes do not match their recorded hash (damaged or tampered with)"
+        if vfs is None:
+            return None
+        try:
+            key = crypto.open_sealed(vfs.home.keys.wrap, bytes(r["wrapped_key"]), r["dedup_id"].encode())
+            plain = crypto.decrypt_chunk(key, stored, r["plain_size"])
+        except IntegrityError:
+            return "does not decrypt (damaged or tampered with)"
+        if crypto.chunk_id(vfs.home.keys, plain) != r["dedup_id"]:
+            return "decrypts to content that does not match its id"
+        return None
+
+    def _files_of(self, chunk_id: int, vfs) -> list[str]:
+        """Paths of files (current or old versions) that use a chunk, when
+        the names can be decrypted; else node ids."""
+        out = []
+        with self.db.read() as c:
+            for _vid, nid in t.chunk_users(c, chunk_id):
+                if vfs is None:
+                    out.append(f"node #{nid}")
+                    continue
+                names, cur = [], t.node(c, nid)
+                while cur is not None and cur["parent_id"] is not None:
+                    names.append(crypto.decrypt_name(vfs.home.keys, bytes(cur["name_enc"])))
+                    cur = t.node(c, cur["parent_id"])
+                out.append("/" + "/".join(reversed(names)))
+        return sorted(set(out))

@@ -1,0 +1,418 @@
+"""File content streams: the sequential writer, the ranged reader, and the
+random-access file SFTP clients need. Memory stays flat whatever the size:
+at most one chunk (plus a bounded reorder window) is held at a time.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from . import crypto
+from .errors import QuotaExceeded
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PendingChunk:
+    dedup_id: str
+    plain_size: int
+    existing_id: int | None = None    # a chunk already stored in the domain
+    blob_name: str | None = None      # or one this writer stored
+    stored_size: int = 0
+    wrapped_key: bytes = b""
+    stored_sha256: str = ""
+    key: bytes | None = field(default=None, repr=False)
+
+
+class Writer:
+    """Sequential write stream; nothing is visible until `commit()`.
+
+    Each full chunk is hashed (dedup id), and stored encrypted unless the
+    domain already holds it. `commit()` publishes the version in one
+    transaction; `abort()` (or an exception inside a `with` block) leaves
+    nothing behind but blobs that `gc` reclaims if the process dies first.
+    """
+
+    def __init__(self, vfs, domain, parts, mtime_us=None, chunk_size=1024 * 1024, exclusive=False):
+        self.vfs, self.domain, self.parts, self.mtime_us = vfs, domain, parts, mtime_us
+        self.exclusive = exclusive
+        self.chunk_size = chunk_size
+        self.buf = bytearray()
+        self.chunks: list[PendingChunk] = []
+        self.size = 0
+        self.new_bytes = 0
+        self.md5, self.sha1, self.sha256 = hashlib.md5(), hashlib.sha1(), hashlib.sha256()
+        self.closed = False
+        self._quota_room = vfs._quota_room()
+        self._seen: dict[str, PendingChunk] = {}
+
+    def write(self, data) -> int:
+        if self.closed:
+            raise ValueError("write to a closed stream")
+        n = len(data)
+        if not n:
+            return 0
+        self.md5.update(data)
+        self.sha1.update(data)
+        self.sha256.update(data)
+        self.size += n
+        self.buf += data
+        while len(self.buf) >= self.chunk_size:
+            piece = bytes(self.buf[:self.chunk_size])
+            del self.buf[:self.chunk_size]
+            self._store(piece)
+        return n
+
+    def _store(self, data: bytes) -> None:
+        keys = self.domain.keys
+        did = crypto.chunk_id(keys, data)
+        if did in self._seen:
+            self.chunks.append(self._seen[did])
+            return
+        existing = self.vfs._find_chunk(self.domain, did)
+        if existing is not None:
+            pc = PendingChunk(did, len(data), existing_id=existing)
+        else:
+            key = crypto.random_key()
+            stored = crypto.encrypt_chunk(key, data)
+            self.new_bytes += len(stored)
+            if self._quota_room is not None and self.new_bytes > self._quota_room:
+                self.abort()
+                raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
+                                    "versions, or ask for a larger plan; nothing was changed")
+            name = os.urandom(16).hex()
+            self.vfs.st.blobs.put(name, stored)
+            pc = PendingChunk(did, len(data), blob_name=name, stored_size=len(stored),
+                              wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
+                              stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
+        self._seen[did] = pc
+        self.chunks.append(pc)
+
+    def hashes(self) -> dict:
+        return {"md5": self.md5.hexdigest(), "sha1": self.sha1.hexdigest(), "sha256": self.sha256.hexdigest()}
+
+    def commit(self):
+        if self.closed:
+            raise ValueError("stream already closed")
+        if self.buf:
+            self._store(bytes(self.buf))
+            self.buf = bytearray()
+        try:
+            entry = self.vfs._publish(self)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return entry
+
+    def abort(self) -> None:
+        """Drop what was written; the previous version stays as it was."""
+        if self.closed:
+            return
+        self.closed = True
+        for pc in self._seen.values():
+            if pc.blob_name:
+                try:
+                    self.vfs.st.blobs.delete(pc.blob_name)
+                except Exception:    # gc reclaims it later
+                    log.warning("could not delete an aborted upload's chunk; gc will reclaim it")
+        self.buf = bytearray()
+
+    def readback(self):
+        """Plaintext written so far, chunk by chunk (RandomFile's fallback)."""
+        for pc in self.chunks:
+            yield self.vfs._chunk_plaintext(self.domain, pc)
+        if self.buf:
+            yield bytes(self.buf)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+        return False
+
+
+class Reader:
+    """Reads one version, with seeking; decrypts only the 64 KiB blocks a read
+    touches and checks every block's authentication tag."""
+
+    READAHEAD = 256 * 1024
+
+    def __init__(self, vfs, domain, version_row, chunk_rows, what: str):
+        self.vfs, self.domain, self.what = vfs, domain, what
+        self.size = version_row["size"]
+        self.version_id = version_row["id"]
+        self.rows = chunk_rows
+        self.starts = []
+        pos = 0
+        for r in chunk_rows:
+            self.starts.append(pos)
+            pos += r["plain_size"]
+        self.pos = 0
+        self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, bytes)
+        self._keys: dict[int, bytes] = {}
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self.pos
+        elif whence == 2:
+            offset += self.size
+        self.pos = max(0, offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def _key(self, i: int) -> bytes:
+        if i not in self._keys:
+            r = self.rows[i]
+            self._keys[i] = crypto.open_sealed(self.domain.keys.wrap, bytes(r["wrapped_key"]),
+                                               r["dedup_id"].encode(), f"{self.what}: chunk key")
+        return self._keys[i]
+
+    def _piece(self, i: int, off: int, want: int) -> bytes:
+        ci, coff, data = self._cache
+        if ci == i and coff <= off and off + min(want, 1) <= coff + len(data):
+            return data[off - coff:off - coff + want]
+        r = self.rows[i]
+        length = max(want, self.READAHEAD)
+        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
+        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
+        if len(stored) != n:
+            from .errors import IntegrityError
+            raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
+        data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
+        coff = first * crypto.BLOCK
+        self._cache = (i, coff, data)
+        return data[off - coff:off - coff + want]
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self.size - self.pos
+        n = min(n, self.size - self.pos)
+        out = []
+        while n > 0:
+            i = bisect.bisect_right(self.starts, self.pos) - 1
+            off = self.pos - self.starts[i]
+            piece = self._piece(i, off, min(n, self.rows[i]["plain_size"] - off))
+            if not piece:
+                break
+            out.append(piece)
+            self.pos += len(piece)
+            n -= len(piece)
+        return b"".join(out)
+
+    def iter_range(self, offset: int = 0, length: int | None = None, block: int = 1024 * 1024):
+        self.seek(offset)
+        left = self.size - offset if length is None else min(length, self.size - offset)
+        while left > 0:
+            data = self.read(min(block, left))
+            if not data:
+                break
+            left -= len(data)
+            yield data
+
+    def close(self) -> None:
+        self._cache = (None, 0, b"")
+        self._keys.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class Spool:
+    """A scratch file for random-access writes, encrypted with a key that
+    lives only in memory (AES-CTR, seekable), so no plaintext reaches the
+    disk. Tracks which ranges were written; the rest reads as zeros."""
+
+    def __init__(self, folder):
+        os.makedirs(folder, exist_ok=True)
+        self.f = tempfile.TemporaryFile(dir=folder)
+        self.key = os.urandom(32)
+        self.nonce = int.from_bytes(os.urandom(16), "big")
+        self.extents: list[list[int]] = []     # sorted, merged [start, end)
+        self.size = 0
+
+    def _xor(self, offset: int, data) -> bytes:
+        block, skip = divmod(offset, 16)
+        iv = ((self.nonce + block) % (1 << 128)).to_bytes(16, "big")
+        enc = Cipher(algorithms.AES(self.key), modes.CTR(iv)).encryptor()
+        if skip:
+            enc.update(b"\0" * skip)
+        return enc.update(data)
+
+    def _mark(self, start: int, end: int) -> None:
+        ex = self.extents
+        i = bisect.bisect_left(ex, [start, start])
+        if i and ex[i - 1][1] >= start:
+            i -= 1
+        j = i
+        while j < len(ex) and ex[j][0] <= end:
+            start, end = min(start, ex[j][0]), max(end, ex[j][1])
+            j += 1
+        ex[i:j] = [[start, end]]
+
+    def pwrite(self, offset: int, data) -> None:
+        if not len(data):
+            return
+        self.f.seek(offset)
+        self.f.write(self._xor(offset, data))
+        self._mark(offset, offset + len(data))
+        self.size = max(self.size, offset + len(data))
+
+    def pread(self, offset: int, n: int) -> bytes:
+        n = max(0, min(n, self.size - offset))
+        out = bytearray(n)
+        for s, e in self.extents:
+            lo, hi = max(s, offset), min(e, offset + n)
+            if lo < hi:
+                self.f.seek(lo)
+                raw = self.f.read(hi - lo)
+                out[lo - offset:lo - offset + len(raw)] = self._xor(lo, raw)
+        return bytes(out)
+
+    def truncate(self, n: int) -> None:
+        self.size = n
+        self.f.truncate(n)
+        self.extents = [[s, min(e, n)] for s, e in self.extents if s < n]
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class RandomFile:
+    """A file open for writing at any offset (SFTP). Writes that arrive in
+    order (or nearly: a bounded reorder window) stream straight into a Writer;
+    anything else moves to an encrypted spool that is streamed into a Writer at
+    commit. Nothing is visible until `commit()`."""
+
+    WINDOW = 16 * 1024 * 1024
+
+    def __init__(self, vfs, opener, base_reader=None, spool_dir=None):
+        self.vfs = vfs
+        self._opener = opener                 # () -> Writer for the target
+        self.spool_dir = spool_dir
+        self.writer = None if base_reader is not None else opener()
+        self.spool: Spool | None = None
+        self.pos = 0
+        self.pending: dict[int, bytes] = {}
+        self.pending_bytes = 0
+        self.dirty = base_reader is None      # a new or truncated file is written even if empty
+        self.closed = False
+        if base_reader is not None:
+            self._to_spool()
+            for data in base_reader.iter_range(0):
+                self.spool.pwrite(self.pos, data)
+                self.pos += len(data)
+            base_reader.close()
+
+    @property
+    def size(self) -> int:
+        if self.spool is not None:
+            return self.spool.size
+        return max([self.pos] + [o + len(d) for o, d in self.pending.items()])
+
+    def _to_spool(self) -> None:
+        if self.spool is not None:
+            return
+        self.spool = Spool(self.spool_dir)
+        if self.writer is not None:
+            off = 0
+            for data in self.writer.readback():
+                self.spool.pwrite(off, data)
+                off += len(data)
+            self.writer.abort()
+            self.writer = None
+        for off, data in sorted(self.pending.items()):
+            self.spool.pwrite(off, data)
+        self.pending.clear()
+        self.pending_bytes = 0
+
+    def pwrite(self, offset: int, data) -> int:
+        self.dirty = True
+        data = bytes(data)
+        if self.spool is None:
+            if offset == self.pos:
+                self.writer.write(data)
+                self.pos += len(data)
+                while self.pos in self.pending:
+                    piece = self.pending.pop(self.pos)
+                    self.pending_bytes -= len(piece)
+                    self.writer.write(piece)
+                    self.pos += len(piece)
+                return len(data)
+            if offset > self.pos and offset not in self.pending and \
+                    self.pending_bytes + len(data) <= self.WINDOW:
+                self.pending[offset] = data
+                self.pending_bytes += len(data)
+                return len(data)
+            self._to_spool()
+        self.spool.pwrite(offset, data)
+        return len(data)
+
+    def pread(self, offset: int, n: int) -> bytes:
+        self._to_spool()
+        return self.spool.pread(offset, n)
+
+    def truncate(self, n: int) -> None:
+        self.dirty = True
+        if self.spool is None and n == self.size and not self.pending:
+            return
+        self._to_spool()
+        if n > self.spool.size:
+            self.spool.size = n
+        else:
+            self.spool.truncate(n)
+
+    def commit(self):
+        if self.closed:
+            raise ValueError("file already closed")
+        self.closed = True
+        if not self.dirty:
+            if self.spool is not None:
+                self.spool.close()
+            return None
+        if self.spool is None and self.pending:
+            self._to_spool()
+        if self.spool is None:
+            return self.writer.commit()
+        try:
+            w = self._opener()
+            off = 0
+            try:
+                while off < self.spool.size:
+                    piece = self.spool.pread(off, w.chunk_size)
+                    w.write(piece)
+                    off += len(piece)
+            except BaseException:
+                w.abort()
+                raise
+            return w.commit()
+        finally:
+            self.spool.close()
+
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.writer is not None:
+            self.writer.abort()
+        if self.spool is not None:
+            self.spool.close()
+
+
