@@ -1,0 +1,391 @@
+"""WebDAV resources over the filesystem API (wsgidav's DAVProvider interface).
+
+Each request carries the authenticated principal's filesystem in
+`environ["coffer.vfs"]` (set by server/webdav_app.py); every resource calls it
+and nothing else. Errors from the core become HTTP statuses in `STATUS`, the
+one table of this front-end.
+"""
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import time
+
+from lxml import etree
+from wsgidav import util, xml_tools
+from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR,
+                               HTTP_LOCKED, HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND,
+                               HTTP_PRECONDITION_FAILED, DAVError)
+from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
+
+from providers import errors
+
+log = logging.getLogger(__name__)
+
+HTTP_INSUFFICIENT_STORAGE = 507
+HTTP_SERVICE_UNAVAILABLE = 503
+NO_QUOTA_AVAILABLE = 2 ** 50          # "unlimited": 0 would make clients refuse to write
+
+# The one table from core errors to HTTP statuses.
+STATUS = [
+    (errors.InvalidPath, HTTP_BAD_REQUEST),
+    (errors.NotFound, HTTP_NOT_FOUND),
+    (errors.AlreadyExists, HTTP_METHOD_NOT_ALLOWED),
+    (errors.NotADirectory, HTTP_CONFLICT),
+    (errors.IsADirectory, HTTP_METHOD_NOT_ALLOWED),
+    (errors.DirectoryNotEmpty, HTTP_CONFLICT),
+    (errors.PermissionDenied, HTTP_FORBIDDEN),
+    (errors.Conflict, HTTP_CONFLICT),
+    (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
+    (errors.IntegrityError, HTTP_INTERNAL_ERROR),
+    (errors.Locked, HTTP_LOCKED),
+    (errors.AuthenticationFailed, 401),
+    (errors.StorageUnavailable, HTTP_SERVICE_UNAVAILABLE),
+]
+
+OC_NS = "{http://owncloud.org/ns}"
+MS_NS = "{urn:schemas-microsoft-com:}"
+WIN32_PROPS = ("Win32CreationTime", "Win32LastAccessTime", "Win32LastModifiedTime", "Win32FileAttributes")
+
+
+def dav_error(e: Exception) -> DAVError:
+    for cls, status in STATUS:
+        if isinstance(e, cls):
+            if status == HTTP_INTERNAL_ERROR:
+                log.error("integrity error: %s", e)
+            return DAVError(status, str(e))
+    return DAVError(HTTP_INTERNAL_ERROR)
+
+
+@contextlib.contextmanager
+def core():
+    """Run core calls, turning their errors into DAVError."""
+    try:
+        yield
+    except errors.CofferError as e:
+        raise dav_error(e) from None
+
+
+def _etag(entry) -> str | None:
+    tag = getattr(entry, "etag", None)
+    return tag.strip('"') if tag else None
+
+
+def _parse_time(text: str | None) -> float | None:
+    """An RFC 1123 date (Win32*Time, getlastmodified) as epoch seconds."""
+    if not text:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(text.strip()).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class _Props:
+    """Dead properties and Coffer's extra live properties, shared by files and folders."""
+
+    entry = None
+    _dead = None
+
+    @property
+    def vfs(self):
+        return self.environ["coffer.vfs"]
+
+    def _dead_props(self) -> dict:
+        if self._dead is None:
+            with core():
+                self._dead = dict(self.vfs.get_props(self.path))
+        return self._dead
+
+    def get_creation_date(self):
+        return self.entry.ctime
+
+    def get_last_modified(self):
+        return self.entry.mtime
+
+    def get_display_name(self):
+        return self.entry.name if self.path not in ("", "/") else ""
+
+    def get_etag(self):
+        return _etag(self.entry)
+
+    def support_etag(self):
+        return True
+
+    def get_property_names(self, *, is_allprop):
+        names = super().get_property_names(is_allprop=is_allprop)
+        names.extend(self._dead_props().keys())
+        return names
+
+    def get_properties(self, mode, *, name_list=None):
+        # Clients that read only the first <propstat> (rclone) must see the
+        # found properties first.
+        props = super().get_properties(mode, name_list=name_list)
+        return sorted(props, key=lambda p: isinstance(p[1], DAVError))
+
+    def get_property_value(self, name):
+        if name.startswith("{DAV:}"):
+            return super().get_property_value(name)
+        if name == OC_NS + "checksums" and not self.is_collection:
+            with core():
+                h = self.vfs.hashes(self.path)
+            el = etree.Element(name)
+            etree.SubElement(el, OC_NS + "checksum").text = " ".join(
+                f"{alg.upper()}:{h[alg]}" for alg in ("sha1", "md5", "sha256") if h.get(alg))
+            return el
+        if name == OC_NS + "permissions":
+            return ("RDNVCK" if self.is_collection else "RDNVW") if self.entry.writable else ""
+        value = self._dead_props().get(name)
+        if value is None:
+            raise DAVError(HTTP_NOT_FOUND)
+        try:
+            return xml_tools.string_to_xml(value)
+        except Exception:
+            raise DAVError(HTTP_INTERNAL_ERROR) from None
+
+    def set_property_value(self, name, value, *, dry_run=False):
+        if name.startswith("{DAV:}"):
+            return super().set_property_value(name, value, dry_run=dry_run)
+        if not self.entry.writable:
+            raise DAVError(HTTP_FORBIDDEN)
+        if dry_run:
+            return
+        if name.startswith(MS_NS) and name[len(MS_NS):] == "Win32LastModifiedTime" and value is not None:
+            ts = _parse_time(value.text)
+            if ts is not None:
+                with core():
+                    self.vfs.set_mtime(self.path, ts)
+        data = None if value is None else etree.tostring(value)
+        with core():
+            self.vfs.set_props(self.path, {name: data})
+        self._dead = None
+
+    def remove_all_properties(self, *, recursive):
+        pass     # the core drops a node's properties with the node
+
+    def set_last_modified(self, dest_path, time_stamp, *, dry_run):
+        if dry_run:
+            return True
+        with core():
+            self.vfs.set_mtime(dest_path, float(time_stamp))
+        return True
+
+    def is_locked(self):
+        return False if self.provider.lock_manager is None else super().is_locked()
+
+    def get_ref_url(self):
+        # Locks and ETags are per account; the account's lock scope is
+        # applied by the lock storage, so the plain path is the key here.
+        return super().get_ref_url()
+
+
+class CofferFile(_Props, DAVNonCollection):
+    def __init__(self, path, environ, entry, *, pending=False):
+        super().__init__(path, environ)
+        self.entry = entry
+        self.pending = pending            # a PUT target that does not exist yet
+        self._writer = None
+
+    def get_content_length(self):
+        return self.entry.size if self.entry is not None else 0
+
+    def get_content_type(self):
+        return util.guess_mime_type(self.path)
+
+    def get_creation_date(self):
+        return self.entry.ctime if self.entry is not None else time.time()
+
+    def get_last_modified(self):
+        return self.entry.mtime if self.entry is not None else time.time()
+
+    def get_display_name(self):
+        return util.get_uri_name(self.path)
+
+    def get_etag(self):
+        return _etag(self.entry) if self.entry is not None else None
+
+    def support_ranges(self):
+        return True
+
+    def get_content(self):
+        with core():
+            return self.vfs.open_read(self.path)
+
+    def begin_write(self, *, content_type=None):
+        mtime = None
+        header = self.environ.get("HTTP_X_OC_MTIME")
+        if header:
+            try:
+                mtime = float(header)
+            except ValueError:
+                raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be a number of seconds") from None
+            self.environ["coffer.oc_mtime"] = True
+        with core():
+            self._writer = self.vfs.open_write(self.path, mtime=mtime)
+        return _WriteStream(self._writer)
+
+    def end_write(self, *, with_errors):
+        w, self._writer = self._writer, None
+        if w is None:
+            return
+        if with_errors:
+            with contextlib.suppress(Exception):
+                w.abort()
+            return
+        try:
+            with core():
+                self.entry = w.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                w.abort()
+            raise
+        self.pending = False
+
+    def delete(self):
+        with core():
+            self.vfs.delete(self.path)
+        self.remove_all_locks(recursive=False)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        with core():
+            if is_move:
+                self.vfs.move(self.path, dest_path, overwrite=True)
+            else:
+                self.vfs.copy(self.path, dest_path, overwrite=True)
+
+    def support_recursive_move(self, dest_path):
+        return True
+
+    def move_recursive(self, dest_path):
+        with core():
+            self.vfs.move(self.path, dest_path, overwrite=True)
+        self.remove_all_locks(recursive=False)
+        return []
+
+
+class _WriteStream:
+    """What wsgidav writes a PUT body into; closing does not publish (end_write does)."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def write(self, data):
+        try:
+            self.writer.write(data)
+        except errors.CofferError as e:
+            raise dav_error(e) from None
+
+    def writelines(self, chunks):
+        for data in chunks:
+            self.write(data)
+
+    def close(self):
+        pass
+
+
+class CofferFolder(_Props, DAVCollection):
+    def __init__(self, path, environ, entry):
+        super().__init__(path, environ)
+        self.entry = entry
+
+    def get_display_name(self):
+        return self.entry.name if self.path not in ("", "/") else ""
+
+    def get_used_bytes(self):
+        return self._quota()[0]
+
+    def get_available_bytes(self):
+        return self._quota()[1]
+
+    def _quota(self):
+        q = self.environ.get("coffer.quota")
+        if q is None:
+            with core():
+                quota = self.vfs.quota()
+            avail = quota.available if quota.available is not None else NO_QUOTA_AVAILABLE
+            q = self.environ["coffer.quota"] = (quota.used, max(0, avail))
+        return q
+
+    def get_member_names(self):
+        with core():
+            return [e.name for e in self.vfs.list(self.path)]
+
+    def get_member_list(self):
+        with core():
+            entries = self.vfs.list(self.path)
+        base = self.path.rstrip("/")
+        return [self.provider.resource_for(base + "/" + e.name, self.environ, e) for e in entries]
+
+    def get_member(self, name):
+        return self.provider.get_resource_inst(self.path.rstrip("/") + "/" + name, self.environ)
+
+    def create_empty_resource(self, name):
+        path = self.path.rstrip("/") + "/" + name
+        if self.environ.get("REQUEST_METHOD") == "PUT":
+            # the PUT body follows at once; one version, not an empty one first
+            return CofferFile(path, self.environ, None, pending=True)
+        with core():                      # LOCK on an unmapped URL creates an empty file
+            with self.vfs.open_write(path) as w:
+                pass
+            entry = self.vfs.stat(path)
+        del w
+        return CofferFile(path, self.environ, entry)
+
+    def create_collection(self, name):
+        with core():
+            self.vfs.mkdir(self.path.rstrip("/") + "/" + name)
+
+    def support_recursive_delete(self):
+        return True
+
+    def delete(self):
+        with core():
+            self.vfs.delete(self.path)
+        self.remove_all_locks(recursive=True)
+
+    def copy_move_single(self, dest_path, *, is_move):
+        # wsgidav walks the tree for COPY: a folder is copied without members
+        if is_move:
+            with core():
+                self.vfs.move(self.path, dest_path, overwrite=True)
+            return
+        with core():
+            try:
+                self.vfs.mkdir(dest_path)
+            except errors.AlreadyExists:
+                pass
+            props = self.vfs.get_props(self.path)
+            if props:
+                self.vfs.set_props(dest_path, props)
+
+    def support_recursive_move(self, dest_path):
+        return True
+
+    def move_recursive(self, dest_path):
+        with core():
+            self.vfs.move(self.path, dest_path, overwrite=True)
+        self.remove_all_locks(recursive=True)
+        return []
+
+
+class CofferProvider(DAVProvider):
+    """Maps request paths to the principal's files; one instance serves every account."""
+
+    def is_readonly(self):
+        return False
+
+    def resource_for(self, path, environ, entry):
+        if entry.is_dir:
+            return CofferFolder(path, environ, entry)
+        return CofferFile(path, environ, entry)
+
+    def get_resource_inst(self, path, environ):
+        vfs = environ["coffer.vfs"]
+        try:
+            entry = vfs.stat(path or "/")
+        except (errors.NotFound, errors.NotADirectory):
+            return None
+        except errors.CofferError as e:
+            raise dav_error(e) from None
+        return self.resource_for(path or "/", environ, entry)

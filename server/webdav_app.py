@@ -1,0 +1,408 @@
+"""The WebDAV application: login, request hygiene and session records around
+wsgidav, with locks kept in the database.
+
+Order of work for every request (`CofferWebDAV.__call__`):
+  1. refuse what no handler should see: undecodable or climbing paths, a
+     Destination on another host, XML bodies with a DTD (entity bombs) or
+     over MAX_XML_BODY;
+  2. log in (Basic over TLS, verified-credential cache), or answer 401;
+  3. hand the request to wsgidav with the account's filesystem in
+     `environ["coffer.vfs"]`, counting bytes for the session record.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from urllib.parse import unquote_to_bytes, urlsplit
+
+import defusedxml.ElementTree as safe_xml
+from wsgidav.error_printer import ErrorPrinter
+from wsgidav.lock_man.lock_manager import LockManager
+from wsgidav.request_resolver import RequestResolver
+from wsgidav.wsgidav_app import WsgiDAVApp
+
+from providers import errors
+from providers.locks import LockStore
+from .auth import CredentialCache, parse_basic
+from .webdav import CofferProvider
+
+log = logging.getLogger(__name__)
+
+REALM = "Coffer"
+MAX_XML_BODY = 1024 * 1024
+XML_METHODS = {"PROPFIND", "PROPPATCH", "LOCK", "UNLOCK", "REPORT", "SEARCH"}
+DAV_METHODS = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND, PROPPATCH, LOCK, UNLOCK"
+BLOCK_SIZE = 1024 * 1024
+SESSION_IDLE_SECONDS = 120
+
+_current = threading.local()          # the request's login and lock scope, for the lock storage
+
+
+def _status_response(start_response, status: str, text: str, headers=()):
+    body = (text + "\n").encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body))), *headers])
+    return [body]
+
+
+def _check_url_path(raw: str) -> None:
+    """Raise ValueError for a WSGI path (latin-1 str of the decoded bytes)
+    that is not UTF-8 or that holds NUL, `.` or `..` components."""
+    data = raw.encode("latin-1")
+    text = data.decode("utf-8")                    # UnicodeDecodeError is a ValueError
+    if "\x00" in text:
+        raise ValueError("NUL in path")
+    for part in text.split("/"):
+        if part in (".", ".."):
+            raise ValueError("dot segments are not allowed")
+
+
+# -- locks ------------------------------------------------------------------------
+
+class ScopedLockManager(LockManager):
+    """wsgidav's lock manager, with its in-flight write markers kept per account."""
+
+    def __init__(self, storage):
+        self._writes_by_scope: dict = {}
+        super().__init__(storage)
+
+    @property
+    def _active_writes(self):
+        scope = getattr(_current, "scope_key", None)
+        return self._writes_by_scope.setdefault(scope, {})
+
+    @_active_writes.setter
+    def _active_writes(self, value):
+        pass
+
+
+class DatabaseLockStorage:
+    """wsgidav's lock-storage interface over providers.locks, scoped to the
+    account of the request being served (one account never sees another's)."""
+
+    def __init__(self, store: LockStore, scope_of):
+        self.store = store
+        self.scope_of = scope_of          # Login -> LockScope
+
+    def __repr__(self):
+        return "DatabaseLockStorage"
+
+    def _scope(self):
+        login = getattr(_current, "login", None)
+        if login is None:
+            return None
+        scope = getattr(_current, "scope", None)
+        if scope is None:
+            scope = _current.scope = self.scope_of(login)
+        return scope
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def cleanup(self):
+        self.store.purge_expired()
+
+    def clear(self):
+        pass
+
+    def get(self, token):
+        scope = self._scope()
+        return self.store.get(scope, token) if scope else None
+
+    def create(self, path, lock):
+        scope = self._scope()
+        if scope is None:
+            raise errors.PermissionDenied("locks need a logged-in account")
+        stored = self.store.create(scope, path, lock)
+        lock.update(stored)
+        return lock
+
+    def refresh(self, token, *, timeout):
+        scope = self._scope()
+        lock = self.store.refresh(scope, token, timeout) if scope else None
+        if lock is None:
+            raise ValueError("no such lock")
+        return lock
+
+    def delete(self, token):
+        scope = self._scope()
+        return self.store.delete(scope, token) if scope else False
+
+    def get_lock_list(self, path, *, include_root, include_children, token_only):
+        scope = self._scope()
+        if scope is None:
+            return []
+        found = self.store.locks_on(scope, path, include_root=include_root, include_children=include_children)
+        return [lk["token"] for lk in found] if token_only else found
+
+
+# -- session records ------------------------------------------------------------------
+
+class Sessions:
+    """One session record per client connection (address and port) and account;
+    a connection idle for SESSION_IDLE_SECONDS is taken as closed."""
+
+    def __init__(self, storage):
+        self.st = storage
+        self._lock = threading.Lock()
+        self._live: dict = {}             # key -> [sid, bytes_in, bytes_out, requests, last]
+
+    def touch(self, key, user_id, addr):
+        with self._lock:
+            rec = self._live.get(key)
+            if rec is not None:
+                return rec
+        try:
+            sid = self.st.sessions.start(user_id, "webdav", addr)
+        except Exception:
+            log.exception("could not start a session record")
+            sid = None
+        rec = [sid, 0, 0, 0, time.monotonic()]
+        with self._lock:
+            return self._live.setdefault(key, rec)
+
+    def add(self, rec, bytes_in, bytes_out):
+        with self._lock:
+            rec[1] += bytes_in
+            rec[2] += bytes_out
+            rec[3] += 1
+            rec[4] = time.monotonic()
+
+    def sweep(self, everything=False):
+        now = time.monotonic()
+        with self._lock:
+            done = [k for k, r in self._live.items() if everything or now - r[4] > SESSION_IDLE_SECONDS]
+            recs = [self._live.pop(k) for k in done]
+        for sid, bin_, bout, reqs, _ in recs:
+            if sid is not None:
+                try:
+                    self.st.sessions.end(sid, bin_, bout, reqs)
+                except Exception:
+                    log.exception("could not end a session record")
+
+
+class _CountingInput:
+    def __init__(self, stream):
+        self.stream = stream
+        self.count = 0
+
+    def read(self, *args):
+        data = self.stream.read(*args)
+        self.count += len(data)
+        return data
+
+    def readline(self, *args):
+        data = self.stream.readline(*args)
+        self.count += len(data)
+        return data
+
+    def readlines(self, *args):
+        lines = self.stream.readlines(*args)
+        self.count += sum(map(len, lines))
+        return lines
+
+    def __iter__(self):
+        for line in self.stream:
+            self.count += len(line)
+            yield line
+
+
+class _Response:
+    """Wraps the response body: counts bytes out and ends the request's
+    bookkeeping when the server closes it."""
+
+    def __init__(self, body, on_close):
+        self.body = body
+        self.on_close = on_close
+        self.count = 0
+
+    def __iter__(self):
+        for chunk in self.body:
+            self.count += len(chunk)
+            yield chunk
+
+    def close(self):
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.on_close(self.count)
+
+
+# -- the application ------------------------------------------------------------------
+
+class CofferWebDAV:
+    def __init__(self, storage, cfg, scope_of=None):
+        self.st = storage
+        self.cfg = cfg
+        self.cache = CredentialCache(storage, cfg.security.credential_cache_seconds)
+        self.sessions = Sessions(storage)
+        self.lock_store = LockStore(storage.db)
+        self.provider = CofferProvider()
+        self.dav = WsgiDAVApp({
+            "provider_mapping": {"/": self.provider},
+            "middleware_stack": [ErrorPrinter, RequestResolver],
+            "lock_storage": DatabaseLockStorage(self.lock_store, scope_of or default_lock_scope(storage)),
+            "property_manager": None,
+            "http_authenticator": {"domain_controller": None},
+            "simple_dc": {"user_mapping": {"*": True}},
+            "block_size": BLOCK_SIZE,
+            "add_header_MS_Author_Via": True,
+            "suppress_version_info": True,
+            "verbose": 1,
+            "logging": {"enable": False},
+            "dir_browser": {"enable": False},
+        })
+        self.dav.lock_manager = ScopedLockManager(self.dav.lock_manager.storage)
+        self.provider.set_lock_manager(self.dav.lock_manager)
+
+    def close(self):
+        self.sessions.sweep(everything=True)
+        self.cache.close_all()
+
+    def maintain(self):
+        """Periodic work: expire cached logins, idle sessions and old locks."""
+        self.cache.sweep()
+        self.sessions.sweep()
+        try:
+            self.lock_store.purge_expired()
+        except Exception:
+            log.exception("purging expired locks failed")
+
+    def __call__(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "")
+        try:
+            _check_url_path(environ.get("PATH_INFO", "/"))
+        except (ValueError, UnicodeError):
+            return _status_response(start_response, "400 Bad Request",
+                                    "The path must be UTF-8 without '.', '..' or NUL components.")
+        dest = environ.get("HTTP_DESTINATION")
+        if dest is not None:
+            problem = self._check_destination(environ, dest)
+            if problem:
+                return _status_response(start_response, "400 Bad Request", problem)
+
+        if method == "OPTIONS" and not environ.get("HTTP_AUTHORIZATION"):
+            # Windows asks anonymously first; answer without touching any account.
+            return _status_response(start_response, "200 OK", "", [
+                ("DAV", "1, 2"), ("MS-Author-Via", "DAV"), ("Allow", DAV_METHODS)])
+
+        addr = environ.get("REMOTE_ADDR")
+        try:
+            name, password = parse_basic(environ.get("HTTP_AUTHORIZATION"))
+            login = self.cache.acquire(name, password, addr, "webdav")
+        except errors.AuthenticationFailed as e:
+            return _status_response(start_response, "401 Unauthorized", str(e),
+                                    [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')])
+        except errors.CofferError as e:
+            log.warning("login failed: %s", type(e).__name__)
+            return _status_response(start_response, "503 Service Unavailable", "login is not possible now")
+
+        if method in XML_METHODS:
+            refused = self._guard_xml(environ)
+            if refused:
+                self.cache.release(login)
+                return _status_response(start_response, *refused)
+
+        vfs = login.vfs
+        session = self.sessions.touch((addr, environ.get("REMOTE_PORT"), vfs.user.id), vfs.user.id, addr)
+        counting = _CountingInput(environ["wsgi.input"])
+        environ["wsgi.input"] = counting
+        environ["coffer.vfs"] = vfs
+        environ["coffer.login"] = login
+        environ["wsgidav.auth.user_name"] = vfs.user.name
+        environ["wsgidav.auth.realm"] = REALM
+        environ["wsgidav.auth.roles"] = ("editor",)
+        environ["wsgidav.auth.permissions"] = ()
+        _current.login = login
+        _current.scope = None
+        _current.scope_key = vfs.user.id
+
+        done = [False]
+
+        def finish(bytes_out):
+            if done[0]:
+                return
+            done[0] = True
+            _current.login = None
+            _current.scope = None
+            _current.scope_key = None
+            self.sessions.add(session, counting.count, bytes_out)
+            self.cache.release(login)
+
+        def start(status, headers, exc_info=None):
+            if environ.get("coffer.oc_mtime"):
+                headers.append(("X-OC-MTime", "accepted"))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.dav(environ, start)
+        except BaseException:
+            finish(0)
+            raise
+        return _Response(body, finish)
+
+    def _check_destination(self, environ, dest: str) -> str | None:
+        try:
+            parts = urlsplit(dest)
+        except ValueError:
+            return "The Destination header is not a URL."
+        if parts.netloc:
+            host = environ.get("HTTP_HOST", "")
+            if parts.netloc.lower() != host.lower():
+                return "The Destination must be on this server."
+            scheme = environ.get("wsgi.url_scheme", "http")
+            if parts.scheme and parts.scheme.lower() != scheme:
+                return "The Destination must use this server's scheme."
+        try:
+            _check_url_path(unquote_to_bytes(parts.path).decode("latin-1"))
+        except (ValueError, UnicodeError):
+            return "The Destination path must be UTF-8 without '.', '..' or NUL components."
+        return None
+
+    def _guard_xml(self, environ):
+        """Read a small XML body up front and refuse DTDs (entity expansion)."""
+        length = environ.get("CONTENT_LENGTH", "").strip()
+        if not length:
+            if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                body = environ["wsgi.input"].read(MAX_XML_BODY + 1)
+            else:
+                return None
+        else:
+            try:
+                n = int(length)
+            except ValueError:
+                return ("400 Bad Request", "Content-Length is not a number.")
+            if n < 0:
+                return ("400 Bad Request", "Content-Length is negative.")
+            if n > MAX_XML_BODY:
+                return ("413 Request Entity Too Large", f"XML bodies are limited to {MAX_XML_BODY} bytes.")
+            body = environ["wsgi.input"].read(n) if n else b""
+        if len(body) > MAX_XML_BODY:
+            return ("413 Request Entity Too Large", f"XML bodies are limited to {MAX_XML_BODY} bytes.")
+        if body.strip():
+            try:
+                safe_xml.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+            except Exception:
+                return ("400 Bad Request", "The XML body is malformed or declares a DTD or entities.")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return None
+
+
+def default_lock_scope(storage):
+    """Login -> LockScope: the account's home domain, with keys from its session."""
+    from providers.locks import lock_scope_for
+    return lambda login: lock_scope_for(storage, login.vfs)
+
+
+def request_id() -> str:
+    return uuid.uuid4().hex[:12]
