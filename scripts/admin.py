@@ -1,0 +1,309 @@
+"""coffer-admin: the administrator's command line, a thin layer over providers.
+
+Secrets (passwords, recovery codes) come from a prompt, or from standard input
+with --password-stdin (one per line); never from the command line. Listing
+commands take --json. Long work shows progress on a terminal and stays quiet
+with --json or when not on a terminal. Every failure exits non-zero with one
+line naming what failed and what to do.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import re
+import sys
+import time
+
+from providers import config
+from providers.accounts import BadRequest
+from providers.errors import CofferError
+from providers.storage import Storage
+
+UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2, "mib": 1024**2,
+         "g": 1024**3, "gb": 1024**3, "gib": 1024**3, "t": 1024**4, "tb": 1024**4, "tib": 1024**4}
+
+
+class UsageError(CofferError):
+    pass
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text or "")
+    if not m or m.group(2).lower() not in UNITS:
+        raise UsageError(f"{text!r} is not a size; write for example 500M, 10G or 1T (0 = no limit)")
+    return int(float(m.group(1)) * UNITS[m.group(2).lower()])
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def when(us: int | None) -> str:
+    if not us:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(us / 1e6))
+
+
+class Secrets:
+    """Reads secrets from stdin lines (--password-stdin) or a prompt."""
+
+    def __init__(self, from_stdin: bool):
+        self.from_stdin = from_stdin
+
+    def get(self, prompt: str, confirm: bool = False) -> str:
+        if self.from_stdin:
+            line = sys.stdin.readline()
+            if not line:
+                raise UsageError(f"expected a line on standard input for: {prompt.rstrip(': ')}")
+            return line.rstrip("\r\n")
+        if not sys.stdin.isatty():
+            raise UsageError("no terminal to prompt on: pass --password-stdin and give secrets on standard input")
+        value = getpass.getpass(prompt)
+        if confirm and getpass.getpass("Repeat: ") != value:
+            raise UsageError("the two entries differ; nothing was changed")
+        return value
+
+
+class Progress:
+    """A one-line counter on stderr when it is a terminal (and not --json)."""
+
+    def __init__(self, args, label: str):
+        self.on = sys.stderr.isatty() and not getattr(args, "json", False)
+        self.label, self.last = label, 0.0
+
+    def __call__(self, n: int) -> None:
+        now = time.monotonic()
+        if self.on and now - self.last > 0.2:
+            self.last = now
+            sys.stderr.write(f"\r{self.label}: {n}")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.on:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def out(args, data, text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+def user_dict(st: Storage, u) -> dict:
+    limit = st.accounts.quota_limit(u)
+    return {"name": u.name, "first_name": u.first_name, "last_name": u.last_name, "email": u.email,
+            "status": u.status, "mode": u.mode, "plan": u.plan, "quota_bytes": limit,
+            "used_bytes": st.accounts.usage(u.id), "created": when(u.created_us),
+            "last_login": when(u.last_login_us), "email_consent": u.consent_news,
+            "email_consent_changed": when(u.consent_changed_us),
+            "erase_after": when(u.erase_after_us) if u.erase_after_us else None}
+
+
+# -- commands ---------------------------------------------------------------------------
+
+def cmd_user_add(st, args):
+    secrets = Secrets(args.password_stdin)
+    password = secrets.get(f"Password for {args.name}: ", confirm=True)
+    quota = parse_size(args.quota) if args.quota is not None else None
+    user, recovery = st.accounts.create(args.name, password, mode=args.mode, plan=args.plan, quota=quota,
+                                        first_name=args.first_name, last_name=args.last_name,
+                                        email=args.email)
+    data = user_dict(st, user)
+    text = f"created account {user.name} ({user.mode}, plan {user.plan}, quota {human(data['quota_bytes'])})"
+    if recovery:
+        data["recovery_code"] = recovery
+        text += (f"\nrecovery code (shown once, keep it offline): {recovery}\n"
+                 "This account is private: without its password or this code its files cannot be recovered.")
+    out(args, data, text)
+
+
+def cmd_user_list(st, args):
+    users = [user_dict(st, u) for u in st.accounts.list()]
+    rows = [f"{'NAME':<20} {'STATUS':<10} {'MODE':<8} {'PLAN':<10} {'USED':>11} {'QUOTA':>11}  LAST LOGIN"]
+    rows += [f"{u['name']:<20} {u['status']:<10} {u['mode']:<8} {u['plan']:<10} {human(u['used_bytes']):>11} "
+             f"{human(u['quota_bytes']):>11}  {u['last_login']}" for u in users]
+    out(args, users, "\n".join(rows))
+
+
+def cmd_user_show(st, args):
+    data = user_dict(st, st.accounts.get(args.name))
+    out(args, data, "\n".join(f"{k.replace('_', ' ')}: {human(v) if k.endswith('bytes') else v}"
+                               for k, v in data.items()))
+
+
+def cmd_user_passwd(st, args):
+    secrets = Secrets(args.password_stdin)
+    user = st.accounts.get(args.name)
+    old = code = None
+    if user.mode == "private":
+        if args.recovery_code:
+            code = secrets.get("Recovery code: ")
+        else:
+            old = secrets.get(f"Current password of {user.name} (private account): ")
+    new = secrets.get(f"New password for {user.name}: ", confirm=True)
+    recovery = st.accounts.set_password(user.name, new, old_password=old, recovery_code=code)
+    text = f"password of {user.name} changed; keys re-wrapped, nothing re-encrypted"
+    data = {"name": user.name, "changed": True}
+    if recovery:
+        data["recovery_code"] = recovery
+        text += f"\nnew recovery code (the old one no longer works): {recovery}"
+    out(args, data, text)
+
+
+def cmd_user_status(status):
+    def run(st, args):
+        u = st.accounts.set_status(args.name, status)
+        out(args, {"name": u.name, "status": u.status}, f"account {u.name} is now {u.status}")
+    return run
+
+
+def cmd_user_quota(st, args):
+    user = st.accounts.get(args.name)
+    values = {}
+    if args.plan:
+        values["plan"] = args.plan
+        values["quota_bytes"] = None
+    if args.size is not None:
+        values["quota_bytes"] = parse_size(args.size)
+    if values:
+        user = st.accounts.update(user.name, **values)
+    data = user_dict(st, user)
+    text = f"{user.name}: plan {user.plan}, quota {human(data['quota_bytes'])}, used {human(data['used_bytes'])}"
+    if data["quota_bytes"] is not None and data["used_bytes"] > data["quota_bytes"]:
+        text += "\nwarning: usage is above the new quota: new writes are refused until files are removed"
+    out(args, data, text)
+
+
+def cmd_fsck(st, args):
+    password = Secrets(True).get("password") if args.password_stdin else None
+    prog = Progress(args, "chunks checked")
+    report = st.fsck(user=args.user, password=password, progress=prog)
+    prog.done()
+    lines = [f"checked {report['chunks_checked']} chunks ({report['chunks_decrypted']} decrypted and re-hashed)"]
+    for d in report["damaged"]:
+        lines.append(f"DAMAGED in {d['account']}: {d['problem']}: {', '.join(d['files']) or 'no file uses it'}")
+    lines.append("no damage found" if not report["damaged"] else
+                 f"{len(report['damaged'])} damaged chunk(s): restore the named files from an older version "
+                 "or a backup of the blob store")
+    out(args, report, "\n".join(lines))
+    return 2 if report["damaged"] else 0
+
+
+def cmd_gc(st, args):
+    prog = Progress(args, "blobs scanned")
+    report = st.gc(grace_seconds=args.grace, progress=prog)
+    prog.done()
+    out(args, report, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.items()))
+
+
+def cmd_db_upgrade(st, args):
+    out(args, {"upgraded": True}, "database schema is up to date")
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coffer-admin", description="Administer a Coffer server: accounts, "
+                                "storage checks and data-protection duties.")
+    p.add_argument("--config", help="config file (default: $COFFER_CONFIG, else built-in defaults under ./var)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(parent, name, func, help_, json_=False, secrets=False):
+        sp = parent.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        if json_:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if secrets:
+            sp.add_argument("--password-stdin", action="store_true",
+                            help="read secrets from standard input, one per line, instead of a prompt")
+        return sp
+
+    user = sub.add_parser("user", help="accounts: add, list, show, passwd, disable, enable, quota")
+    us = user.add_subparsers(dest="user_command", required=True, metavar="ACTION")
+    sp = add(us, "add", cmd_user_add, "create an account (password from a prompt or stdin)", True, True)
+    sp.add_argument("name")
+    sp.add_argument("--mode", choices=["private", "managed"],
+                    help="private: only the user's password opens the files; managed: the server key does "
+                         "(default from the config)")
+    sp.add_argument("--plan", help="a plan named in the config")
+    sp.add_argument("--quota", help="explicit quota instead of the plan's, e.g. 50G (0 = no limit)")
+    sp.add_argument("--first-name", default="")
+    sp.add_argument("--last-name", default="")
+    sp.add_argument("--email", default="")
+    add(us, "list", cmd_user_list, "list accounts", True)
+    add(us, "show", cmd_user_show, "show one account", True).add_argument("name")
+    sp = add(us, "passwd", cmd_user_passwd, "change a password (private accounts: current password or "
+             "recovery code first)", True, True)
+    sp.add_argument("name")
+    sp.add_argument("--recovery-code", action="store_true",
+                    help="private account: give the recovery code instead of the current password")
+    add(us, "disable", cmd_user_status("disabled"), "refuse all logins of an account", True).add_argument("name")
+    add(us, "enable", cmd_user_status("active"), "allow logins again", True).add_argument("name")
+    sp = add(us, "quota", cmd_user_quota, "show or set an account's plan or quota", True)
+    sp.add_argument("name")
+    sp.add_argument("size", nargs="?", help="explicit quota, e.g. 50G (0 = no limit)")
+    sp.add_argument("--plan", help="switch to a plan named in the config")
+
+    sp = add(sub, "fsck", cmd_fsck, "read and check every stored chunk (exit 2 if damage is found)", True)
+    sp.add_argument("--user", help="only this account")
+    sp.add_argument("--password-stdin", action="store_true",
+                    help="private account: its password on stdin, to decrypt and re-hash too")
+    sp = add(sub, "gc", cmd_gc, "reclaim blobs and chunks nothing refers to (left by crashes)", True)
+    sp.add_argument("--grace", type=int, default=3600,
+                    help="spare unreferenced blobs younger than this many seconds (uploads in flight)")
+    db = sub.add_parser("db", help="database schema")
+    ds = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    add(ds, "upgrade", cmd_db_upgrade, "apply schema migrations", True)
+    for extra in EXTENSIONS:
+        extra(sub, us, add)
+    return p
+
+
+EXTENSIONS: list = []      # modules that add command groups: register(sub, user_sub, add)
+
+
+def _load_extensions() -> None:
+    import importlib
+    for mod in ("scripts.admin_keys", "scripts.admin_gdpr", "scripts.admin_share"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+            continue
+        EXTENSIONS.append(m.register)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+        st = Storage.open(cfg)
+    except CofferError as e:
+        print(f"coffer-admin: {e}", file=sys.stderr)
+        return 1
+    try:
+        return args.func(st, args) or 0
+    except (CofferError, BadRequest) as e:
+        print(f"coffer-admin: {args.command}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("coffer-admin: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        st.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
