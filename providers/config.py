@@ -83,6 +83,7 @@ class SFTPConfig:
     idle_timeout_seconds: int = 900
     max_sessions: int = 100
     max_sessions_per_account: int = 10
+    legacy_ciphers: bool = False      # also offer AES-CTR (clients without AES-GCM); costs server CPU
 
 
 @dataclass(frozen=True)

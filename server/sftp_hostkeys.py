@@ -1,0 +1,70 @@
+"""SSH host keys: created on first run, kept across restarts.
+
+Ed25519, ECDSA (P-256) and RSA (3072 bits) keys live in the host key folder
+(`[sftp] host_key_dir`, default `<data_dir>/ssh`) as OpenSSH-format private
+keys readable only by the server's user, with a `.pub` beside each. Their
+fingerprints are printed at start so users can check them on first connect.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import paramiko
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+log = logging.getLogger(__name__)
+
+KEYS = (
+    ("ssh_host_ed25519_key", paramiko.Ed25519Key, lambda: ed25519.Ed25519PrivateKey.generate()),
+    ("ssh_host_ecdsa_key", paramiko.ECDSAKey, lambda: ec.generate_private_key(ec.SECP256R1())),
+    ("ssh_host_rsa_key", paramiko.RSAKey, lambda: rsa.generate_private_key(65537, 3072)),
+)
+
+
+def host_key_dir(cfg) -> Path:
+    return cfg.path(cfg.sftp.host_key_dir, str(cfg.data_dir / "ssh"))
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """`<type> SHA256:<base64>`, as `ssh-keygen -l` and the ssh client show it."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+def _write_private(path: Path, pem: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_or_create(folder: Path) -> list[paramiko.PKey]:
+    """The host keys in `folder`, generating any that are missing."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.chmod(folder, 0o700)
+    except OSError:
+        pass
+    keys = []
+    for name, cls, generate in KEYS:
+        path = folder / name
+        if not path.exists():
+            private = generate()
+            pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                        serialization.NoEncryption())
+            _write_private(path, pem)
+            public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                       serialization.PublicFormat.OpenSSH)
+            (folder / (name + ".pub")).write_bytes(public + b" coffer-host-key\n")
+            log.info("created SSH host key %s", name)
+        keys.append(cls.from_private_key_file(str(path)))
+    return keys
