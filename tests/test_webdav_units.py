@@ -1,0 +1,153 @@
+"""In-process tests of the WebDAV front-end's pieces: Basic parsing, the
+verified-credential cache, the TLS certificate, the database lock store."""
+import base64
+import time
+
+import pytest
+
+from providers.errors import AuthenticationFailed
+from providers.locks import LockStore, lock_scope_for
+from server import tls
+from server.auth import CredentialCache, parse_basic, strip_domain
+from server.webdav_app import _check_url_path
+
+
+def basic(text: bytes) -> str:
+    return "Basic " + base64.b64encode(text).decode()
+
+
+@pytest.mark.parametrize("raw,want", [
+    (b"alice:pw", ("alice", "pw")),
+    (b"WORKGROUP\\alice:pw", ("alice", "pw")),
+    (b"a\\b\\alice:pw:with:colons", ("alice", "pw:with:colons")),
+    (b"alice:", ("alice", "")),
+    ("j\u00fcrgen:p\u00e4ss".encode(), ("j\u00fcrgen", "p\u00e4ss")),
+])
+def test_parse_basic(raw, want):
+    assert parse_basic(basic(raw)) == want
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic", "Basic ***", "Bearer x", basic(b"nocolon"),
+                                    basic(b":pw"), basic(b"\xff:x"), basic(b"a\x00b:c")])
+def test_parse_basic_refuses(header):
+    with pytest.raises(AuthenticationFailed):
+        parse_basic(header)
+
+
+def test_strip_domain():
+    assert strip_domain("DOM\\bob") == "bob"
+    assert strip_domain("bob") == "bob"
+
+
+@pytest.mark.parametrize("path,ok", [
+    ("/a/b", True), ("/", True), ("/caf\u00c3\u00a9", True), ("/a/../b", False), ("/./a", False),
+    ("/a\x00", False), ("/\xff", False),
+])
+def test_url_path_check(path, ok):
+    if ok:
+        _check_url_path(path)
+    else:
+        with pytest.raises(ValueError):
+            _check_url_path(path)
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_cache_verifies_once_then_reuses(storage, monkeypatch):
+    storage.accounts.create("alice", "alice-password")
+    calls = []
+    real = storage.login
+    monkeypatch.setattr(storage, "login", lambda *a, **k: calls.append(1) or real(*a, **k))
+    clock = Clock()
+    cache = CredentialCache(storage, ttl=60, clock=clock)
+    first = cache.acquire("alice", "alice-password", "127.0.0.1")
+    cache.release(first)
+    for _ in range(5):
+        e = cache.acquire("alice", "alice-password", "127.0.0.1")
+        assert e is first
+        cache.release(e)
+    assert len(calls) == 1
+    # a wrong password is never served from the cache
+    with pytest.raises(AuthenticationFailed):
+        cache.acquire("alice", "wrong", "127.0.0.1")
+    # expiry forces a new verification
+    clock.t += 61
+    e = cache.acquire("alice", "alice-password", "127.0.0.1")
+    cache.release(e)
+    assert len(calls) == 3
+    cache.close_all()
+
+
+def test_cache_refuses_at_once_after_password_change_or_disable(storage):
+    storage.accounts.create("alice", "alice-password")
+    cache = CredentialCache(storage, ttl=300)
+    e = cache.acquire("alice", "alice-password", None)
+    cache.release(e)
+    storage.accounts.set_password("alice", "new-password-1")
+    with pytest.raises(AuthenticationFailed):
+        cache.acquire("alice", "alice-password", None)
+    e = cache.acquire("alice", "new-password-1", None)
+    cache.release(e)
+    storage.accounts.set_status("alice", "disabled")
+    with pytest.raises(AuthenticationFailed):
+        cache.acquire("alice", "new-password-1", None)
+    cache.close_all()
+
+
+def test_cache_keeps_no_password(storage):
+    storage.accounts.create("alice", "alice-password")
+    cache = CredentialCache(storage, ttl=300)
+    e = cache.acquire("alice", "alice-password", None)
+    cache.release(e)
+    for key in cache._entries:
+        assert b"alice-password" not in key
+    assert "alice-password" not in repr(cache._entries)
+    cache.close_all()
+
+
+def test_self_signed_certificate(cfg):
+    cert, key, created = tls.ensure_certificate(cfg)
+    assert created and cert.is_file() and key.is_file()
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    fp = tls.fingerprint(cert)
+    assert len(fp.split(":")) == 32
+    again = tls.ensure_certificate(cfg)
+    assert again == (cert, key, False) and tls.fingerprint(cert) == fp
+
+
+def test_lock_store_scoped_and_sealed(storage):
+    storage.accounts.create("alice", "alice-password")
+    storage.accounts.create("bob", "bob-password")
+    a = storage.login("alice", "alice-password")
+    b = storage.login("bob", "bob-password")
+    store = LockStore(storage.db)
+    sa, sb = lock_scope_for(storage, a), lock_scope_for(storage, b)
+    lock = store.create(sa, "/Secret Plans/q3.docx", {"type": "write", "scope": "exclusive", "depth": "0",
+                                                     "owner": b"<owner>me</owner>", "timeout": 60,
+                                                     "principal": "alice"})
+    tok = lock["token"]
+    assert store.get(sa, tok)["owner"] == b"<owner>me</owner>"
+    assert store.get(sb, tok) is None                            # invisible to bob
+    assert store.delete(sb, tok) is False
+    assert [lk["token"] for lk in store.locks_on(sa, "/Secret Plans/q3.docx")] == [tok]
+    assert store.locks_on(sb, "/Secret Plans/q3.docx") == []
+    assert [lk["token"] for lk in store.locks_on(sa, "/Secret Plans", include_root=False,
+                                                 include_children=True)] == [tok]
+    assert store.locks_on(sa, "/Secret", include_children=True) == []
+    # nothing readable in the table
+    with storage.db.read() as c:
+        rows = c.exec_driver_sql("select * from locks").fetchall()
+    assert rows and all(b"Secret" not in bytes(r.data_enc) and "Secret" not in r.root_lookup for r in rows)
+    # refresh and expiry
+    assert store.refresh(sa, tok, 1)["timeout"] == 1
+    store.clock = lambda: time.time() + 5
+    assert store.get(sa, tok) is None
+    assert store.purge_expired() == 1
+    a.close()
+    b.close()
