@@ -126,6 +126,11 @@ class LockStore:
                                                                     self._lookup(scope, root), now)]
         return out
 
+    def has_locks(self, scope: LockScope) -> bool:
+        """Whether the account holds any live lock at all (a cheap pre-check)."""
+        with self.db.read() as conn:
+            return q.any_live(conn, scope.domain_id, self._now_us())
+
     def purge_expired(self) -> int:
         with self.db.write() as conn:
             return q.purge_expired(conn, self._now_us())

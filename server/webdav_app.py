@@ -90,6 +90,9 @@ class DatabaseLockStorage:
     def __repr__(self):
         return "DatabaseLockStorage"
 
+    def current_scope(self):
+        return self._scope()
+
     def _scope(self):
         login = getattr(_current, "login", None)
         if login is None:

@@ -46,3 +46,8 @@ def remove(conn: Connection, domain_id: int, token: str) -> bool:
 
 def purge_expired(conn: Connection, now_us: int) -> int:
     return conn.execute(delete(locks).where(locks.c.expires_us < now_us)).rowcount
+
+
+def any_live(conn: Connection, domain_id: int, now_us: int) -> bool:
+    return conn.execute(select(locks.c.token).where(and_(locks.c.domain_id == domain_id,
+                                                         locks.c.expires_us >= now_us)).limit(1)).first() is not None

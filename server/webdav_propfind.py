@@ -1,0 +1,236 @@
+"""A fast path for PROPFIND Depth 0 and 1, the request clients send most.
+
+wsgidav builds an lxml tree per property and asks the lock manager about
+every member; for a folder of 10,000 files that alone takes seconds. Here
+one `vfs.list` call yields every member's live properties and the answer is
+written as text. Anything unusual — Depth infinity, `propname`, `If:`
+headers, an account holding locks — goes to wsgidav's own handler, which
+stays the reference behaviour.
+"""
+from __future__ import annotations
+
+import io
+import mimetypes
+import time
+from urllib.parse import quote
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from providers import errors
+from .webdav import NO_QUOTA_AVAILABLE, OC_NS, dav_error
+
+DAV = "{DAV:}"
+SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>"
+                  "</D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype>"
+                  "<D:write/></D:locktype></D:lockentry></D:supportedlock>")
+ALLPROP = ("resourcetype", "creationdate", "getcontentlength", "getcontenttype", "quota-used-bytes",
+           "quota-available-bytes", "getlastmodified", "displayname", "getetag", "lockdiscovery", "supportedlock")
+HREF_SAFE = "/!*'(),$-_|.~"
+CHUNK_ENTRIES = 500
+_mime_cache: dict = {}
+
+
+def _mime(name: str) -> str:
+    ext = name.rpartition(".")[2].lower() if "." in name else ""
+    m = _mime_cache.get(ext)
+    if m is None:
+        m = _mime_cache[ext] = mimetypes.guess_type("x." + ext)[0] or "application/octet-stream"
+    return m
+
+
+def _http_date(ts: float) -> str:
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ts))
+
+
+def _iso_date(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _empty(clark: str) -> str:
+    ns, _, local = clark[1:].partition("}")
+    if ns == "DAV:":
+        return f"<D:{local}/>"
+    return f'<X:{local} xmlns:X="{escape(ns, {chr(34): "&quot;"})}"/>'
+
+
+class Request:
+    """What a PROPFIND asks for, or None when the fast path does not apply."""
+
+    def __init__(self, names, allprop):
+        self.names = names            # Clark names, for a <prop> request
+        self.allprop = allprop
+
+    @classmethod
+    def parse(cls, body: bytes):
+        if not body.strip():
+            return cls([], True)
+        try:
+            root = etree.fromstring(body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+        except etree.XMLSyntaxError:
+            return None
+        if root.tag != DAV + "propfind" or len(root) != 1:
+            return None
+        node = root[0]
+        if node.tag == DAV + "allprop":
+            return cls([], True)
+        if node.tag != DAV + "prop":
+            return None
+        names = [child.tag for child in node if isinstance(child.tag, str)]
+        return cls(names, False)
+
+
+def handle(environ, start_response, lock_store_scope):
+    """Answer the PROPFIND, or return None to let wsgidav answer it."""
+    depth = environ.get("HTTP_DEPTH", "infinity").lower()
+    if depth not in ("0", "1") or environ.get("HTTP_IF"):
+        return None
+    body = environ["wsgi.input"].read() if environ.get("CONTENT_LENGTH", "0") not in ("", "0") else b""
+    req = Request.parse(body)
+    if req is None:
+        return _replay(environ, body)
+    vfs = environ["coffer.vfs"]
+    path = environ["PATH_INFO"] or "/"
+    try:
+        entry = vfs.stat(path)
+    except (errors.NotFound, errors.NotADirectory):
+        return _not_found(start_response)
+    except errors.CofferError as e:
+        raise dav_error(e) from None
+    store, scope = lock_store_scope()
+    if store is not None and store.has_locks(scope):
+        return _replay(environ, body)
+    members = []
+    if depth == "1" and entry.is_dir:
+        try:
+            members = vfs.list(path)
+        except errors.CofferError as e:
+            raise dav_error(e) from None
+    writer = _Writer(vfs, req, environ)
+    base = path.rstrip("/")
+    start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8")])
+
+    def generate():
+        out = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
+        out.append(writer.response(path if path != "" else "/", entry))
+        for i, m in enumerate(members):
+            out.append(writer.response(base + "/" + m.name, m))
+            if i % CHUNK_ENTRIES == CHUNK_ENTRIES - 1:
+                yield "".join(out).encode("utf-8")
+                out = []
+        out.append("</D:multistatus>")
+        yield "".join(out).encode("utf-8")
+
+    return generate()
+
+
+def _not_found(start_response):
+    start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "10")])
+    return [b"Not found\n"]
+
+
+def _replay(environ, body):
+    """Put the body back and let wsgidav handle the request."""
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    return None
+
+
+class _Writer:
+    def __init__(self, vfs, req: Request, environ):
+        self.vfs = vfs
+        self.req = req
+        self.environ = environ
+        self._quota = None
+
+    def quota(self):
+        if self._quota is None:
+            try:
+                q = self.vfs.quota()
+            except errors.CofferError as e:
+                raise dav_error(e) from None
+            avail = q.available if q.available is not None else NO_QUOTA_AVAILABLE
+            self._quota = (q.used, max(0, avail))
+        return self._quota
+
+    def live(self, local: str, path: str, e) -> str | None:
+        """The XML of one {DAV:} property, or None when it does not apply."""
+        if local == "resourcetype":
+            return "<D:resourcetype><D:collection/></D:resourcetype>" if e.is_dir else "<D:resourcetype/>"
+        if local == "getlastmodified":
+            return f"<D:getlastmodified>{_http_date(e.mtime)}</D:getlastmodified>"
+        if local == "creationdate":
+            return f"<D:creationdate>{_iso_date(e.ctime)}</D:creationdate>"
+        if local == "displayname":
+            return f"<D:displayname>{escape(e.name if path not in ('', '/') else '')}</D:displayname>"
+        if local == "getetag":
+            return f"<D:getetag>{escape(e.etag.strip(chr(34)))}</D:getetag>" if e.etag else None
+        if local == "lockdiscovery":
+            return "<D:lockdiscovery/>"       # accounts with locks take the full path
+        if local == "supportedlock":
+            return SUPPORTED_LOCK
+        if e.is_dir:
+            if local == "quota-used-bytes":
+                return f"<D:quota-used-bytes>{self.quota()[0]}</D:quota-used-bytes>"
+            if local == "quota-available-bytes":
+                return f"<D:quota-available-bytes>{self.quota()[1]}</D:quota-available-bytes>"
+            return None
+        if local == "getcontentlength":
+            return f"<D:getcontentlength>{e.size}</D:getcontentlength>"
+        if local == "getcontenttype":
+            return f"<D:getcontenttype>{_mime(e.name)}</D:getcontenttype>"
+        return None
+
+    def other(self, name: str, path: str, e, dead: dict | None) -> str | None:
+        if name == OC_NS + "checksums" and not e.is_dir:
+            try:
+                h = self.vfs.hashes(path)
+            except errors.CofferError:
+                return None
+            text = " ".join(f"{alg.upper()}:{h[alg]}" for alg in ("sha1", "md5", "sha256") if h.get(alg))
+            return (f'<oc:checksums xmlns:oc="http://owncloud.org/ns"><oc:checksum>{text}</oc:checksum>'
+                    '</oc:checksums>')
+        if name == OC_NS + "permissions":
+            perm = ("RDNVCK" if e.is_dir else "RDNVW") if e.writable else ""
+            return f'<oc:permissions xmlns:oc="http://owncloud.org/ns">{perm}</oc:permissions>'
+        if dead is not None and name in dead:
+            return dead[name].decode("utf-8")
+        return None
+
+    def dead_props(self, path: str) -> dict:
+        try:
+            return self.vfs.get_props(path)
+        except errors.CofferError:
+            return {}
+
+    def response(self, path: str, e) -> str:
+        href = path.rstrip("/") + "/" if e.is_dir else path
+        found, missing = [], []
+        if self.req.allprop:
+            for local in ALLPROP:
+                x = self.live(local, path, e)
+                if x is not None:
+                    found.append(x)
+            found.extend(v.decode("utf-8") for v in self.dead_props(path).values())
+        else:
+            dead = None
+            for name in self.req.names:
+                if name.startswith(DAV):
+                    x = self.live(name[len(DAV):], path, e)
+                else:
+                    if dead is None and not name.startswith(OC_NS):
+                        dead = self.dead_props(path)
+                    x = self.other(name, path, e, dead)
+                if x is None:
+                    missing.append(_empty(name))
+                else:
+                    found.append(x)
+        parts = [f"<D:response><D:href>{escape(quote(href, safe=HREF_SAFE))}</D:href>"]
+        if found:
+            parts.append("<D:propstat><D:prop>" + "".join(found) +
+                         "</D:prop><D:status>HTTP/1.1 200 OK</D:status></D:propstat>")
+        if missing:
+            parts.append("<D:propstat><D:prop>" + "".join(missing) +
+                         "</D:prop><D:status>HTTP/1.1 404 Not Found</D:status></D:propstat>")
+        parts.append("</D:response>")
+        return "".join(parts)
