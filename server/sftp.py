@@ -63,6 +63,14 @@ class CofferTransport(paramiko.Transport):
                        "hmac-sha2-256", "hmac-sha2-512")
     _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
     _channel_handler_table[MSG_CHANNEL_REQUEST] = _request_then_start
+    on_close = None
+
+    def run(self):
+        try:
+            super().run()
+        finally:
+            if self.on_close is not None:
+                self.on_close()
 
 
 class Connection:
@@ -120,13 +128,15 @@ class SshServer(paramiko.ServerInterface):
             log.debug("sending a banner failed", exc_info=True)
 
     def _admit(self, name: str, user_id: int) -> bool:
+        if self.conn.account is not None:
+            return self.conn.account == name           # counted already (a key query, then a signature)
         if not self.srv.claim(self.conn, name, user_id):
             self._banner(TOO_MANY_MESSAGE.format(n=self.srv.cfg.sftp.max_sessions_per_account))
             return False
         return True
 
     def check_auth_password(self, username, password):
-        if self.conn.account is not None or not isinstance(password, str):
+        if self.conn.vfs is not None or not isinstance(password, str):
             return AUTH_FAILED
         try:
             vfs = self.srv.storage.login(username, password, client_addr=self.conn.addr, protocol="sftp")
@@ -147,7 +157,7 @@ class SshServer(paramiko.ServerInterface):
     def check_auth_publickey(self, username, key):
         # Called once when the client asks whether a key would do and again
         # with its signature (checked by paramiko after we return).
-        if self.conn.account is not None:
+        if self.conn.vfs is not None:
             return AUTH_FAILED
         info = self.srv.keys.find(username, key.asbytes())
         if info is None:
@@ -162,24 +172,27 @@ class SshServer(paramiko.ServerInterface):
             log.info("sftp key login refused for a private account from %s", self.conn.addr)
             self._banner(PRIVATE_KEY_MESSAGE.format(name=user.name))
             return AUTH_FAILED
+        if not self._admit(user.name, user.id):
+            return AUTH_FAILED
         self.key_login = user.name
         return AUTH_SUCCESSFUL
 
-    def _finish_key_login(self) -> bool:
-        """After a successful key login: open the account (first channel)."""
-        if self.conn.vfs is not None:
-            return True
-        if self.key_login is None:
-            return False
-        try:
-            vfs = self.srv.storage.open_as(self.key_login)
-        except (Locked, AuthenticationFailed, NotFound) as e:
-            log.info("sftp key login could not open the account: %s", type(e).__name__)
-            return False
-        if not self._admit(vfs.user.name, vfs.user.id):
-            vfs.close()
-            return False
-        self.conn.vfs = vfs
+    def _finish_login(self) -> bool:
+        """On the first channel: open a key login's account, start the session record."""
+        if self.conn.vfs is None:
+            if self.key_login is None:
+                return False
+            try:
+                self.conn.vfs = self.srv.storage.open_as(self.key_login)
+            except (Locked, AuthenticationFailed, NotFound) as e:
+                log.info("sftp key login could not open the account: %s", type(e).__name__)
+                return False
+        if self.conn.sid is None:
+            try:
+                self.conn.sid = self.srv.storage.sessions.start(self.conn.user_id, "sftp", self.conn.addr)
+            except Exception:
+                log.exception("sftp: recording the session failed")
+                self.conn.sid = -1
         return True
 
     # -- channels -----------------------------------------------------------------------
@@ -187,7 +200,7 @@ class SshServer(paramiko.ServerInterface):
         if kind != "session":
             log.info("sftp: refused a %s channel", kind)
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        if self.conn.channels >= CHANNELS_PER_CONNECTION or not self._finish_key_login():
+        if self.conn.channels >= CHANNELS_PER_CONNECTION or not self._finish_login():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         return OPEN_SUCCEEDED
 
@@ -368,6 +381,7 @@ class SftpServer:
         for key in self.host_keys:
             t.add_server_key(key)
         conn.transport = t
+        t.on_close = lambda: self._finished(conn)
         with self.lock:
             self.conns.add(conn)
         t.start_server(server=SshServer(conn))
@@ -380,10 +394,6 @@ class SftpServer:
                 return False
             self.per_account[name] = self.per_account.get(name, 0) + 1
             conn.account, conn.user_id = name, user_id
-        try:
-            conn.sid = self.storage.sessions.start(user_id, "sftp", conn.addr)
-        except Exception:
-            log.exception("sftp: recording the session failed")
         return True
 
     def spawn(self, conn: Connection, channel, target, *args) -> None:
@@ -417,6 +427,9 @@ class SftpServer:
                         t.close()
 
     def _finished(self, conn: Connection) -> None:
+        deadline = time.monotonic() + 5
+        while conn.channels > 0 and time.monotonic() < deadline:     # let channel workers add their totals
+            time.sleep(0.01)
         with self.lock:
             if conn.finished:
                 return
@@ -428,7 +441,7 @@ class SftpServer:
                     self.per_account[conn.account] = left
                 else:
                     self.per_account.pop(conn.account, None)
-        if conn.sid is not None:
+        if conn.sid is not None and conn.sid >= 0:
             try:
                 self.storage.sessions.end(conn.sid, conn.bytes_in, conn.bytes_out, conn.requests)
             except Exception:

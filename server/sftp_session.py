@@ -44,11 +44,12 @@ class ReadHandle:
 
 
 class WriteHandle:
-    __slots__ = ("path", "file", "append", "mode", "mtime", "readable")
+    __slots__ = ("path", "file", "append", "mode", "mtime", "readable", "failed")
 
     def __init__(self, path, file, append, mode=None, readable=False):
         self.path, self.file, self.append = path, file, append
         self.mode, self.mtime, self.readable = mode, None, readable
+        self.failed: CofferError | None = None     # a write failed: the upload cannot be published
 
 
 class DirHandle:
@@ -271,6 +272,12 @@ class SftpSession:
         if h is None:
             raise P.BadPacket("invalid handle")
         if isinstance(h, WriteHandle):
+            if h.failed is not None:
+                try:
+                    h.file.abort()
+                except Exception:
+                    pass
+                raise h.failed
             try:
                 h.file.commit()
             except BaseException:
@@ -313,9 +320,15 @@ class SftpSession:
         h = self.handle(r.string(), WriteHandle)
         offset = r.u64()
         data = r.string()
+        if h.failed is not None:
+            raise h.failed
         if h.append:
             offset = h.file.size
-        h.file.pwrite(offset, data)
+        try:
+            h.file.pwrite(offset, data)
+        except CofferError as e:       # e.g. quota: every later write and the close say so too
+            h.failed = e
+            raise
         self.ok(rid)
 
     def do_stat(self, rid, r):

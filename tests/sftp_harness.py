@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class SftpServer:
             path.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{name}@test", "-f", str(path)],
                            check=True)
+        self.key_files.setdefault(name, path)
         return path
 
     def setup(self):
@@ -84,7 +86,6 @@ class SftpServer:
             for name, key_names in self.keys.items():
                 for key_name in key_names:
                     path = self.make_key(key_name)
-                    self.key_files.setdefault(key_name, path)
                     keys.add(name, path.with_suffix(".pub").read_text())
         finally:
             st.close()
@@ -151,7 +152,9 @@ class SftpServer:
     def sftp_batch(self, commands: str, user: str = "alice", password: str | None = None, cwd=None,
                    timeout: int = 300) -> subprocess.CompletedProcess:
         require_client("sftp")
-        batch = self.folder / "batch.txt"
+        fd, name = tempfile.mkstemp(prefix="batch-", suffix=".txt", dir=self.folder)
+        os.close(fd)
+        batch = Path(name)
         batch.write_text(commands)
         cmd = ["sftp", "-b", str(batch), "-P", str(self.port)] + self.ssh_options(user, password=password is not None)
         env = self.askpass_env(password) if password is not None else None

@@ -86,7 +86,11 @@ def test_admin_commands(storage, cfg, tmp_path, monkeypatch, capsys):
                       'argon2_memory_kib = 1024\nargon2_iterations = 1\nargon2_lanes = 1\n')
     keyfile = tmp_path / "id.pub"
     keyfile.write_text(pub(ed25519.Ed25519PrivateKey.generate(), "work") + "\n")
-    run = lambda *a: admin.main(["--config", str(config), *a])   # noqa: E731
+
+    def run(*a):
+        admin.EXTENSIONS.clear()          # main() loads its extension modules on every call
+        return admin.main(["--config", str(config), *a])
+
     assert run("user", "key", "add", "alice", str(keyfile)) == 0
     assert "added ssh-ed25519 key SHA256:" in capsys.readouterr().out
     assert run("user", "key", "add", "alice", str(keyfile)) == 1
