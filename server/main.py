@@ -48,8 +48,8 @@ def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None) -> st
             f"  macOS Finder     : Go > Connect to Server -> {dav_url}",
             f"  Linux (GNOME)    : Other Locations -> davs://{host_port}/",
             f"  Linux (davfs2)   : mount -t davfs {dav_url} /mnt/coffer",
-            f"  rclone           : rclone config create coffer webdav url={dav_url} vendor=owncloud user={name}"
-            " pass=$(rclone obscure -)",
+            f"  rclone           : rclone config -> new remote, type webdav, url {dav_url}, vendor owncloud,"
+            f" user {name}",
             f"  Cyberduck/WinSCP : WebDAV (HTTPS), server {host_port}",
         ]
     if sftp_addr:

@@ -1,0 +1,73 @@
+"""`coffer serve`: first-run output, refusing unsafe plain HTTP, login throttling."""
+import base64
+import subprocess
+import sys
+
+import pytest
+
+from webdav_harness import ROOT, CofferServer, free_port, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def serve(config, *extra, timeout=30):
+    return subprocess.run([sys.executable, "-m", "server.main", "serve", "--config", str(config), *extra],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_init_prints_account_certificate_and_help(tmp_path):
+    cfg = write_config(tmp_path, free_port())
+    proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(cfg), "--init", "erin"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("coffer: ready"):
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    out = "".join(lines)
+    assert "created the account 'erin'" in out
+    assert "TLS certificate SHA-256 fingerprint" in out
+    assert "Map network drive" in out and "davs://" in out and "rclone" in out
+    password = out.split("(shown only now): ", 1)[1].split()[0]
+    assert password and len(password) >= 12
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("toml,problem", [
+    ('[webdav]\nhost = "0.0.0.0"\nport = 0\ntls = false\nallow_plain_http = true\n', "loopback"),
+    ('[webdav]\nport = 0\ntls = false\n', "allow_plain_http"),
+    ('[webdav]\nport = 0\ncert_file = "missing.pem"\nkey_file = "missing.key"\n', "does not exist"),
+])
+def test_unsafe_or_broken_setups_refuse_to_start(tmp_path, toml, problem):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[storage]\ndata_dir = "{tmp_path / "var"}"\n[sftp]\nenabled = false\n' + toml)
+    r = serve(cfg)
+    assert r.returncode != 0
+    assert problem in r.stderr
+
+
+def test_repeated_failures_block_new_logins(tmp_path):
+    with CofferServer(tmp_path) as srv:
+        assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207      # alice logs in first
+        bad = "Basic " + base64.b64encode(b"bob:not-the-password").decode()
+        for _ in range(10):
+            st, _, _ = srv.request("PROPFIND", "/", headers={"Authorization": bad, "Depth": "0"}, user=None)
+            assert st == 401
+        st, _, body = srv.request("PROPFIND", "/", headers={"Depth": "0"}, user="bob")
+        assert st == 401 and b"too many failed logins" in body
+        # a session already verified keeps working
+        assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207
+        assert srv.alive()
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config))
+    try:
+        with st.db.read() as c:
+            n = c.exec_driver_sql("select count(*) from audit_events where event = 'login_failed'").scalar()
+    finally:
+        st.close()
+    assert n >= 3          # then the delays refuse before the password is even checked
