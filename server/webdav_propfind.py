@@ -97,9 +97,10 @@ def handle(environ, start_response, lock_store_scope):
         return _not_found(start_response)
     except errors.CofferError as e:
         raise dav_error(e) from None
-    store, scope = lock_store_scope()
-    if store is not None and store.has_locks(scope):
-        return _replay(environ, body)
+    if req.allprop or DAV + "lockdiscovery" in req.names:
+        store, scope = lock_store_scope()
+        if store is not None and store.has_locks(scope):
+            return _replay(environ, body)
     members = []
     if depth == "1" and entry.is_dir:
         try:
@@ -108,11 +109,19 @@ def handle(environ, start_response, lock_store_scope):
             raise dav_error(e) from None
     writer = _Writer(vfs, req, environ)
     base = path.rstrip("/")
-    start_response("207 Multi-Status", [("Content-Type", "application/xml; charset=utf-8")])
+    head = '<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">'
+    first = writer.response(path if path != "" else "/", entry)
+    headers = [("Content-Type", "application/xml; charset=utf-8")]
+    if len(members) <= CHUNK_ENTRIES:
+        # small answers carry a length, so the connection stays open without chunking
+        body = "".join([head, first, *(writer.response(base + "/" + m.name, m) for m in members),
+                        "</D:multistatus>"]).encode("utf-8")
+        start_response("207 Multi-Status", headers + [("Content-Length", str(len(body)))])
+        return [body]
+    start_response("207 Multi-Status", headers)
 
     def generate():
-        out = ['<?xml version="1.0" encoding="utf-8"?>\n<D:multistatus xmlns:D="DAV:">']
-        out.append(writer.response(path if path != "" else "/", entry))
+        out = [head, first]
         for i, m in enumerate(members):
             out.append(writer.response(base + "/" + m.name, m))
             if i % CHUNK_ENTRIES == CHUNK_ENTRIES - 1:
