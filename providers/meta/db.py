@@ -78,6 +78,7 @@ def _sqlite_connect(dbapi_conn, _record):
     cur.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: durable against process crashes
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=60000")
+    cur.execute("PRAGMA secure_delete=ON")     # deleted rows (wrapped keys) are zeroed, not left in free space
     cur.close()
 
 

@@ -1,0 +1,500 @@
+"""The life of an account and the data-protection duties: profile changes,
+cancel and reinstate, erasure (right to be forgotten), export (right of
+access and portability), exclusion patterns, notices by email, and the
+periodic job that erases what is due and applies retention.
+
+Erasure destroys keys first. In one transaction it marks the account
+`erasing`, deletes every wrapped copy of its user key and of the keys of the
+domains it owns (their `domain_members` rows, including the grants it made),
+its memberships of others' domains (grants received), SSH keys, locks and
+login counters, and blanks its profile. From then on no key left on the
+server opens its chunks, so a copy of its blobs in any backup is noise. Then,
+in batches, it removes its files, versions, history, dead properties and
+chunks (blobs before their rows, so an interrupted run leaves nothing
+unreferenced), and finally anonymises its session records and audit events,
+deletes the account row and stores a receipt, all in one transaction. The
+progress counters live in the account row, so a run killed at any point
+(SIGKILL included) resumes where it stopped when run again.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import tarfile
+import time
+from pathlib import Path
+
+import bcrypt
+
+from . import meta
+from .accounts import BadRequest, User, normalize_name
+from .errors import AlreadyExists, Conflict, CofferError, NotFound
+from .mail import Mailer
+from .meta import lifecycle as lq
+from .meta import locks as lockq
+from .meta import sshkeys as sq
+from .meta import users as uq
+from .retention import DAY
+
+log = logging.getLogger(__name__)
+CHUNK_BATCH = 200
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+STALE_ERASURE_US = 600 * 1_000_000     # the periodic job resumes erasures idle this long
+RETENTION_EVERY_SECONDS = 3600
+EXPORT_FORMAT = "coffer-export/1"
+
+
+def iso(us: int | None) -> str | None:
+    if not us:
+        return None
+    secs, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:06d}Z"
+
+
+def _row(c, name: str):
+    row = uq.user_by_name(c, normalize_name(name))
+    if row is None:
+        raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+    return row
+
+
+def _not_erasing(user: User) -> None:
+    if user.status == "erasing":
+        raise Conflict(f"account {user.name!r} is being erased; run `coffer-admin user erase {user.name}` "
+                       "to finish")
+
+
+# -- profile, cancel, reinstate ---------------------------------------------------------------
+
+def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, consent=None, plan=None,
+                quota=None, now_us: int | None = None) -> tuple[User, list[str]]:
+    """Change profile fields, email consent, plan or quota. Returns the
+    account and warnings (a quota below current usage blocks new writes)."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    values: dict = {}
+    for field, value, limit in (("first_name", first_name, 200), ("last_name", last_name, 200)):
+        if value is not None:
+            if len(value) > limit or any(ch in value for ch in "\r\n\x00"):
+                raise BadRequest(f"{field.replace('_', ' ')}: at most {limit} characters on one line")
+            values[field] = value.strip()
+    if email is not None:
+        email = email.strip()
+        if email and (len(email) > 320 or not EMAIL_RE.match(email)):
+            raise BadRequest(f"{email!r} is not an email address")
+        values["email"] = email
+    if consent is not None and bool(consent) != user.consent_news:
+        values["consent_news"] = bool(consent)
+        values["consent_changed_us"] = now_us or meta.now_us()
+    if plan is not None:
+        if plan not in st.cfg.accounts.plans:
+            raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(st.cfg.accounts.plans)}")
+        values["plan"] = plan
+        values["quota_bytes"] = None
+    if quota is not None:
+        if quota < 0:
+            raise BadRequest("quota must be zero (no limit) or a positive number of bytes")
+        values["quota_bytes"] = quota
+    if not values:
+        return user, []
+    user = st.accounts.update(user.name, **values)
+    warnings = []
+    limit, used = st.accounts.quota_limit(user), st.accounts.usage(user.id)
+    if limit is not None and used > limit:
+        warnings.append(f"usage ({used} bytes) is above the new quota ({limit} bytes): the account keeps its "
+                        "files, but new writes are refused until it is below")
+    return user, warnings
+
+
+def cancel(st, name: str, now_us: int | None = None) -> User:
+    """Disable the account now and schedule its erasure after the grace period."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    if user.status == "cancelled":
+        raise Conflict(f"account {user.name!r} is already cancelled; erasure is due at {iso(user.erase_after_us)}")
+    due = (now_us or meta.now_us()) + st.cfg.accounts.cancel_grace_days * DAY
+    return st.accounts.set_status(user.name, "cancelled", erase_after_us=due)
+
+
+def reinstate(st, name: str, now_us: int | None = None) -> User:
+    """Undo a cancellation within its grace period; nothing was removed."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    if user.status != "cancelled":
+        raise Conflict(f"account {user.name!r} is {user.status}, not cancelled: nothing to reinstate")
+    if user.erase_after_us is not None and (now_us or meta.now_us()) >= user.erase_after_us:
+        raise Conflict(f"the grace period of {user.name!r} ended at {iso(user.erase_after_us)}: it is due for "
+                       "erasure and can no longer be reinstated")
+    return st.accounts.set_status(user.name, "active", erase_after_us=None)
+
+
+# -- exclusion patterns ------------------------------------------------------------------------
+
+def exclusions(st, name: str) -> list[str]:
+    user = st.accounts.get(name)
+    return list(user.settings.get("exclude", st.cfg.retention.exclude))
+
+
+def change_exclusions(st, name: str, add: str | None = None, remove: str | None = None) -> list[str]:
+    """Add or remove one name pattern (shell style: *, ?, [..]) of files that
+    keep no history. It applies to files written or renamed from then on."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    pats = list(user.settings.get("exclude", st.cfg.retention.exclude))
+    if add is not None:
+        if not add or "/" in add or len(add) > 200 or "\x00" in add:
+            raise BadRequest("a pattern matches file names (not paths): no '/', at most 200 characters")
+        if add in pats:
+            raise AlreadyExists(f"pattern {add!r} is already in the list")
+        pats.append(add)
+    if remove is not None:
+        if remove not in pats:
+            raise NotFound(f"pattern {remove!r} is not in the list; see `coffer-admin exclude {user.name} list`")
+        pats.remove(remove)
+    settings = dict(user.settings)
+    settings["exclude"] = pats
+    st.accounts.update(user.name, settings=settings)
+    return pats
+
+
+# -- erasure ----------------------------------------------------------------------------------
+
+def erase(st, name: str, progress=None, reason: str = "request") -> dict:
+    """Erase an account for good (see the module docstring); returns the
+    receipt. Run again after an interruption, it finishes the job."""
+    with st.db.read() as c:
+        row = _row(c, name)
+    return _erase(st, row["id"], row["name"], progress, reason)
+
+
+def _bump(c, user_id: int, counts: dict) -> dict:
+    row = uq.user_by_id(c, user_id)
+    state = dict((row["settings"] or {}).get("erasure") or {})
+    total = dict(state.get("counts") or {})
+    for k, v in counts.items():
+        total[k] = total.get(k, 0) + v
+    state["counts"] = total
+    state["touched_us"] = meta.now_us()
+    uq.update_user(c, user_id, settings={"erasure": state})
+    return state
+
+
+def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
+    dead_hash = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(4))    # matches no password
+    throttle_key = st.throttle.keys(name, None)[0]
+    with st.db.write() as c:
+        row = uq.user_by_id(c, user_id)
+        if row is None:
+            return None
+        resumed = row["status"] == "erasing"
+        state = dict((row["settings"] or {}).get("erasure") or {}) if resumed else {}
+        state.setdefault("started_us", meta.now_us())
+        state.setdefault("reason", reason)
+        state.setdefault("mode", row["mode"])
+        state["runs"] = state.get("runs", 0) + 1
+        uq.update_user(c, user_id, status="erasing", credential_gen=row["credential_gen"] + 1,
+                       settings={"erasure": state}, first_name="", last_name="", email="",
+                       consent_news=False, erase_after_us=None)
+        _bump(c, user_id, lq.shred_keys(c, user_id, throttle_key, dead_hash))
+        if not resumed:
+            uq.audit(c, "erasure_started", user_id=user_id, actor="admin" if reason == "request" else "system")
+        domains = lq.owned_domains(c, user_id)
+    log.info("erasing account #%d: keys destroyed, removing data of %d domain(s)", user_id, len(domains))
+    removed = 0
+    for did in domains:
+        with st.db.write() as c:
+            counts = lq.domain_tree_counts(c, did)
+            lq.delete_domain_tree(c, did)
+            _bump(c, user_id, counts)
+        while True:
+            with st.db.read() as c:
+                batch = lq.chunk_batch(c, did, CHUNK_BATCH)
+                shared = lq.blobs_used_elsewhere(c, [b.blob_name for b in batch], did)
+            if not batch:
+                break
+            doomed = sorted({b.blob_name for b in batch} - shared)
+            for blob in doomed:        # blobs first: a rerun finds the rows and deletes again (idempotent)
+                st.blobs.delete(blob)
+            with st.db.write() as c:
+                lq.delete_chunks(c, [b.id for b in batch])
+                _bump(c, user_id, {"chunks": len(batch), "blobs": len(doomed),
+                                   "bytes": sum(b.stored_size for b in batch)})
+            removed += len(batch)
+            if progress:
+                progress(removed)
+        with st.db.write() as c:
+            lq.delete_domain(c, did)
+            _bump(c, user_id, {"domains": 1})
+    with st.db.write() as c:
+        row = uq.user_by_id(c, user_id)
+        if row is None or row["status"] != "erasing":
+            return None                      # another run finished it meanwhile
+        state = _bump(c, user_id, lq.anonymise_records(c, user_id))
+        lq.delete_user(c, user_id)
+        finished = meta.now_us()
+        counts = state["counts"]
+        body = {"reason": state["reason"], "mode": state["mode"],
+                "started": iso(state["started_us"]), "finished": iso(finished),
+                "seconds": round((finished - state["started_us"]) / 1e6, 3), "runs": state["runs"],
+                "keys_destroyed_first": True}
+        for k in ("domains", "files", "folders", "versions", "chunks", "blobs", "bytes", "dead_properties",
+                  "key_memberships", "ssh_keys", "locks", "session_records_anonymised",
+                  "audit_events_anonymised"):
+            body[k] = counts.get(k, 0)
+        rid = uq.add_receipt(c, "erasure", body)
+        uq.audit(c, "account_erased", actor="admin" if reason == "request" else "system",
+                 detail={"receipt": rid})
+    body["database_log_cleared"] = lq.checkpoint(st.db)
+    log.info("account erased, receipt #%d", rid)
+    return {"id": rid, **body}
+
+
+def receipts(st, receipt_id: int | None = None, kind: str | None = None) -> list[dict]:
+    with st.db.read() as c:
+        rows = lq.receipts_list(c, kind, receipt_id)
+    if receipt_id is not None and not rows:
+        raise NotFound(f"no receipt #{receipt_id}")
+    return [{"id": r["id"], "at": iso(r["at_us"]), "kind": r["kind"], **dict(r["body"])} for r in rows]
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def account_record(st, user: User) -> dict:
+    """Everything the service keeps about an account besides its files:
+    profile, consents, quota, grants, SSH keys, session records, audit events."""
+    with st.db.read() as c:
+        made = [dict(r) for r in lq.grants_made(c, user.id)]
+        received = [dict(r) for r in lq.grants_received(c, user.id)]
+        keys = [dict(r) for r in sq.keys_of(c, user.id)]
+        sessions = [dict(r) for r in uq.sessions(c, user.id)]
+        events = [dict(r) for r in uq.audit_events_list(c, user.id)]
+    limit = st.accounts.quota_limit(user)
+    return {
+        "format": EXPORT_FORMAT, "exported": iso(meta.now_us()),
+        "profile": {"name": user.name, "first_name": user.first_name, "last_name": user.last_name,
+                    "email": user.email, "status": user.status, "mode": user.mode,
+                    "created": iso(user.created_us), "last_login": iso(user.last_login_us),
+                    "erase_after": iso(user.erase_after_us)},
+        "consents": {"news_email": user.consent_news, "news_email_changed": iso(user.consent_changed_us),
+                     "security_email": "always sent (legitimate interest: breach notification duty)"},
+        "quota": {"plan": user.plan, "limit_bytes": limit, "used_bytes": st.accounts.usage(user.id)},
+        "settings": {"exclude": list(user.settings.get("exclude", st.cfg.retention.exclude)),
+                     "retention": user.settings.get("retention")},
+        "grants": {"made": [{"folder": g["domain_id"], "to": g["grantee"], "permission": g["permission"],
+                             "since": iso(g["created_us"])} for g in made],
+                   "received": [{"folder": g["domain_id"], "from": g["owner"], "permission": g["permission"],
+                                 "since": iso(g["created_us"])} for g in received]},
+        "ssh_keys": [{"fingerprint": k["fingerprint"], "comment": k["comment"], "added": iso(k["created_us"])}
+                     for k in keys],
+        "sessions": [{"protocol": s["protocol"], "address": s["client_addr"], "started": iso(s["started_us"]),
+                      "ended": iso(s["ended_us"]), "bytes_in": s["bytes_in"], "bytes_out": s["bytes_out"],
+                      "requests": s["requests"]} for s in sessions],
+        "audit_events": [{"at": iso(e["at_us"]), "event": e["event"], "actor": e["actor"],
+                          "address": e["client_addr"], "detail": e["detail"]} for e in events],
+    }
+
+
+def _walk(vfs, path="/"):
+    for e in sorted(vfs.list(path), key=lambda e: e.name):
+        yield e
+        if e.is_dir:
+            yield from _walk(vfs, e.path)
+
+
+def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
+    """Write a tar to the binary stream `out`: `account.json` (see
+    account_record), the current tree under `files/`, and with
+    `with_versions` every kept older version under `versions/<path>/<time>_<name>`.
+    File contents are streamed, never held whole in memory."""
+    user = vfs.user
+    record = account_record(st, user)
+    counts = {"files": 0, "folders": 0, "versions": 0, "bytes": 0}
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        data = json.dumps(record, indent=2, ensure_ascii=False, default=str).encode()
+        info = tarfile.TarInfo("account.json")
+        info.size, info.mtime, info.mode = len(data), time.time(), 0o600
+        tar.addfile(info, io.BytesIO(data))
+        for e in _walk(vfs):
+            name = "files" + e.path
+            if e.is_dir:
+                info = tarfile.TarInfo(name)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, e.mtime
+                tar.addfile(info)
+                counts["folders"] += 1
+                continue
+            counts["bytes"] += _add_file(tar, vfs, e.path, name, e.mtime)
+            counts["files"] += 1
+            if with_versions:
+                for v in vfs.versions(e.path):
+                    if v.current:
+                        continue
+                    src = f"/.coffer/versions{e.path}/{v.name}"
+                    counts["bytes"] += _add_file(tar, vfs, src, f"versions{e.path}/{v.name}", v.mtime)
+                    counts["versions"] += 1
+            if progress:
+                progress(counts["files"])
+    st.audit("account_exported", user_id=user.id, actor="admin",
+             with_versions=with_versions, files=counts["files"])
+    return counts
+
+
+def _add_file(tar, vfs, path, name, mtime) -> int:
+    with vfs.open_read(path) as r:       # the size of what is read, not of an earlier listing
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode = r.size, mtime, 0o600
+        tar.addfile(info, r)
+        return r.size
+
+
+def export_to_path(st, vfs, path, with_versions: bool = False, progress=None) -> dict:
+    """export() into a file readable only by its owner, which appears under
+    its name only when complete."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as e:
+        raise CofferError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            counts = export(st, vfs, f, with_versions, progress)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return counts
+
+
+# -- session records and audit ---------------------------------------------------------------------
+
+def sessions(st, name: str | None = None, since_us: int | None = None, until_us: int | None = None) -> list[dict]:
+    user_id = st.accounts.get(name).id if name else None
+    return [{"id": s["id"], "user": s["user_name"], "protocol": s["protocol"], "address": s["client_addr"],
+             "started": iso(s["started_us"]), "ended": iso(s["ended_us"]), "bytes_in": s["bytes_in"],
+             "bytes_out": s["bytes_out"], "requests": s["requests"]}
+            for s in st.sessions.list(user_id, since_us, until_us)]
+
+
+def audit_events(st, name: str | None = None, since_us: int | None = None, event: str | None = None) -> list[dict]:
+    user_id = st.accounts.get(name).id if name else None
+    with st.db.read() as c:
+        rows = uq.audit_events_list(c, user_id, since_us, event)
+    return [{"id": e["id"], "at": iso(e["at_us"]), "event": e["event"], "user": e["user_name"],
+             "actor": e["actor"], "address": e["client_addr"], "detail": e["detail"]} for e in rows]
+
+
+# -- notices -----------------------------------------------------------------------------------------
+
+def _send(st, rows, subject: str, body: str, event: str) -> dict:
+    mailer = Mailer(st.cfg)
+    notified, failed, todo = [], [], []
+    for r in rows:
+        if not r["email"]:
+            failed.append({"name": r["name"], "reason": "no email address on file"})
+        else:
+            todo.append(r)
+    results = mailer.send_each([(r["email"], subject, body) for r in todo])
+    for r, err in zip(todo, results):
+        if err is None:
+            notified.append(r["name"])
+            st.audit(event, user_id=r["id"], actor="admin")
+        else:
+            failed.append({"name": r["name"], "reason": err})
+    return {"notified": notified, "failed": failed}
+
+
+def notify_breach(st, subject: str, body: str, since_us: int | None = None, until_us: int | None = None,
+                  names=()) -> dict:
+    """Email a security notice to the named accounts, or to every account
+    with a session in [since, until]. Security notices need no consent."""
+    if names:
+        with st.db.read() as c:
+            rows = [_row(c, n) for n in names]
+    else:
+        if since_us is None:
+            raise BadRequest("give --since (and optionally --until), or name the accounts with --user")
+        until_us = until_us or meta.now_us()
+        if until_us < since_us:
+            raise BadRequest("--until is before --since")
+        with st.db.read() as c:
+            rows = lq.active_in_window(c, since_us, until_us)
+    return _send(st, rows, subject, body, "breach_notified")
+
+
+def notify_news(st, subject: str, body: str) -> dict:
+    """Email news to the active accounts that opted in, and to no one else."""
+    with st.db.read() as c:
+        rows = lq.news_recipients(c)
+    return _send(st, rows, subject, body, "news_sent")
+
+
+# -- the periodic job -----------------------------------------------------------------------------------
+
+def run_maintenance(st, now_us: int | None = None, retention: bool = True, progress=None) -> dict:
+    """Erase cancelled accounts whose grace period is over and resume
+    interrupted erasures; apply version and trash retention; drop session
+    records, audit events and locks older than the config allows."""
+    now = now_us or meta.now_us()
+    report = {"accounts_erased": 0, "receipts": [], "retention_accounts": 0, "versions_expired": 0,
+              "trash_expired": 0, "private_accounts_skipped": 0, "session_records_purged": 0,
+              "audit_events_purged": 0, "locks_purged": 0, "errors": []}
+    with st.db.read() as c:
+        stalled = [r for r in lq.users_with_status(c, "erasing")
+                   if now - ((r["settings"] or {}).get("erasure") or {}).get("touched_us", 0) > STALE_ERASURE_US]
+        due = lq.cancelled_due(c, now)
+    for r, why in [(r, "resumed") for r in stalled] + [(r, "cancelled") for r in due]:
+        try:
+            receipt = _erase(st, r["id"], r["name"], None, "request" if why == "resumed" else "cancellation")
+        except Exception as e:           # one account's failure must not stop the others
+            log.exception("erasing account #%d failed", r["id"])
+            report["errors"].append(f"erasing account #{r['id']}: {e}")
+            continue
+        if receipt:
+            report["accounts_erased"] += 1
+            report["receipts"].append(receipt["id"])
+    if retention:
+        for user in st.accounts.list():
+            if user.status == "erasing":
+                continue
+            if user.mode == "private":
+                report["private_accounts_skipped"] += 1      # keys only with the user's password
+                continue
+            try:
+                vfs = st.unlock(user.name)
+                try:
+                    counts = vfs.expire(now)
+                finally:
+                    vfs.close()
+            except CofferError as e:
+                log.warning("retention for account #%d failed: %s", user.id, e)
+                report["errors"].append(f"retention for {user.name}: {e}")
+                continue
+            report["retention_accounts"] += 1
+            report["versions_expired"] += counts.get("versions", 0)
+            report["trash_expired"] += counts.get("trash", 0)
+            if progress:
+                progress(report["retention_accounts"])
+    with st.db.write() as c:
+        report["session_records_purged"] = lq.purge_sessions_before(
+            c, now - st.cfg.accounts.session_record_days * DAY)
+        report["audit_events_purged"] = lq.purge_audit_before(c, now - st.cfg.accounts.audit_days * DAY)
+        report["locks_purged"] = lockq.purge_expired(c, now)
+    return report
+
+
+_last_retention: dict[int, float] = {}
+
+
+def periodic(st) -> dict:
+    """What `coffer serve` runs on its timer: erasures and record retention
+    each time, version and trash retention at most once an hour."""
+    now = time.monotonic()
+    full = now - _last_retention.get(id(st), float("-inf")) >= RETENTION_EVERY_SECONDS
+    if full:
+        _last_retention[id(st)] = now
+    return run_maintenance(st, retention=full)

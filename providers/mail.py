@@ -1,0 +1,88 @@
+"""Sending notices by email through the SMTP server named in [mail].
+
+One message per recipient (no shared To or Bcc lists), over one connection.
+A failure for one recipient does not stop the others; the caller gets, for
+each message, None (accepted by the server) or a one-line reason.
+"""
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from .errors import CofferError
+
+log = logging.getLogger(__name__)
+
+
+class MailError(CofferError):
+    """Mail cannot be sent at all (no server configured, bad credentials file)."""
+
+
+class Mailer:
+    def __init__(self, cfg):
+        self.cfg = cfg.mail
+        if not self.cfg.smtp_host:
+            raise MailError("no mail server configured: set [mail] smtp_host (and smtp_port, sender)")
+        self.password = None
+        if self.cfg.smtp_user:
+            path = cfg.path(self.cfg.smtp_password_file, "")
+            try:
+                self.password = path.read_text(encoding="utf-8").strip()
+            except OSError as e:
+                raise MailError(f"[mail] smtp_password_file cannot be read: {e.strerror}") from None
+
+    def _connect(self) -> smtplib.SMTP:
+        smtp = smtplib.SMTP(self.cfg.smtp_host, self.cfg.smtp_port, timeout=30)
+        try:
+            if self.cfg.smtp_starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self.cfg.smtp_user:
+                smtp.login(self.cfg.smtp_user, self.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def message(self, to: str, subject: str, body: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.cfg.sender
+        msg["To"] = to
+        msg["Subject"] = subject
+        msg["Date"] = formatdate(usegmt=True)
+        msg["Message-ID"] = make_msgid(domain=self.cfg.sender.rpartition("@")[2] or None)
+        msg.set_content(body)
+        return msg
+
+    def send_each(self, messages: list[tuple[str, str, str]]) -> list[str | None]:
+        """Send (to, subject, body) messages; one result per message."""
+        results: list[str | None] = []
+        smtp = None
+        for to, subject, body in messages:
+            try:
+                if smtp is None:
+                    smtp = self._connect()
+                smtp.send_message(self.message(to, subject, body))
+                results.append(None)
+            except smtplib.SMTPRecipientsRefused as e:
+                code, text = next(iter(e.recipients.values()), (0, b""))
+                results.append(f"the mail server refused the address ({code} "
+                               f"{text.decode(errors='replace') if isinstance(text, bytes) else text})")
+            except smtplib.SMTPAuthenticationError:
+                raise MailError("the mail server refused [mail] smtp_user and its password") from None
+            except (smtplib.SMTPException, OSError) as e:
+                log.warning("sending a notice failed: %s", type(e).__name__)
+                results.append(f"the mail server could not be reached or failed: {e}")
+                if smtp is not None:
+                    try:
+                        smtp.close()
+                    finally:
+                        smtp = None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+        return results
