@@ -640,6 +640,8 @@ class Vfs:
             if dp == sp:
                 return self.stat(dst)
             raise Conflict(f"cannot move {paths.join(sp)} into itself")
+        if sp[:len(dp)] == dp:
+            raise Conflict(f"cannot replace {paths.join(dp)}: it holds {paths.join(sp)}")
         now = meta.now_us()
         with self.st.db.write() as c:
             node = self._walk(c, self._root(c), sp)
@@ -668,6 +670,8 @@ class Vfs:
         self._writable(dp)
         if dp[:len(sp)] == sp:
             raise Conflict(f"cannot copy {paths.join(sp)} into itself")
+        if sp[:len(dp)] == dp:
+            raise Conflict(f"cannot replace {paths.join(dp)}: it holds {paths.join(sp)}")
         now = meta.now_us()
         drop: list[str] = []
         with self.st.db.write() as c:

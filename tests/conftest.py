@@ -17,9 +17,21 @@ from providers.storage import Storage
 FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1}
 
 
+def test_database_url() -> str | None:
+    """COFFER_TEST_DATABASE_URL, made private to this xdist worker: each
+    worker works in its own schema of that database."""
+    base = os.environ.get("COFFER_TEST_DATABASE_URL")
+    if not base:
+        return None
+    schema = "w_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
+    from sqlalchemy.engine import make_url
+    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
 def make_config(tmp_path, **sections):
     raw = {"storage": {"data_dir": str(tmp_path / "var")}, "security": dict(FAST)}
-    url = os.environ.get("COFFER_TEST_DATABASE_URL")
+    url = test_database_url()
     if url:
         raw["storage"]["database_url"] = url
     for name, values in sections.items():
@@ -28,20 +40,23 @@ def make_config(tmp_path, **sections):
 
 
 def reset_database(url: str) -> None:
-    """Drop every table of a shared test database (PostgreSQL runs)."""
+    """Empty this worker's schema of the shared test database (PostgreSQL runs)."""
     from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    schema = make_url(url).query["options"].split("=", 1)[1]
     eng = create_engine(url)
     with eng.begin() as c:
-        c.execute(text("DROP SCHEMA public CASCADE"))
-        c.execute(text("CREATE SCHEMA public"))
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
     eng.dispose()
 
 
 @pytest.fixture
 def cfg(tmp_path):
+    c = make_config(tmp_path)
     if os.environ.get("COFFER_TEST_DATABASE_URL"):
-        reset_database(os.environ["COFFER_TEST_DATABASE_URL"])
-    return make_config(tmp_path)
+        reset_database(c.database_url)
+    return c
 
 
 @pytest.fixture

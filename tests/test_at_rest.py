@@ -39,6 +39,15 @@ def test_no_plaintext_at_rest(storage, cfg, mode):
         for n in needles:
             assert n not in data, f"plaintext marker found in {p.relative_to(cfg.data_dir)}"
     assert scanned > 100_000
+    from sqlalchemy import select
+    from providers.meta.schema import metadata
+    with storage.db.read() as c:             # every value of every row, whatever the database
+        for table in metadata.sorted_tables:
+            for row in c.execute(select(table)):
+                for value in row:
+                    raw = value if isinstance(value, (bytes, memoryview)) else str(value).encode()
+                    for n in needles:
+                        assert n not in bytes(raw), f"plaintext marker found in table {table.name}"
     assert v.read_bytes(f"/{MARKER}-folder/{MARKER}-file.txt") == body.encode()
 
 
