@@ -29,6 +29,7 @@ class Admin:
 
     def __init__(self, folder: Path, **sections):
         self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
         raw = {"storage": {"data_dir": str(self.folder / "var")}, "security": dict(FAST)}
         if os.environ.get("COFFER_TEST_DATABASE_URL"):
             raw["storage"]["database_url"] = os.environ["COFFER_TEST_DATABASE_URL"]
