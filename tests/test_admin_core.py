@@ -1,0 +1,73 @@
+"""The first coffer-admin commands, through the installed entry point."""
+import os
+
+from admin_harness import Admin
+
+
+def test_user_add_list_show_quota_disable_enable(tmp_path):
+    admin = Admin(tmp_path)
+    out = admin.ok("user", "add", "Bob", "--password-stdin", "--quota", "1G", "--email", "bob@example.org",
+                   input="bob-password\n")
+    assert "created account bob" in out
+    users = admin.ok("user", "list", "--json")
+    assert [u["name"] for u in users] == ["bob"] and users[0]["quota_bytes"] == 1024**3
+    assert admin.ok("user", "show", "bob", "--json")["email"] == "bob@example.org"
+    assert admin.ok("user", "quota", "bob", "--plan", "pro", "--json")["quota_bytes"] == 1024**4
+    assert admin.ok("user", "disable", "bob", "--json")["status"] == "disabled"
+    assert admin.ok("user", "enable", "bob", "--json")["status"] == "active"
+    assert "bob" in admin.ok("user", "list")
+
+
+def test_failures_name_what_failed(tmp_path):
+    admin = Admin(tmp_path)
+    assert "no account named 'ghost'" in admin.fails("user", "show", "ghost")
+    assert "unknown plan" in admin.fails("user", "add", "x1", "--plan", "gold", "--password-stdin",
+                                         input="long-enough-pw\n")
+    assert "8 characters" in admin.fails("user", "add", "x2", "--password-stdin", input="short\n")
+    assert "account names" in admin.fails("user", "add", "../evil", "--password-stdin", input="long-enough-pw\n")
+    assert "standard input" in admin.fails("user", "add", "x3", "--password-stdin", input="")
+    admin.ok("user", "add", "dup", "--password-stdin", input="long-enough-pw\n")
+    assert "already exists" in admin.fails("user", "add", "dup", "--password-stdin", input="long-enough-pw\n")
+    assert "not a size" in admin.fails("user", "quota", "dup", "lots")
+
+
+def test_password_never_on_argv_and_private_passwd(tmp_path):
+    admin = Admin(tmp_path)
+    p = admin("user", "add", "carol", "--password", "secret123")
+    assert p.returncode == 2                        # argparse refuses an unknown option
+    data = admin.ok("user", "add", "carol", "--mode", "private", "--password-stdin", "--json",
+                    input="carol-password\n")
+    code = data["recovery_code"]
+    assert "wrong" in admin.fails("user", "passwd", "carol", "--password-stdin",
+                                  input="not-her-password\nnew-password-1\n")
+    admin.ok("user", "passwd", "carol", "--password-stdin", input="carol-password\nnew-password-1\n")
+    assert "recovery code is wrong" in admin.fails("user", "passwd", "carol", "--password-stdin",
+                                                    "--recovery-code", input=f"{code}\nnew-password-2\n")
+    from providers.storage import Storage
+    st = Storage.open(admin.cfg)
+    st.login("carol", "new-password-1").write_bytes("/kept", b"still readable")
+    st.close()
+    out = admin.ok("user", "passwd", "carol", "--password-stdin", input="new-password-1\nnew-password-3\n")
+    new_code = out.split("recovery code (the old one no longer works): ")[1].strip()
+    admin.ok("user", "passwd", "carol", "--password-stdin", "--recovery-code",
+             input=f"{new_code}\nnew-password-4\n")
+    st = Storage.open(admin.cfg)
+    assert st.login("carol", "new-password-4").read_bytes("/kept") == b"still readable"
+    st.close()
+
+
+def test_fsck_and_gc_commands(tmp_path):
+    admin = Admin(tmp_path)
+    admin.ok("user", "add", "dan", "--password-stdin", input="dan-password\n")
+    from providers.storage import Storage
+    st = Storage.open(admin.cfg)
+    st.login("dan", "dan-password").write_bytes("/f", os.urandom(200_000))
+    st.blobs.put("ab" * 16, b"orphan left by a crash")
+    st.close()
+    report = admin.ok("fsck", "--json")
+    assert report["chunks_checked"] == 1 and report["damaged"] == []
+    assert admin.ok("gc", "--grace", "0", "--json")["orphan_blobs_removed"] == 1
+    blob = [p for p in (tmp_path / "var" / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp"][0]
+    blob.write_bytes(b"\x01" + blob.read_bytes()[1:-1] + b"\x00")
+    p = admin("fsck")
+    assert p.returncode == 2 and "DAMAGED in dan" in p.stdout and "/f" in p.stdout
