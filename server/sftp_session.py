@@ -22,6 +22,7 @@ from providers import paths
 from providers.errors import CofferError, IsADirectory, NotADirectory, NotFound
 
 from . import sftp_proto as P
+from .sftp_pipeline import PipelinedFile
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class SftpSession:
             f = self.vfs.open_random(path, truncate=bool(pflags & P.FXF_TRUNC),
                                      create=bool(pflags & P.FXF_CREAT), exclusive=bool(pflags & P.FXF_EXCL))
             mode = attrs["mode"] & 0o7777 if "mode" in attrs and pflags & P.FXF_CREAT else None
-            obj = WriteHandle(path, f, bool(pflags & P.FXF_APPEND), mode, bool(pflags & P.FXF_READ))
+            obj = WriteHandle(path, PipelinedFile(f), bool(pflags & P.FXF_APPEND), mode, bool(pflags & P.FXF_READ))
         else:
             obj = ReadHandle(path, self.vfs.open_read(path))
         try:
