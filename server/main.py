@@ -15,12 +15,14 @@ import secrets
 import signal
 import sys
 import threading
+import time
 
 from providers import config as config_mod
 from providers.errors import CofferError
 
 log = logging.getLogger("coffer")
 MAINTENANCE_SECONDS = 60
+RETENTION_SECONDS = 3600
 
 
 def _setup_logging(level: str) -> None:
@@ -102,8 +104,12 @@ def serve(args) -> int:
             print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
             return 2
         print("coffer: ready", flush=True)
+        last_retention = time.monotonic()
         while not stop.wait(MAINTENANCE_SECONDS):
-            _maintain(st, running)
+            due = time.monotonic() - last_retention >= RETENTION_SECONDS
+            if due:
+                last_retention = time.monotonic()
+            _maintain(st, running, due)
     finally:
         for srv in reversed(running):
             try:
@@ -116,17 +122,39 @@ def serve(args) -> int:
     return 0
 
 
-def _maintain(st, running) -> None:
+def _maintain(st, running, retention_due: bool) -> None:
+    """Front-end housekeeping every minute; retention and trash hourly.
+
+    Managed accounts are opened with the server's key; a private account's
+    keys exist only while its user is logged in, so it is thinned while it
+    has a live WebDAV login."""
     for srv in running:
         app = getattr(srv, "app", None)
         if app is not None and hasattr(app, "maintain"):
-            app.maintain()
-    work = getattr(st, "maintenance", None)
-    if work is not None:
+            try:
+                app.maintain()
+            except Exception:
+                log.exception("front-end maintenance failed")
+    if not retention_due:
+        return
+    for srv in running:
+        app = getattr(srv, "app", None)
+        for vfs in (app.live_private_accounts() if hasattr(app, "live_private_accounts") else []):
+            try:
+                vfs.expire()
+            except Exception:
+                log.exception("retention failed for account id %s", vfs.user.id)
+    for user in st.accounts.list():
+        if user.status != "active" or user.mode != "managed":
+            continue
         try:
-            work()
+            vfs = st.open_as(user.name)
+            try:
+                vfs.expire()
+            finally:
+                vfs.close()
         except Exception:
-            log.exception("periodic maintenance failed")
+            log.exception("retention failed for account id %s", user.id)
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,8 @@ one table of this front-end.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import email.utils
 import logging
 import time
@@ -223,17 +225,21 @@ class CofferFile(_Props, DAVNonCollection):
             self.environ["coffer.oc_mtime"] = True
         with core():
             self._writer = self.vfs.open_write(self.path, mtime=mtime)
-        return _WriteStream(self._writer)
+        self._stream = _WriteStream(self._writer)
+        return self._stream
 
     def end_write(self, *, with_errors):
         w, self._writer = self._writer, None
         if w is None:
             return
         if with_errors:
+            with contextlib.suppress(BaseException):
+                self._stream.drain()
             with contextlib.suppress(Exception):
                 w.abort()
             return
         try:
+            self._stream.drain()
             with core():
                 self.entry = w.commit()
         except BaseException:
@@ -265,20 +271,63 @@ class CofferFile(_Props, DAVNonCollection):
 
 
 class _WriteStream:
-    """What wsgidav writes a PUT body into; closing does not publish (end_write does)."""
+    """What wsgidav writes a PUT body into. The first block is written at
+    once (a small file never starts a thread); later blocks go to a worker
+    thread through a short queue, so hashing, encryption and disk writes
+    overlap receiving the next bytes. Closing does not publish: end_write
+    drains the queue and commits."""
+
+    QUEUE_BLOCKS = 4
 
     def __init__(self, writer):
         self.writer = writer
+        self.blocks = 0
+        self.queue = None
+        self.thread = None
+        self.error = None
+
+    def _work(self):
+        while True:
+            data = self.queue.get()
+            if data is None:
+                return
+            if self.error is None:
+                try:
+                    self.writer.write(data)
+                except BaseException as e:          # reported to the request thread
+                    self.error = e
+
+    def _raise(self):
+        e = self.error
+        if e is not None:
+            raise (dav_error(e) if isinstance(e, errors.CofferError) else e)
 
     def write(self, data):
-        try:
-            self.writer.write(data)
-        except errors.CofferError as e:
-            raise dav_error(e) from None
+        self._raise()
+        self.blocks += 1
+        if self.blocks == 1:
+            try:
+                self.writer.write(data)
+            except errors.CofferError as e:
+                raise dav_error(e) from None
+            return
+        if self.thread is None:
+            self.queue = queue.Queue(self.QUEUE_BLOCKS)
+            self.thread = threading.Thread(target=self._work, name="webdav-put", daemon=True)
+            self.thread.start()
+        self.queue.put(bytes(data))
 
     def writelines(self, chunks):
         for data in chunks:
             self.write(data)
+
+    def drain(self):
+        """Wait until every queued block is written; raise what the worker hit."""
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.thread = None
+        self._raise()
 
     def close(self):
         pass

@@ -151,3 +151,18 @@ def test_lock_store_scoped_and_sealed(storage):
     assert store.purge_expired() == 1
     a.close()
     b.close()
+
+
+def test_periodic_maintenance_runs_retention(storage):
+    from server.main import _maintain
+    storage.accounts.create("alice", "alice-password")
+    storage.accounts.create("pat", "pat-password", mode="private")
+    vfs = storage.login("alice", "alice-password")
+    for i in range(5):
+        vfs.write_bytes("/f.txt", b"v%d" % i)
+    vfs.close()
+    _maintain(storage, [], True)           # managed accounts are opened with the server key
+    _maintain(storage, [], False)
+    vfs = storage.login("alice", "alice-password")
+    assert vfs.read_bytes("/f.txt") == b"v4"
+    vfs.close()
