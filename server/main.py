@@ -123,11 +123,10 @@ def serve(args) -> int:
 
 
 def _maintain(st, running, retention_due: bool) -> None:
-    """Front-end housekeeping every minute; retention and trash hourly.
-
-    Managed accounts are opened with the server's key; a private account's
-    keys exist only while its user is logged in, so it is thinned while it
-    has a live WebDAV login."""
+    """Every minute: the front-ends' housekeeping and the storage core's
+    periodic job (`Storage.maintenance`: due erasures, record retention,
+    version and trash retention). Hourly: retention for private accounts
+    that have a live login, since their keys exist only then."""
     for srv in running:
         app = getattr(srv, "app", None)
         if app is not None and hasattr(app, "maintain"):
@@ -135,6 +134,24 @@ def _maintain(st, running, retention_due: bool) -> None:
                 app.maintain()
             except Exception:
                 log.exception("front-end maintenance failed")
+    work = getattr(st, "maintenance", None)
+    if work is not None:
+        try:
+            work()
+        except Exception:
+            log.exception("periodic maintenance failed")
+    elif retention_due:
+        for user in st.accounts.list():
+            if user.status != "active" or user.mode != "managed":
+                continue
+            try:
+                vfs = st.open_as(user.name)
+                try:
+                    vfs.expire()
+                finally:
+                    vfs.close()
+            except Exception:
+                log.exception("retention failed for account id %s", user.id)
     if not retention_due:
         return
     for srv in running:
@@ -144,17 +161,6 @@ def _maintain(st, running, retention_due: bool) -> None:
                 vfs.expire()
             except Exception:
                 log.exception("retention failed for account id %s", vfs.user.id)
-    for user in st.accounts.list():
-        if user.status != "active" or user.mode != "managed":
-            continue
-        try:
-            vfs = st.open_as(user.name)
-            try:
-                vfs.expire()
-            finally:
-                vfs.close()
-        except Exception:
-            log.exception("retention failed for account id %s", user.id)
 
 
 def main(argv=None) -> int:
