@@ -60,6 +60,15 @@ def _check_url_path(raw: str) -> None:
             raise ValueError("dot segments are not allowed")
 
 
+def _host_port(netloc: str, scheme: str) -> str:
+    """`Host` or URL authority without credentials and the scheme's default port."""
+    netloc = netloc.rpartition("@")[2].lower()
+    default = {"http": ":80", "https": ":443"}.get(scheme, "")
+    if default and netloc.endswith(default):
+        netloc = netloc[: -len(default)]
+    return netloc
+
+
 # -- locks ------------------------------------------------------------------------
 
 class ScopedLockManager(LockManager):
@@ -168,7 +177,13 @@ class Sessions:
             sid = None
         rec = [sid, 0, 0, 0, time.monotonic()]
         with self._lock:
-            return self._live.setdefault(key, rec)
+            kept = self._live.setdefault(key, rec)
+        if kept is not rec and sid is not None:       # another request of this connection won the race
+            try:
+                self.st.sessions.end(sid, 0, 0, 0)
+            except Exception:
+                log.exception("could not end a session record")
+        return kept
 
     def add(self, rec, bytes_in, bytes_out):
         with self._lock:
@@ -362,12 +377,14 @@ class CofferWebDAV:
         except ValueError:
             return "The Destination header is not a URL."
         if parts.netloc:
-            host = environ.get("HTTP_HOST", "")
-            if parts.netloc.lower() != host.lower():
-                return "The Destination must be on this server."
             scheme = environ.get("wsgi.url_scheme", "http")
-            if parts.scheme and parts.scheme.lower() != scheme:
+            schemes = {scheme, environ.get("HTTP_X_FORWARDED_PROTO", scheme).lower()}
+            if parts.scheme and parts.scheme.lower() not in schemes:
                 return "The Destination must use this server's scheme."
+            hosts = {_host_port(h, s) for h in (environ.get("HTTP_HOST", ""), environ.get("HTTP_X_FORWARDED_HOST", ""))
+                     if h for s in schemes}
+            if _host_port(parts.netloc, (parts.scheme or scheme).lower()) not in hosts:
+                return "The Destination must be on this server."
         try:
             _check_url_path(unquote_to_bytes(parts.path).decode("latin-1"))
         except (ValueError, UnicodeError):

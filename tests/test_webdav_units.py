@@ -166,3 +166,15 @@ def test_periodic_maintenance_runs_retention(storage):
     vfs = storage.login("alice", "alice-password")
     assert vfs.read_bytes("/f.txt") == b"v4"
     vfs.close()
+
+
+@pytest.mark.parametrize("dest,ok", [
+    ("/docs/a.txt", True), ("https://files.example:443/a", True), ("https://files.example/a", True),
+    ("https://FILES.example/a%20b", True), ("http://files.example/a", False), ("https://other.example/a", False),
+    ("https://files.example:8443/a", False), ("/a/../../b", False), ("/a/%2e%2e/b", False), ("/%ff", False),
+])
+def test_destination_check(dest, ok):
+    from server.webdav_app import CofferWebDAV
+    env = {"HTTP_HOST": "files.example", "wsgi.url_scheme": "https"}
+    problem = CofferWebDAV._check_destination(None, env, dest)
+    assert (problem is None) == ok, problem
