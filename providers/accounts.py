@@ -19,7 +19,7 @@ from pathlib import Path
 import bcrypt
 
 from . import crypto, meta
-from .errors import AlreadyExists, AuthenticationFailed, CofferError, Locked, NotFound
+from .errors import AlreadyExists, AuthenticationFailed, CofferError, Conflict, Locked, NotFound
 from .meta import users as q
 
 log = logging.getLogger(__name__)
@@ -194,6 +194,9 @@ class Accounts:
         row = q.user_by_name(c, normalize_name(name))
         if row is None:
             raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+        if row["status"] == "erasing":
+            raise Conflict(f"account {row['name']!r} is being erased; run `coffer-admin user erase {row['name']}` "
+                           "to finish")
         return row
 
     def verify(self, row, password: str) -> bool:

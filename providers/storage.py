@@ -135,6 +135,13 @@ class Storage:
             uq.audit(c, event, user_id=user_id, actor=actor, client_addr=client_addr, detail=detail)
 
     # -- store-wide jobs -----------------------------------------------------------------
+    def maintenance(self) -> dict:
+        """The periodic job `coffer serve` runs on its timer: erasures that are
+        due or stalled, record retention, and hourly version and trash
+        retention (see providers/lifecycle.py)."""
+        from .lifecycle import periodic
+        return periodic(self)
+
     def gc(self, grace_seconds: int = 3600, progress=None) -> dict:
         """Reclaim what a crash or an aborted upload left: blobs no chunk refers
         to (older than the grace period, so uploads in flight are spared),
@@ -175,6 +182,8 @@ class Storage:
             if user and rows[0] is None:
                 raise NotFound(f"no account named {normalize_name(user)!r}")
         for row in rows:
+            if row["status"] == "erasing":      # keys already destroyed, data on its way out
+                continue
             vfs = None
             try:
                 if row["mode"] == "managed":

@@ -31,8 +31,10 @@ class Admin:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         raw = {"storage": {"data_dir": str(self.folder / "var")}, "security": dict(FAST)}
-        if os.environ.get("COFFER_TEST_DATABASE_URL"):
-            raw["storage"]["database_url"] = os.environ["COFFER_TEST_DATABASE_URL"]
+        if os.environ.get("COFFER_TEST_DATABASE_URL"):      # PostgreSQL runs: this worker's own schema, emptied
+            from conftest import reset_database, test_database_url
+            raw["storage"]["database_url"] = test_database_url()
+            reset_database(raw["storage"]["database_url"])
         for name, values in sections.items():
             raw.setdefault(name, {}).update(values)
         self.config = self.folder / "coffer.toml"

@@ -18,7 +18,7 @@ from sqlalchemy import func, select as sql_select
 
 from admin_harness import ADMIN, Admin
 from providers import crypto, lifecycle
-from providers.errors import AuthenticationFailed, CofferError, IntegrityError
+from providers.errors import AuthenticationFailed, CofferError, Conflict, IntegrityError
 from providers.meta import locks as lockq
 from providers.meta import schema
 from providers.meta import users as uq
@@ -237,9 +237,13 @@ def test_erase_interrupted_in_process_resumes(tmp_path, monkeypatch):
         assert st.accounts.get("alice").status == "erasing"
         with pytest.raises(AuthenticationFailed):
             st.login("alice", "alice-password")
+        with pytest.raises(Conflict):
+            st.accounts.set_status("alice", "active")          # no way back once the keys are gone
+        assert st.fsck()["damaged"] == []
         monkeypatch.setattr(st.blobs, "delete", real)
     finally:
         st.close()
+    assert "being erased" in admin.fails("user", "enable", "alice")
     r = admin.ok("user", "erase", "alice", "--json")           # resuming asks nothing
     assert r["runs"] == 2 and r["chunks"] == 450 and r["blobs"] == 450
     st = admin.storage()
