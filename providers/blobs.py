@@ -16,10 +16,19 @@ from .errors import NotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
+try:
+    import ctypes
+    _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+except (OSError, AttributeError):
+    _syncfs = None
+
 
 class BlobStore:
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
+
+    def sync(self) -> None:
+        """Make every put so far durable before metadata refers to it."""
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         raise NotImplementedError
@@ -41,8 +50,6 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.root / "tmp"
-        self.tmp.mkdir(exist_ok=True)
 
     def _path(self, name: str) -> Path:
         if len(name) < 8 or not all(c in "0123456789abcdef" for c in name):
@@ -50,34 +57,40 @@ class LocalBlobStore(BlobStore):
         return self.root / name[:2] / name[2:4] / name
 
     def put(self, name: str, data: bytes) -> None:
+        # Names are random and never reused, so the blob is written in place:
+        # a crash mid-write leaves a partial blob that no metadata refers to,
+        # which gc reclaims. Durability comes from sync() before the metadata
+        # that refers to the blob commits (one syncfs instead of an fsync per
+        # blob).
         final = self._path(name)
-        tmp = self.tmp / (name + ".part")
         try:
-            # Write to a temporary file and fsync it, so a crash never leaves a
-            # half-written blob under its final name...
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileNotFoundError:
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view):]
-                os.fsync(fd)
             finally:
                 os.close(fd)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            # ...then rename it into place (atomic on POSIX) and fsync the folder
-            # so the rename itself survives a power cut.
-            os.replace(tmp, final)
-            dfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
         except OSError as e:
-            tmp.unlink(missing_ok=True)
+            final.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StorageUnavailable("the blob store's disk is full: free space or add storage, "
                                          "then retry") from None
             raise StorageUnavailable(f"could not write to the blob store: {e.strerror}") from None
+
+    def sync(self) -> None:
+        """Make every blob written so far durable (syncfs of the store's
+        filesystem; falls back to sync)."""
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            if _syncfs is None or _syncfs(fd) != 0:
+                os.sync()
+        finally:
+            os.close(fd)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:
@@ -104,18 +117,6 @@ class LocalBlobStore(BlobStore):
                         yield f.name, f.stat().st_mtime
                     except FileNotFoundError:
                         continue
-
-    def clean_tmp(self, older_than: float) -> int:
-        """Remove temporary files left by a crash; returns how many."""
-        n = 0
-        for f in self.tmp.iterdir():
-            try:
-                if f.stat().st_mtime < older_than:
-                    f.unlink()
-                    n += 1
-            except FileNotFoundError:
-                pass
-        return n
 
 
 class S3BlobStore(BlobStore):

@@ -145,7 +145,7 @@ class Storage:
     def gc(self, grace_seconds: int = 3600, progress=None) -> dict:
         """Reclaim what a crash or an aborted upload left: blobs no chunk refers
         to (older than the grace period, so uploads in flight are spared),
-        chunks no version refers to, and stale temporary files."""
+        and chunks no version refers to."""
         with self.db.write() as c:
             fixed = t.recount_refs(c)
             drop = t.zero_ref_chunks(c)
@@ -167,9 +167,8 @@ class Storage:
             if name not in known:
                 self.blobs.delete(name)
                 freed += 1
-        tmp = getattr(self.blobs, "clean_tmp", None)
         return {"orphan_blobs_removed": removed + freed, "unreferenced_chunks": len(drop),
-                "refcounts_fixed": fixed, "temp_files_removed": tmp(cutoff) if tmp else 0}
+                "refcounts_fixed": fixed}
 
     def fsck(self, user: str | None = None, password: str | None = None, progress=None) -> dict:
         """Read every chunk (of one account, or all) and check it: decrypt and

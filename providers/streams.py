@@ -9,6 +9,9 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -40,11 +43,19 @@ class Writer:
     nothing behind but blobs that `gc` reclaims if the process dies first.
     """
 
+    # Content hashes (md5, sha1, sha256 for the checksums clients ask for) and
+    # blob writes run on helper threads once a stream is large; hashlib and
+    # file writes release the GIL, so they overlap with chunk encryption.
+    # Queues are bounded, so memory stays flat when a helper falls behind.
+    THREADED_AFTER = 1024 * 1024
+    MAX_QUEUED = 4
+
     def __init__(self, vfs, domain, parts, mtime_us=None, chunk_size=1024 * 1024, exclusive=False):
         self.vfs, self.domain, self.parts, self.mtime_us = vfs, domain, parts, mtime_us
         self.exclusive = exclusive
         self.chunk_size = chunk_size
-        self.buf = bytearray()
+        self.buf: list = []
+        self.buffered = 0
         self.chunks: list[PendingChunk] = []
         self.size = 0
         self.new_bytes = 0
@@ -52,6 +63,18 @@ class Writer:
         self.closed = False
         self._quota_room = vfs._quota_room()
         self._seen: dict[str, PendingChunk] = {}
+        self._pool: ThreadPoolExecutor | None = None          # ordered content hashing
+        self._chunk_pool: ThreadPoolExecutor | None = None    # chunk hashing, encryption, storing
+        self._hashing: deque = deque()
+        self._storing: deque = deque()
+        self._hash_queued = 0
+        self._stored: list[str] = []
+        self._lock = threading.Lock()
+
+    def _hash(self, data) -> None:
+        self.md5.update(data)
+        self.sha1.update(data)
+        self.sha256.update(data)
 
     def write(self, data) -> int:
         if self.closed:
@@ -59,41 +82,84 @@ class Writer:
         n = len(data)
         if not n:
             return 0
-        self.md5.update(data)
-        self.sha1.update(data)
-        self.sha256.update(data)
+        if not isinstance(data, bytes):
+            data = bytes(data)        # the caller may reuse its buffer; we keep ours
+        if self._pool is None and self.size + n > self.THREADED_AFTER:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="coffer-hash")
+            self._chunk_pool = ThreadPoolExecutor(2, thread_name_prefix="coffer-chunk")
         self.size += n
-        self.buf += data
-        while len(self.buf) >= self.chunk_size:
-            piece = bytes(self.buf[:self.chunk_size])
-            del self.buf[:self.chunk_size]
-            self._store(piece)
+        if self._pool is None:
+            self._hash(data)
+        else:
+            # one task per chunk-sized batch keeps the hash order and the overhead low
+            self._hashing.append((self._pool.submit(self._hash, data), n))
+            self._hash_queued += n
+            while self._hash_queued > self.MAX_QUEUED * self.chunk_size:
+                fut, m = self._hashing.popleft()
+                fut.result()
+                self._hash_queued -= m
+        self.buf.append(data)
+        self.buffered += n
+        while self.buffered >= self.chunk_size:
+            joined = self.buf[0] if len(self.buf) == 1 else b"".join(self.buf)
+            if len(joined) == self.chunk_size:
+                piece, rest = joined, b""
+            else:                     # a view, not a copy, of the chunk-sized head
+                piece, rest = memoryview(joined)[:self.chunk_size], joined[self.chunk_size:]
+            self.buf = [rest] if rest else []
+            self.buffered = len(rest)
+            try:
+                self._store(piece)
+            except BaseException:
+                self.abort()
+                raise
         return n
 
+    def _drain(self) -> None:
+        """Wait for the helper threads; re-raise what they raised."""
+        while self._hashing:
+            self._hashing.popleft()[0].result()
+        self._hash_queued = 0
+        while self._storing:
+            self._storing.popleft().result()
+
     def _store(self, data: bytes) -> None:
+        if self._pool is None:
+            self.chunks.append(self._process(data))
+            return
+        fut = self._chunk_pool.submit(self._process, data)
+        self.chunks.append(fut)
+        self._storing.append(fut)
+        while len(self._storing) > self.MAX_QUEUED:
+            self._storing.popleft().result()
+
+    def _process(self, data: bytes) -> PendingChunk:
+        """Hash, and unless the domain holds it already, encrypt and store one chunk."""
         keys = self.domain.keys
         did = crypto.chunk_id(keys, data)
-        if did in self._seen:
-            self.chunks.append(self._seen[did])
-            return
+        seen = self._seen.get(did)
+        if seen is not None:
+            return seen
         existing = self.vfs._find_chunk(self.domain, did)
         if existing is not None:
             pc = PendingChunk(did, len(data), existing_id=existing)
         else:
             key = crypto.random_key()
             stored = crypto.encrypt_chunk(key, data)
-            self.new_bytes += len(stored)
-            if self._quota_room is not None and self.new_bytes > self._quota_room:
-                self.abort()
-                raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
-                                    "versions, or ask for a larger plan; nothing was changed")
             name = os.urandom(16).hex()
-            self.vfs.st.blobs.put(name, stored)
             pc = PendingChunk(did, len(data), blob_name=name, stored_size=len(stored),
                               wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
                               stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
+            with self._lock:
+                self.new_bytes += len(stored)
+                self._stored.append(name)      # before the put: abort() must know it even if the put fails
+                over = self._quota_room is not None and self.new_bytes > self._quota_room
+            if over:
+                raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
+                                    "versions, or ask for a larger plan; nothing was changed")
+            self.vfs.st.blobs.put(name, stored)
         self._seen[did] = pc
-        self.chunks.append(pc)
+        return pc
 
     def hashes(self) -> dict:
         return {"md5": self.md5.hexdigest(), "sha1": self.sha1.hexdigest(), "sha256": self.sha256.hexdigest()}
@@ -101,36 +167,54 @@ class Writer:
     def commit(self):
         if self.closed:
             raise ValueError("stream already closed")
-        if self.buf:
-            self._store(bytes(self.buf))
-            self.buf = bytearray()
         try:
+            if self.buf:
+                self._store(b"".join(self.buf))
+                self.buf, self.buffered = [], 0
+            self._drain()
+            self.chunks = [c.result() if hasattr(c, "result") else c for c in self.chunks]
+            if self._stored:
+                self.vfs.st.blobs.sync()
             entry = self.vfs._publish(self)
         except BaseException:
             self.abort()
             raise
+        finally:
+            self._shutdown()
         self.closed = True
         return entry
+
+    def _shutdown(self) -> None:
+        for pool in (self._pool, self._chunk_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._chunk_pool = None
 
     def abort(self) -> None:
         """Drop what was written; the previous version stays as it was."""
         if self.closed:
             return
         self.closed = True
-        for pc in self._seen.values():
-            if pc.blob_name:
+        try:
+            self._drain()
+        except Exception:
+            pass
+        self._shutdown()
+        for name in self._stored:
+            if name:
                 try:
-                    self.vfs.st.blobs.delete(pc.blob_name)
+                    self.vfs.st.blobs.delete(name)
                 except Exception:    # gc reclaims it later
                     log.warning("could not delete an aborted upload's chunk; gc will reclaim it")
-        self.buf = bytearray()
+        self.buf, self.buffered = [], 0
 
     def readback(self):
         """Plaintext written so far, chunk by chunk (RandomFile's fallback)."""
+        self._drain()
         for pc in self.chunks:
-            yield self.vfs._chunk_plaintext(self.domain, pc)
+            yield self.vfs._chunk_plaintext(self.domain, pc.result() if hasattr(pc, "result") else pc)
         if self.buf:
-            yield bytes(self.buf)
+            yield b"".join(self.buf)
 
     def __enter__(self):
         return self

@@ -508,8 +508,12 @@ class Vfs:
             if cur is not None and w.exclusive:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
             ids: dict[str, int] = {}
+            used_blobs: set[str] = set()
             for pc in w.chunks:
                 if pc.dedup_id in ids:
+                    if pc.blob_name and pc.blob_name not in used_blobs:
+                        drop_blobs.append(pc.blob_name)      # the same chunk stored twice in parallel
+                        used_blobs.add(pc.blob_name)
                     continue
                 row = t.chunk_by_dedup(c, dom.id, pc.dedup_id)
                 if row is not None:
@@ -519,6 +523,7 @@ class Vfs:
                     continue
                 if pc.blob_name is None:
                     raise Conflict("a chunk this upload relied on was purged meanwhile; retry the upload")
+                used_blobs.add(pc.blob_name)
                 ids[pc.dedup_id] = t.insert_chunk(
                     c, domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
                     plain_size=pc.plain_size, stored_size=pc.stored_size, wrapped_key=pc.wrapped_key,
