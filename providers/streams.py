@@ -61,7 +61,7 @@ class Writer:
         self.new_bytes = 0
         self.md5, self.sha1, self.sha256 = hashlib.md5(), hashlib.sha1(), hashlib.sha256()
         self.closed = False
-        self._quota_room = vfs._quota_room()
+        self._quota_room = vfs._quota_room(domain)
         self._seen: dict[str, PendingChunk] = {}
         self._pool: ThreadPoolExecutor | None = None          # ordered content hashing
         self._chunk_pool: ThreadPoolExecutor | None = None    # chunk hashing, encryption, storing

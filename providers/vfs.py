@@ -13,6 +13,7 @@ Copying out of `/.coffer/` restores; deleting in it purges for good.
 from __future__ import annotations
 
 import calendar
+import contextlib
 import fnmatch
 import json
 import logging
@@ -21,8 +22,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from . import crypto, meta, paths, retention
-from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IsADirectory, NotADirectory,
+from . import crypto, meta, paths, rekey, retention
+from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IntegrityError, IsADirectory, NotADirectory,
                      NotFound, PermissionDenied, QuotaExceeded)
 from .meta import tree as t
 from .meta import users as uq
@@ -30,6 +31,7 @@ from .streams import RandomFile, Reader, Writer
 
 log = logging.getLogger(__name__)
 READ_ONLY = "/.coffer is read-only: copy from it to restore, delete in it to purge"
+SHARED = "Shared"           # where folders shared with the principal appear
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class Entry:
     ctime: float
     etag: str
     mode: int | None = None
-    writable: bool = True
-    virtual: bool = False
+    writable: bool = True          # the principal may change it (and, for a folder, its contents)
+    virtual: bool = False          # under /.coffer or /Shared's listings: read-only
+    removable: bool = True         # the principal may delete or rename it
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,14 @@ class Domain:
     keys: crypto.DomainKeys
     root_id: int
     owner_id: int
-    permission: str
+    permission: str                # owner | write | read
+    key: bytes = b""
+    key_gen: int = 1
+    kind: str = "home"
+
+    @property
+    def writable(self) -> bool:
+        return self.permission in ("owner", "write")
 
 
 @dataclass
@@ -86,6 +96,8 @@ class Item:
     size: int = 0
     mtime_us: int = 0
     created_us: int = 0
+    writable: bool = False
+    mount: bool = False           # a shared folder's top, seen by a collaborator
 
     @property
     def virtual(self) -> bool:
@@ -115,34 +127,98 @@ class Vfs:
         self.st = storage
         self.user = user
         self._user_key = user_key
+        self._refused: list = []
         self.cfg = storage.cfg
-        with self.st.db.read() as c:
+        with self._tx() as c:
             dom = uq.home_domain(c, user.id)
             mem = uq.membership(c, dom["id"], user.id)
         dk = crypto.unwrap_key(user_key, bytes(mem["wrapped_key"]), b"domain", "home folder key")
-        self.home = Domain(dom["id"], crypto.DomainKeys.derive(dk), dom["root_node_id"], user.id, "owner")
+        self.home = Domain(dom["id"], crypto.DomainKeys.derive(dk), dom["root_node_id"], user.id, "owner", dk)
+        self._domains: dict[tuple[int, int], Domain] = {}
+        self._policies: dict[int, tuple] = {}
         self.policy = retention.Policy.from_config(self.cfg.retention, user.settings.get("retention"))
         self.exclude = tuple(user.settings.get("exclude", self.cfg.retention.exclude))
 
     def close(self) -> None:
         self._user_key = b""
+        self._domains.clear()
         self.home = None
 
-    # -- resolution -------------------------------------------------------------------
-    def _name(self, node) -> str:
-        return crypto.decrypt_name(self.home.keys, bytes(node["name_enc"]))
+    # -- key domains and permissions -------------------------------------------------------
+    def _domain(self, c, domain_id: int) -> Domain:
+        """The key domain with this id as this principal may use it: the home,
+        a shared folder it owns, or one shared with it (checked on every
+        call, so a revocation takes effect at the next request)."""
+        if domain_id == self.home.id:
+            return self.home
+        mem = uq.membership(c, domain_id, self.user.id)
+        if mem is None:
+            raise PermissionDenied("this shared folder is not shared with you (any more)")
+        cached = self._domains.get((domain_id, mem["key_gen"]))
+        if cached is None:
+            row = uq.domain(c, domain_id)
+            if mem["wrapped_key"] is not None:
+                dk = crypto.unwrap_key(self._user_key, bytes(mem["wrapped_key"]), b"domain", "folder key")
+            else:
+                dk = crypto.unseal(self._private_key(c), bytes(mem["sealed_key"]), b"domain")
+            cached = Domain(domain_id, crypto.DomainKeys.derive(dk), row["root_node_id"], row["owner_id"],
+                            mem["permission"], dk, mem["key_gen"], row["kind"])
+            self._domains[(domain_id, mem["key_gen"])] = cached
+        cached.permission = mem["permission"]
+        return cached
 
-    def _live_item(self, node, parts, tag="live") -> Item:
+    def _private_key(self, c) -> bytes:
+        row = uq.user_by_id(c, self.user.id)
+        return crypto.unwrap_key(self._user_key, bytes(row["wrapped_private_key"]), b"x25519", "private key")
+
+    def _dom(self, c, node) -> Domain:
+        return self._domain(c, node["domain_id"])
+
+    @contextlib.contextmanager
+    def _tx(self, write: bool = False):
+        """A metadata transaction; refusals noted inside it are recorded as
+        audit events afterwards, even though the transaction rolls back."""
+        try:
+            with (self.st.db.write() if write else self.st.db.read()) as c:
+                yield c
+        finally:
+            pending, self._refused = self._refused, []
+            for what, dom_id in pending:
+                self.st.audit("share_refused", user_id=self.user.id, actor="user", domain=dom_id,
+                              operation=what.split(" ", 1)[0])
+
+    def _need_write(self, c, dom: Domain, what: str) -> None:
+        if not dom.writable:
+            self._refused.append((what, dom.id))
+            raise PermissionDenied(f"{what}: this shared folder is read-only for you")
+
+    def _need_removable(self, c, node, parts) -> None:
+        """May this node be removed from (or renamed in) its parent folder?"""
+        if not parts:
+            raise PermissionDenied("the top folder cannot be replaced or removed")
+        if parts[0] == SHARED and len(parts) <= 3:
+            raise PermissionDenied("a folder shared with you cannot be deleted, moved or renamed by you; "
+                                   "its owner can stop sharing it")
+        parent = t.node(c, node["parent_id"])
+        self._need_write(c, self._dom(c, parent), f"removing {paths.join(parts)}")
+
+    # -- resolution -------------------------------------------------------------------
+    def _name(self, c, parent, node) -> str:
+        return crypto.decrypt_name(self._dom(c, parent).keys, bytes(node["name_enc"]))
+
+    def _live_item(self, node, parts, tag="live", c=None, mount=False) -> Item:
         is_dir = node["kind"] == "d" or tag in ("vdir", "vfile")
+        writable = tag == "live" and (c is None or self._dom(c, node).writable)
         return Item(parts[-1] if parts else "", parts, tag, is_dir, node=dict(node),
-                    size=node["size"], mtime_us=node["mtime_us"], created_us=node["created_us"])
+                    size=node["size"], mtime_us=node["mtime_us"], created_us=node["created_us"],
+                    writable=writable, mount=mount)
 
     def _walk(self, c, start, parts, prefix=()):
         node = start
         for i, name in enumerate(parts):
             if node["kind"] != "d":
                 raise NotADirectory(f"{paths.join(prefix + parts[:i])} is a file, not a folder")
-            nxt = t.child(c, node["id"], crypto.name_lookup(self.home.keys, node["id"], name))
+            nxt = t.child(c, node["id"], crypto.name_lookup(self._dom(c, node).keys, node["id"], name))
             if nxt is None:
                 raise NotFound(f"{paths.join(prefix + parts[:i + 1])} does not exist")
             node = nxt
@@ -151,10 +227,45 @@ class Vfs:
     def _root(self, c):
         return t.node(c, self.home.root_id)
 
+    def _received(self, c) -> dict:
+        """{owner name: {folder name: (domain id, root node id)}} of folders shared with this principal."""
+        out: dict = {}
+        priv = None
+        for r in uq.received_shares(c, self.user.id):
+            root = t.node(c, r["root_node_id"]) if r["root_node_id"] else None
+            if root is None or root["trashed_us"] is not None:
+                continue
+            priv = priv or self._private_key(c)
+            mount = crypto.unseal(priv, bytes(r["mount_enc"]), b"mount").decode("utf-8")
+            out.setdefault(r["owner_name"], {})[mount] = (r["domain_id"], r["root_node_id"])
+        return out
+
+    def _live(self, c, parts):
+        """The live node at a path, following /Shared into folders shared with us."""
+        if parts and parts[0] == SHARED:
+            if len(parts) < 3:
+                raise PermissionDenied(f"{paths.join(parts)} is where shared folders appear; it is read-only")
+            got = self._received(c).get(parts[1], {}).get(parts[2])
+            if got is None:
+                raise NotFound(f"{paths.join(parts[:3])} is not shared with you")
+            self._domain(c, got[0])
+            return self._walk(c, t.node(c, got[1]), parts[3:], parts[:3])
+        return self._walk(c, self._root(c), parts)
+
     def _resolve(self, c, parts) -> Item:
         if paths.is_meta(parts):
             return self._resolve_meta(c, parts)
-        return self._live_item(self._walk(c, self._root(c), parts), parts)
+        if parts and parts[0] == SHARED:
+            if len(parts) == 1:
+                return Item(SHARED, parts, "shared", True, mtime_us=self._root(c)["mtime_us"])
+            received = self._received(c)
+            if len(parts) == 2:
+                if parts[1] not in received:
+                    raise NotFound(f"{paths.join(parts)}: nothing is shared with you by that account")
+                return Item(parts[1], parts, "shared", True, ref=parts[1], mtime_us=self._root(c)["mtime_us"])
+            node = self._live(c, parts)
+            return self._live_item(node, parts, c=c, mount=len(parts) == 3)
+        return self._live_item(self._walk(c, self._root(c), parts), parts, c=c)
 
     def _meta_dir(self, parts) -> Item:
         return Item(parts[-1], parts, "meta", True, mtime_us=meta.now_us(), created_us=0)
@@ -176,18 +287,26 @@ class Vfs:
         raise NotFound(f"{paths.join(parts)} does not exist; /.coffer holds versions, trash and snapshots")
 
     def _resolve_versions(self, c, parts, rest) -> Item:
-        node = self._root(c)
-        for i, name in enumerate(rest):
-            if node["kind"] == "f":
-                if i != len(rest) - 1:
-                    raise NotFound(f"{paths.join(parts)} does not exist")
-                for v in t.versions_of(c, node["id"]):
-                    if self._version_name(v, rest[i - 1]) == name:
-                        return self._version_item(v, parts, node)
-                raise NotFound(f"{paths.join(parts)}: no such version")
-            node = self._walk(c, node, (name,), parts[:2 + i])
         if not rest:
             return self._meta_dir(parts)
+        if rest[0] == SHARED and len(rest) < 3:
+            it = self._resolve(c, rest)
+            return Item(it.name, parts, "shared", True, ref=it.ref, mtime_us=it.mtime_us)
+        try:
+            node = self._live(c, rest)
+        except (NotFound, NotADirectory) as e:
+            if len(rest) < 2:
+                raise
+            try:
+                node = self._live(c, rest[:-1])
+            except (NotFound, NotADirectory):
+                raise e from None
+            if node["kind"] != "f":
+                raise
+            for v in t.versions_of(c, node["id"]):
+                if self._version_name(v, rest[-2]) == rest[-1]:
+                    return self._version_item(v, parts, node)
+            raise NotFound(f"{paths.join(parts)}: no such version") from None
         return self._live_item(node, parts, "vdir" if node["kind"] == "d" else "vfile")
 
     def _version_name(self, v, file_name: str) -> str:
@@ -197,12 +316,37 @@ class Vfs:
         return Item(parts[-1], parts, "version", False, node=dict(node) if node else None, version=dict(v),
                     size=v["size"], mtime_us=v["mtime_us"], created_us=v["created_us"])
 
+    def _owner_path(self, c, node) -> tuple:
+        """A node's path in its owner's tree (names decrypted with each parent's keys)."""
+        names = []
+        while node["parent_id"] is not None:
+            parent = t.node(c, node["parent_id"])
+            names.append(self._name(c, parent, node))
+            node = parent
+        return tuple(reversed(names))
+
+    def _domain_path(self, c, node) -> tuple:
+        """A node's path below the root of its own key domain."""
+        dom = self._dom(c, node)
+        names = []
+        while node["id"] != dom.root_id and node["parent_id"] is not None:
+            parent = t.node(c, node["parent_id"])
+            names.append(self._name(c, parent, node))
+            node = parent
+        return tuple(reversed(names))
+
     def _trash_entries(self, c, stamp_us=None):
-        """Trashed subtree roots as (node, original path parts)."""
+        """Trashed subtree roots of the domains this principal owns, as
+        (node, original path parts in the owner's tree)."""
         out = []
-        for n in t.trashed(c, self.home.id, stamp_us):
-            path = crypto.open_sealed(self.home.keys.names, bytes(n["trash_path_enc"]), b"trash", "trash path")
-            out.append((n, paths.parse(path.decode("utf-8"))))
+        doms = [(self.home, ())]
+        for row in uq.owned_share_domains(c, self.user.id):
+            root = t.node(c, row["root_node_id"])
+            doms.append((self._domain(c, row["id"]), self._owner_path(c, root)))
+        for dom, prefix in doms:
+            for n in t.trashed(c, dom.id, stamp_us):
+                path = crypto.open_sealed(dom.keys.names, bytes(n["trash_path_enc"]), b"trash", "trash path")
+                out.append((n, prefix + paths.parse(path.decode("utf-8"))))
         return out
 
     def _resolve_trash(self, c, parts, rest) -> Item:
@@ -239,6 +383,7 @@ class Vfs:
         return node["created_us"] <= at_us and (node["trashed_us"] is None or node["trashed_us"] > at_us)
 
     def _snapshot_children(self, c, dir_id, at_us):
+        keys = self._dom(c, t.node(c, dir_id)).keys
         cands = t.candidates_at(c, dir_id)
         hist = {}
         for h in t.history_rows(c, [n["id"] for n in cands]):
@@ -250,7 +395,10 @@ class Vfs:
             parent, name_enc = self._location_at(c, n, at_us, hist)
             if parent != dir_id:
                 continue
-            name = crypto.decrypt_name(self.home.keys, bytes(name_enc))
+            try:
+                name = crypto.decrypt_name(keys, bytes(name_enc))
+            except IntegrityError:       # a name kept from before a move between domains
+                continue
             v = None
             if n["kind"] == "f":
                 v = t.version_at(c, n["id"], at_us)
@@ -280,13 +428,33 @@ class Vfs:
     def _children(self, c, it: Item) -> list[Item]:
         p = it.parts
         if it.tag == "live":
-            return [self._live_item(n, p + (self._name(n),)) for n in t.children(c, it.node["id"])]
+            out = [self._live_item(n, p + (self._name(c, it.node, n),), c=c)
+                   for n in t.children(c, it.node["id"])]
+            if not p and self._received(c):
+                out.append(Item(SHARED, (SHARED,), "shared", True, mtime_us=it.mtime_us))
+            return out
+        if it.tag == "shared":
+            received = self._received(c)
+            if it.ref is None:
+                return [Item(o, p + (o,), "shared", True, ref=o, mtime_us=it.mtime_us) for o in sorted(received)]
+            out = []
+            for mount, (did, root_id) in sorted(received.get(it.ref, {}).items()):
+                root = t.node(c, root_id)
+                if p[0] == paths.META:
+                    out.append(self._live_item(root, p + (mount,), "vdir"))
+                else:
+                    out.append(self._live_item(root, p + (mount,), c=c, mount=True))
+            return out
         if it.tag == "meta":
             if len(p) == 1:
                 return [self._meta_dir(p + (n,)) for n in ("snapshots", "trash", "versions")]
             if p[1] == "versions":
-                return [self._live_item(n, p + (self._name(n),), "vdir" if n["kind"] == "d" else "vfile")
-                        for n in t.children(c, self.home.root_id)]
+                root = self._root(c)
+                out = [self._live_item(n, p + (self._name(c, root, n),), "vdir" if n["kind"] == "d" else "vfile")
+                       for n in t.children(c, self.home.root_id)]
+                if self._received(c):
+                    out.append(Item(SHARED, p + (SHARED,), "shared", True, mtime_us=root["mtime_us"]))
+                return out
             if p[1] == "trash":
                 stamps = sorted({n["trashed_us"] for n, _ in self._trash_entries(c)})
                 return [Item(stamp(s), p + (stamp(s),), "trashstamp", True, ref=s, mtime_us=s, created_us=s)
@@ -295,7 +463,7 @@ class Vfs:
                 return [Item(stamp(s, False), p + (stamp(s, False),), "snap", True, node=self._root(c),
                              ref=s, mtime_us=s, created_us=s) for s in self._snapshot_times(c)]
         if it.tag == "vdir":
-            return [self._live_item(n, p + (self._name(n),), "vdir" if n["kind"] == "d" else "vfile")
+            return [self._live_item(n, p + (self._name(c, it.node, n),), "vdir" if n["kind"] == "d" else "vfile")
                     for n in t.children(c, it.node["id"])]
         if it.tag == "vfile":
             return [self._version_item(v, p + (self._version_name(v, it.name),), it.node)
@@ -316,7 +484,8 @@ class Vfs:
                                     mtime_us=st, created_us=st))
             return out
         if it.tag == "trashnode":
-            return [self._live_item(n, p + (self._name(n),), "trashnode") for n in t.children(c, it.node["id"])]
+            return [self._live_item(n, p + (self._name(c, it.node, n),), "trashnode")
+                    for n in t.children(c, it.node["id"])]
         if it.tag == "snap":
             at = it.ref
             return [self._snap_item(p + (name,), at, n, v)
@@ -344,12 +513,12 @@ class Vfs:
         return Entry(it.name, paths.join(it.parts), it.is_dir, 0 if it.is_dir else it.size,
                      it.mtime_us / 1e6, it.created_us / 1e6, etag,
                      node["mode"] if node is not None and it.tag == "live" else None,
-                     writable=(it.tag == "live"), virtual=it.virtual)
+                     writable=it.writable, virtual=it.virtual, removable=it.writable and not it.mount)
 
     # -- reading ------------------------------------------------------------------------
     def stat(self, path) -> Entry:
         parts = paths.parse(path)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             return self._entry(self._resolve(c, parts))
 
     def exists(self, path) -> bool:
@@ -361,7 +530,7 @@ class Vfs:
 
     def list(self, path) -> list[Entry]:
         parts = paths.parse(path)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             it = self._resolve(c, parts)
             if not it.is_dir:
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
@@ -375,13 +544,15 @@ class Vfs:
         if v is None:
             v = {"id": 0, "size": 0}
             rows = []
+            dom = self.home
         else:
             rows = t.version_chunk_rows(c, v["id"])
-        return Reader(self, self.home, v, [dict(r) for r in rows], paths.join(it.parts))
+            dom = self._domain(c, v["domain_id"])
+        return Reader(self, dom, v, [dict(r) for r in rows], paths.join(it.parts))
 
     def open_read(self, path) -> Reader:
         parts = paths.parse(path)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             return self._reader_for(c, self._resolve(c, parts))
 
     def read_bytes(self, path) -> bytes:
@@ -390,34 +561,58 @@ class Vfs:
 
     def hashes(self, path) -> dict:
         parts = paths.parse(path)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             it = self._resolve(c, parts)
             if it.is_dir:
                 raise IsADirectory(f"{paths.join(parts)} is a folder")
             v = it.version or (t.version(c, it.node["version_id"]) if it.node["version_id"] else None)
+            if v is not None:
+                keys = self._domain(c, v["domain_id"]).keys
         if v is None:
             return {"md5": "d41d8cd98f00b204e9800998ecf8427e", "sha1": "da39a3ee5e6b4b0d3255bfef95601890afd80709",
                     "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
-        return json.loads(crypto.open_sealed(self.home.keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
+        return json.loads(crypto.open_sealed(keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
 
     def quota(self) -> Quota:
-        with self.st.db.read() as c:
-            used = uq.owner_usage(c, self.user.id)
-            row = uq.user_by_id(c, self.user.id)
+        """The principal's own quota: bytes used (after dedup, versions
+        included) in everything it owns, the limit, what is left."""
+        with self._tx() as c:
+            return self._quota_of(c, self.user.id)
+
+    def _quota_of(self, c, owner_id: int) -> Quota:
+        used = uq.owner_usage(c, owner_id)
         from .accounts import User
-        limit = self.st.accounts.quota_limit(User.from_row(row))
+        limit = self.st.accounts.quota_limit(User.from_row(uq.user_by_id(c, owner_id)))
         return Quota(used, limit, None if limit is None else max(0, limit - used))
 
-    def _quota_room(self) -> int | None:
-        q = self.quota()
-        return q.available
+    def _quota_room(self, dom=None) -> int | None:
+        with self._tx() as c:
+            return self._quota_of(c, (dom or self.home).owner_id).available
+
+    def _check_quota(self, c, dom: Domain) -> None:
+        q = self._quota_of(c, dom.owner_id)
+        if q.limit is not None and q.used > q.limit:
+            raise QuotaExceeded("the storage quota is full: delete files or purge old versions, or ask for a "
+                                "larger plan; nothing was changed"
+                                + ("" if dom.owner_id == self.user.id else " (the shared folder's owner's quota)"))
+
+    def _policy(self, c, dom: Domain):
+        """Retention policy and exclusion patterns of the domain's owner."""
+        if dom.owner_id == self.user.id:
+            return self.policy, self.exclude
+        if dom.owner_id not in self._policies:
+            settings = dict(uq.user_by_id(c, dom.owner_id)["settings"] or {})
+            self._policies[dom.owner_id] = (
+                retention.Policy.from_config(self.cfg.retention, settings.get("retention")),
+                tuple(settings.get("exclude", self.cfg.retention.exclude)))
+        return self._policies[dom.owner_id]
 
     def versions(self, path) -> list[VersionInfo]:
         parts = paths.parse(path)
         if paths.is_meta(parts):
             raise PermissionDenied("versions are listed for files in the live tree")
-        with self.st.db.read() as c:
-            node = self._walk(c, self._root(c), parts)
+        with self._tx() as c:
+            node = self._live(c, parts)
             if node["kind"] != "f":
                 raise IsADirectory(f"{paths.join(parts)} is a folder: versions are kept per file")
             rows = t.versions_of(c, node["id"])
@@ -436,23 +631,33 @@ class Vfs:
             raise PermissionDenied(READ_ONLY)
         if not parts:
             raise PermissionDenied("the top folder cannot be replaced or removed")
+        if parts[0] == SHARED and len(parts) < 4:
+            raise PermissionDenied(f"{paths.join(parts)}: /{SHARED} is where folders shared with you appear; "
+                                   "write inside a shared folder, not next to it")
 
-    def _is_excluded(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude)
+    def _is_excluded(self, c, dom: Domain, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, pat) for pat in self._policy(c, dom)[1])
+
+    def _parent_for_write(self, c, parts):
+        """The folder a new entry goes into, and its domain, checked for write."""
+        parent = self._live(c, parts[:-1])
+        if parent["kind"] != "d":
+            raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
+        dom = self._dom(c, parent)
+        self._need_write(c, dom, f"writing {paths.join(parts)}")
+        return parent, dom
 
     def open_write(self, path, mtime: float | None = None, exclusive: bool = False) -> Writer:
         parts = paths.parse(path)
         self._writable(parts)
-        with self.st.db.read() as c:
-            parent = self._walk(c, self._root(c), parts[:-1])
-            if parent["kind"] != "d":
-                raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
-            cur = t.child(c, parent["id"], crypto.name_lookup(self.home.keys, parent["id"], parts[-1]))
+        with self._tx() as c:
+            parent, dom = self._parent_for_write(c, parts)
+            cur = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], parts[-1]))
             if cur is not None and cur["kind"] == "d":
                 raise IsADirectory(f"{paths.join(parts)} is a folder")
             if cur is not None and exclusive:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
-        return Writer(self, self.home, parts, None if mtime is None else int(mtime * 1e6),
+        return Writer(self, dom, parts, None if mtime is None else int(mtime * 1e6),
                       self.cfg.storage.chunk_size, exclusive)
 
     def write_bytes(self, path, data: bytes, mtime: float | None = None) -> Entry:
@@ -471,6 +676,9 @@ class Vfs:
                 raise IsADirectory(f"{paths.join(parts)} is a folder")
             if exclusive:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
+            if not e.writable:
+                with self._tx() as c:
+                    self._parent_for_write(c, parts)
             if not truncate and e.size:
                 base = self.open_read(path)
         except (NotFound,):
@@ -479,7 +687,7 @@ class Vfs:
         return RandomFile(self, lambda: self.open_write(path), base, self.cfg.spool_dir)
 
     def _find_chunk(self, domain, dedup_id):
-        with self.st.db.read() as c:
+        with self._tx() as c:
             row = t.chunk_by_dedup(c, domain.id, dedup_id)
         return None if row is None else row["id"]
 
@@ -487,20 +695,20 @@ class Vfs:
         if pc.key is not None:
             stored = self.st.blobs.get(pc.blob_name)
             return crypto.decrypt_chunk(pc.key, stored, pc.plain_size)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             row = t.chunk_by_dedup(c, domain.id, pc.dedup_id)
         key = crypto.open_sealed(domain.keys.wrap, bytes(row["wrapped_key"]), pc.dedup_id.encode())
         return crypto.decrypt_chunk(key, self.st.blobs.get(row["blob_name"]), row["plain_size"])
 
     def _publish(self, w: Writer) -> Entry:
         """Make a finished stream the file's current version, in one transaction."""
-        parts, dom = w.parts, w.domain
+        parts = w.parts
         now = meta.now_us()
         drop_blobs: list[str] = []
-        with self.st.db.write() as c:
-            parent = self._walk(c, self._root(c), parts[:-1])
-            if parent["kind"] != "d":
-                raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
+        with self._tx(True) as c:
+            parent, dom = self._parent_for_write(c, parts)
+            if dom.id != w.domain.id:
+                raise Conflict(f"{paths.join(parts[:-1])} moved while the upload ran; upload again")
             lookup = crypto.name_lookup(dom.keys, parent["id"], parts[-1])
             cur = t.child(c, parent["id"], lookup)
             if cur is not None and cur["kind"] == "d":
@@ -532,17 +740,14 @@ class Vfs:
             gained = t.add_refs(c, refs)
             t.add_usage(c, dom.id, gained)
             if gained:
-                limit = self.st.accounts.quota_limit(self.user)
-                if limit is not None and uq.owner_usage(c, dom.owner_id) > limit:
-                    raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
-                                        "versions, or ask for a larger plan; nothing was changed")
+                self._check_quota(c, dom)
             mtime = w.mtime_us or now
             hashes = crypto.seal(dom.keys.meta, json.dumps(w.hashes()).encode(), b"hashes")
             if cur is None:
                 nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
                                     name_enc=crypto.encrypt_name(dom.keys, parts[-1]), name_lookup=lookup,
                                     kind="f", mode=None, created_us=now, mtime_us=mtime, changed_us=now,
-                                    size=w.size, excluded=self._is_excluded(parts[-1]))
+                                    size=w.size, excluded=self._is_excluded(c, dom, parts[-1]))
             else:
                 nid = cur["id"]
             vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=w.size, stored_bytes=gained,
@@ -552,8 +757,9 @@ class Vfs:
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
             drop_blobs += self._apply_retention(c, dom, nid, now)
             node = t.node(c, nid)
+            item = self._live_item(node, parts, c=c)
         self._delete_blobs(drop_blobs)
-        return self._entry(self._live_item(node, parts))
+        return self._entry(item)
 
     def _delete_blobs(self, names) -> None:
         for name in names:
@@ -578,7 +784,7 @@ class Vfs:
         if node["excluded"]:
             keep = {0}
         else:
-            keep = retention.thin([r["created_us"] for r in rows], now, self.policy)
+            keep = retention.thin([r["created_us"] for r in rows], now, self._policy(c, dom)[0])
         drop = [r["id"] for i, r in enumerate(rows) if i not in keep]
         return self._drop_versions(c, dom, drop) if drop else []
 
@@ -586,19 +792,17 @@ class Vfs:
         parts = paths.parse(path)
         self._writable(parts)
         now = meta.now_us()
-        with self.st.db.write() as c:
-            parent = self._walk(c, self._root(c), parts[:-1])
-            if parent["kind"] != "d":
-                raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
-            lookup = crypto.name_lookup(self.home.keys, parent["id"], parts[-1])
+        with self._tx(True) as c:
+            parent, dom = self._parent_for_write(c, parts)
+            lookup = crypto.name_lookup(dom.keys, parent["id"], parts[-1])
             if t.child(c, parent["id"], lookup) is not None:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
-            nid = t.insert_node(c, domain_id=self.home.id, parent_id=parent["id"],
-                                name_enc=crypto.encrypt_name(self.home.keys, parts[-1]), name_lookup=lookup,
+            nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
+                                name_enc=crypto.encrypt_name(dom.keys, parts[-1]), name_lookup=lookup,
                                 kind="d", created_us=now, mtime_us=now, changed_us=now, size=0)
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
-            node = t.node(c, nid)
-        return self._entry(self._live_item(node, parts))
+            item = self._live_item(t.node(c, nid), parts, c=c)
+        return self._entry(item)
 
     def makedirs(self, path) -> None:
         parts = paths.parse(path)
@@ -608,9 +812,12 @@ class Vfs:
             except AlreadyExists:
                 pass
 
-    def _trash(self, c, node, parts, now) -> None:
+    def _trash(self, c, node, now) -> None:
+        """Move a subtree to the trash, remembering its path in its domain."""
+        dom = self._dom(c, node)
+        rel = self._domain_path(c, node)
         t.update_node(c, node["id"], trashed_us=now, changed_us=now,
-                      trash_path_enc=crypto.seal(self.home.keys.names, paths.join(parts).encode(), b"trash"))
+                      trash_path_enc=crypto.seal(dom.keys.names, paths.join(rel).encode(), b"trash"))
 
     def delete(self, path) -> None:
         """Move a file or folder (with everything in it) to the trash; in
@@ -620,22 +827,29 @@ class Vfs:
             return self._purge_meta(parts)
         self._writable(parts)
         now = meta.now_us()
-        with self.st.db.write() as c:
-            node = self._walk(c, self._root(c), parts)
-            self._trash(c, node, parts, now)
+        with self._tx(True) as c:
+            node = self._live(c, parts)
+            self._need_removable(c, node, parts)
+            if node["id"] == self.home.root_id:
+                raise PermissionDenied("the top folder cannot be removed")
+            self._trash(c, node, now)
             t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
 
     def rmdir(self, path) -> None:
         """Delete an empty folder (SFTP semantics)."""
         parts = paths.parse(path)
         self._writable(parts)
-        with self.st.db.read() as c:
-            node = self._walk(c, self._root(c), parts)
+        with self._tx() as c:
+            node = self._live(c, parts)
             if node["kind"] != "d":
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
             if t.has_children(c, node["id"]):
                 raise DirectoryNotEmpty(f"{paths.join(parts)} is not empty")
         self.delete(path)
+
+    def _foreign_roots(self, c, ids) -> list[int]:
+        """Roots of other key domains inside a subtree (shared folders)."""
+        return [r for r in t.roots_among(c, ids)]
 
     def move(self, src, dst, overwrite: bool = True) -> Entry:
         sp, dp = paths.parse(src), paths.parse(dst)
@@ -648,25 +862,42 @@ class Vfs:
         if sp[:len(dp)] == dp:
             raise Conflict(f"cannot replace {paths.join(dp)}: it holds {paths.join(sp)}")
         now = meta.now_us()
-        with self.st.db.write() as c:
-            node = self._walk(c, self._root(c), sp)
-            parent = self._walk(c, self._root(c), dp[:-1])
-            if parent["kind"] != "d":
-                raise NotADirectory(f"{paths.join(dp[:-1])} is a file, not a folder")
-            lookup = crypto.name_lookup(self.home.keys, parent["id"], dp[-1])
+        drop: list[str] = []
+        with self._tx(True) as c:
+            node = self._live(c, sp)
+            self._need_removable(c, node, sp)
+            src_parent = t.node(c, node["parent_id"])
+            src_dom = self._dom(c, src_parent)
+            parent, dst_dom = self._parent_for_write(c, dp)
+            lookup = crypto.name_lookup(dst_dom.keys, parent["id"], dp[-1])
             target = t.child(c, parent["id"], lookup)
             if target is not None:
                 if not overwrite:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
-                self._trash(c, target, dp, now)
+                self._need_removable(c, target, dp)
+                self._trash(c, target, now)
+            is_root = node["domain_id"] != src_dom.id          # a shared folder's top
+            if is_root and dst_dom.id != self.home.id:
+                raise Conflict("a shared folder cannot be moved into another shared folder")
+            if src_dom.id != dst_dom.id and not is_root:
+                ids = t.subtree_ids(c, node["id"])
+                if self._foreign_roots(c, ids[1:]):
+                    raise Conflict(f"{paths.join(sp)} holds a shared folder; it cannot move into or out of "
+                                   "another shared folder")
+                # Re-wrap keys and names for the new domain; content is not touched.
+                drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
+                                           dst_dom.keys, now, keep_top_name=True)
             t.add_history(c, node["id"], node["parent_id"], bytes(node["name_enc"]), now)
+            excluded = self._is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
             t.update_node(c, node["id"], parent_id=parent["id"], name_lookup=lookup, changed_us=now,
-                          name_enc=crypto.encrypt_name(self.home.keys, dp[-1]),
-                          excluded=self._is_excluded(dp[-1]) if node["kind"] == "f" else False)
+                          name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1]), excluded=excluded)
             t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
-            moved = t.node(c, node["id"])
-        return self._entry(self._live_item(moved, dp))
+            if src_dom.owner_id != dst_dom.owner_id:
+                self._check_quota(c, dst_dom)
+            item = self._live_item(t.node(c, node["id"]), dp, c=c, mount=dp[0] == SHARED and len(dp) == 3)
+        self._delete_blobs(drop)
+        return self._entry(item)
 
     def copy(self, src, dst, overwrite: bool = True, recursive: bool = True) -> Entry:
         """Copy a file or folder; content is shared, not re-encrypted. A
@@ -679,101 +910,130 @@ class Vfs:
             raise Conflict(f"cannot replace {paths.join(dp)}: it holds {paths.join(sp)}")
         now = meta.now_us()
         drop: list[str] = []
-        with self.st.db.write() as c:
+        with self._tx(True) as c:
             item = self._resolve(c, sp)
-            parent = self._walk(c, self._root(c), dp[:-1])
-            if parent["kind"] != "d":
-                raise NotADirectory(f"{paths.join(dp[:-1])} is a file, not a folder")
-            target = t.child(c, parent["id"], crypto.name_lookup(self.home.keys, parent["id"], dp[-1]))
+            parent, dom = self._parent_for_write(c, dp)
+            target = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], dp[-1]))
             if target is not None:
                 if not overwrite:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
                 if target["kind"] == "d" or item.is_dir:
-                    self._trash(c, target, dp, now)
+                    self._need_removable(c, target, dp)
+                    self._trash(c, target, now)
                     target = None
-            drop += self._copy_item(c, item, parent["id"], dp, target, now, recursive)
+            drop += self._copy_item(c, item, parent["id"], dom, dp, target, now, recursive)
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
-            node = t.child(c, parent["id"], crypto.name_lookup(self.home.keys, parent["id"], dp[-1]))
-            self._check_quota(c)
+            node = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], dp[-1]))
+            self._check_quota(c, dom)
+            out = self._live_item(node, dp, c=c)
         self._delete_blobs(drop)
-        return self._entry(self._live_item(node, dp))
+        return self._entry(out)
 
-    def _check_quota(self, c) -> None:
-        limit = self.st.accounts.quota_limit(self.user)
-        if limit is not None and uq.owner_usage(c, self.home.owner_id) > limit:
-            raise QuotaExceeded("the account's storage quota is full: delete files or purge old versions, "
-                                "or ask for a larger plan; nothing was changed")
-
-    def _copy_item(self, c, item: Item, parent_id, dparts, target, now, recursive) -> list[str]:
+    def _copy_item(self, c, item: Item, parent_id, dom: Domain, dparts, target, now, recursive) -> list[str]:
         name = dparts[-1]
-        lookup = crypto.name_lookup(self.home.keys, parent_id, name)
+        lookup = crypto.name_lookup(dom.keys, parent_id, name)
+        src_node = item.node if item.node is not None and item.tag in ("live", "trashnode") else None
         if item.is_dir:
-            nid = t.insert_node(c, domain_id=self.home.id, parent_id=parent_id,
-                                name_enc=crypto.encrypt_name(self.home.keys, name), name_lookup=lookup, kind="d",
+            nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
+                                name_enc=crypto.encrypt_name(dom.keys, name), name_lookup=lookup, kind="d",
                                 created_us=now, mtime_us=item.mtime_us or now, changed_us=now, size=0)
-            if item.node is not None and item.tag in ("live", "trashnode"):
-                t.copy_props(c, item.node["id"], nid)
+            if src_node is not None:
+                self._copy_props(c, src_node, nid, dom)
+            drop = []
             if recursive:
                 for ch in self._children(c, item):
-                    self._copy_item(c, ch, nid, dparts + (ch.name,), None, now, True)
-            return []
+                    drop += self._copy_item(c, ch, nid, dom, dparts + (ch.name,), None, now, True)
+            return drop
         v = item.version if item.version is not None else (
             t.version(c, item.node["version_id"]) if item.node["version_id"] else None)
         if target is None:
-            nid = t.insert_node(c, domain_id=self.home.id, parent_id=parent_id,
-                                name_enc=crypto.encrypt_name(self.home.keys, name), name_lookup=lookup, kind="f",
+            nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
+                                name_enc=crypto.encrypt_name(dom.keys, name), name_lookup=lookup, kind="f",
                                 created_us=now, mtime_us=item.mtime_us or now, changed_us=now,
-                                size=item.size, excluded=self._is_excluded(name),
+                                size=item.size, excluded=self._is_excluded(c, dom, name),
                                 mode=item.node["mode"] if item.node is not None else None)
         else:
             nid = target["id"]
-        if item.node is not None and item.tag in ("live", "trashnode"):
-            t.copy_props(c, item.node["id"], nid)
+        if src_node is not None:
+            self._copy_props(c, src_node, nid, dom)
         if v is None:
             t.update_node(c, nid, size=0, mtime_us=item.mtime_us or now, changed_us=now)
             return []
-        chunk_ids = [r["id"] for r in t.version_chunk_rows(c, v["id"])]
+        src_dom = self._domain(c, v["domain_id"])
+        rows = t.version_chunk_rows(c, v["id"])
+        if src_dom.id == dom.id:
+            chunk_ids = [r["id"] for r in rows]
+            hashes = v["hashes_enc"]
+        else:             # into another key domain: re-wrap chunk keys, content untouched
+            mapping: dict[int, int] = {}
+            for r in rows:
+                if r["id"] not in mapping:
+                    mapping[r["id"]] = rekey.import_chunk(c, t.chunk(c, r["id"]), src_dom.keys, dom.id,
+                                                          dom.keys, now)
+            chunk_ids = [mapping[r["id"]] for r in rows]
+            hashes = crypto.seal(dom.keys.meta, crypto.open_sealed(src_dom.keys.meta, bytes(v["hashes_enc"]),
+                                                                   b"hashes", "hashes"), b"hashes")
         gained = t.add_refs(c, Counter(chunk_ids))
-        t.add_usage(c, self.home.id, gained)
-        vid = t.insert_version(c, node_id=nid, domain_id=self.home.id, size=v["size"], stored_bytes=gained,
+        t.add_usage(c, dom.id, gained)
+        vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=v["size"], stored_bytes=gained,
                                created_us=now, mtime_us=v["mtime_us"], author_id=self.user.id,
-                               hashes_enc=v["hashes_enc"])
+                               hashes_enc=hashes)
         t.add_version_chunks(c, vid, chunk_ids)
         t.update_node(c, nid, version_id=vid, size=v["size"], mtime_us=v["mtime_us"], changed_us=now)
-        return self._apply_retention(c, self.home, nid, now)
+        return self._apply_retention(c, dom, nid, now)
+
+    def _copy_props(self, c, src_node, dst_id: int, dom: Domain) -> None:
+        src_dom = self._dom(c, src_node)
+        if src_dom.id == dom.id:
+            t.copy_props(c, src_node["id"], dst_id)
+            return
+        for r in t.props(c, src_node["id"]):
+            name = crypto.open_sealed(src_dom.keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode()
+            value = crypto.open_sealed(src_dom.keys.meta, bytes(r["value_enc"]), b"prop-value", "property")
+            t.set_prop(c, dst_id, crypto.name_lookup(dom.keys, dst_id, "prop:" + name),
+                       crypto.seal(dom.keys.meta, name.encode(), b"prop-name"),
+                       crypto.seal(dom.keys.meta, value, b"prop-value"))
+
+    def _node_for_change(self, c, parts):
+        node = self._live(c, parts)
+        if parts and parts[0] == SHARED and len(parts) == 3:
+            # the shared folder's top: its attributes are the owner's
+            self._need_write(c, Domain(0, None, 0, 0, "read"), f"changing {paths.join(parts)}")
+        self._need_write(c, self._dom(c, node), f"changing {paths.join(parts)}")
+        return node
 
     def set_mtime(self, path, mtime: float) -> None:
         parts = paths.parse(path)
         self._writable(parts)
-        with self.st.db.write() as c:
-            node = self._walk(c, self._root(c), parts)
+        with self._tx(True) as c:
+            node = self._node_for_change(c, parts)
             t.update_node(c, node["id"], mtime_us=int(mtime * 1e6), changed_us=meta.now_us())
 
     def set_mode(self, path, mode: int) -> None:
         parts = paths.parse(path)
         self._writable(parts)
-        with self.st.db.write() as c:
-            node = self._walk(c, self._root(c), parts)
+        with self._tx(True) as c:
+            node = self._node_for_change(c, parts)
             t.update_node(c, node["id"], mode=mode & 0o7777, changed_us=meta.now_us())
 
     # -- dead properties ------------------------------------------------------------------------
     def get_props(self, path) -> dict[str, bytes]:
         parts = paths.parse(path)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             it = self._resolve(c, parts)
             if it.node is None or it.tag not in ("live", "trashnode"):
                 return {}
             rows = t.props(c, it.node["id"])
-        keys = self.home.keys
+            keys = self._dom(c, it.node).keys
         return {crypto.open_sealed(keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode():
                 crypto.open_sealed(keys.meta, bytes(r["value_enc"]), b"prop-value", "property") for r in rows}
 
     def set_props(self, path, changes: dict) -> None:
         parts = paths.parse(path)
         self._writable(parts)
-        keys = self.home.keys
-        with self.st.db.write() as c:
-            node = self._walk(c, self._root(c), parts)
+        with self._tx(True) as c:
+            node = self._node_for_change(c, parts)
+            keys = self._dom(c, node).keys
             for name, value in changes.items():
                 lookup = crypto.name_lookup(keys, node["id"], "prop:" + name)
                 t.set_prop(c, node["id"], lookup, crypto.seal(keys.meta, name.encode(), b"prop-name"),
@@ -784,12 +1044,17 @@ class Vfs:
         ids = []
         for rid in root_ids:
             ids += t.subtree_ids(c, rid)
+        if self._foreign_roots(c, [i for i in ids if i not in root_ids]):
+            raise Conflict("this holds a shared folder: stop sharing it first, then purge")
         blobs = []
         if ids:
-            vids = [v for v, _ in t.versions_for_nodes(c, ids)]
+            by_domain: dict[int, list[int]] = {}
+            for vid, nid in t.versions_for_nodes(c, ids):
+                by_domain.setdefault(t.version(c, vid)["domain_id"], []).append(vid)
             for n in ids:
                 t.update_node(c, n, version_id=None)
-            blobs = self._drop_versions(c, self.home, vids)
+            for did, vids in by_domain.items():
+                blobs += self._drop_versions(c, self._domain(c, did), vids)
             t.delete_nodes(c, list(reversed(ids)))
         return blobs
 
@@ -798,15 +1063,17 @@ class Vfs:
         blobs: list[str] = []
         if len(rest) < 2 and not (rest and rest[0] == "trash"):
             raise PermissionDenied(f"{paths.join(parts)} cannot be deleted; delete entries inside it to purge")
-        with self.st.db.write() as c:
+        with self._tx(True) as c:
             it = self._resolve(c, parts)
+            if it.node is not None and self._dom(c, it.node).permission != "owner":
+                self._need_write(c, Domain(0, None, 0, 0, "read"), "purging (only the owner can purge)")
             if it.tag == "version":
                 if rest[0] != "versions":
                     raise PermissionDenied(READ_ONLY)
                 if it.node["version_id"] == it.version["id"]:
                     raise Conflict("this is the file's current version: delete the file itself to move it to "
                                    f"the trash, or delete {paths.join(parts[:-1])} to purge it with its history")
-                blobs = self._drop_versions(c, self.home, [it.version["id"]])
+                blobs = self._drop_versions(c, self._domain(c, it.version["domain_id"]), [it.version["id"]])
             elif it.tag in ("vfile", "vdir"):
                 blobs = self._purge_path(c, parts[2:])
             elif it.tag == "trashnode":
@@ -824,7 +1091,12 @@ class Vfs:
     def _purge_path(self, c, parts) -> list[str]:
         roots = []
         try:
-            roots.append(self._walk(c, self._root(c), parts)["id"])
+            node = self._live(c, parts)
+            if self._dom(c, node).permission != "owner":
+                self._need_write(c, Domain(0, None, 0, 0, "read"), "purging (only the owner can purge)")
+            if node["id"] == self.home.root_id or (parts and parts[0] == SHARED and len(parts) <= 3):
+                raise PermissionDenied(f"{paths.join(parts)} cannot be purged")
+            roots.append(node["id"])
         except (NotFound, NotADirectory):
             pass
         roots += [n["id"] for n, tp in self._trash_entries(c) if tp[:len(parts)] == parts]
@@ -838,35 +1110,40 @@ class Vfs:
         if paths.is_meta(parts):
             return self._purge_meta(parts)
         self._writable(parts)
-        with self.st.db.write() as c:
+        with self._tx(True) as c:
             blobs = self._purge_path(c, parts)
         self._delete_blobs(blobs)
 
     def expire(self, now_us: int | None = None) -> dict:
-        """Apply retention to every file and empty the trash of what is older
-        than the policy's trash_days (the periodic job calls this)."""
+        """Apply retention to every file the principal owns and empty the trash
+        of what is older than trash_days (the periodic job calls this)."""
         now = now_us or meta.now_us()
         blobs: list[str] = []
         counts = {"versions": 0, "trash": 0}
-        with self.st.db.write() as c:
-            rows = t.version_rows_for_domain(c, self.home.id)
-            by_node: dict[int, list] = {}
-            for r in rows:
-                by_node.setdefault(r.node_id, []).append(r)
+        with self._tx(True) as c:
+            doms = [self.home] + [self._domain(c, r["id"]) for r in uq.owned_share_domains(c, self.user.id)]
             kept_old = []
-            for nid, vs in by_node.items():
-                node = t.node(c, nid)
-                vs = [v for v in vs if v.id == node["version_id"]] + [v for v in vs if v.id != node["version_id"]]
-                keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, self.policy)
-                drop = [v.id for i, v in enumerate(vs) if i not in keep]
-                kept_old += [(v.id, v.created_us, v.stored_bytes) for i, v in enumerate(vs) if i in keep and i]
-                if drop:
-                    counts["versions"] += len(drop)
-                    blobs += self._drop_versions(c, self.home, drop)
-            share = retention.over_share(kept_old, self.st.accounts.quota_limit(self.user), self.policy)
-            if share:
-                counts["versions"] += len(share)
-                blobs += self._drop_versions(c, self.home, share)
+            for dom in doms:
+                by_node: dict[int, list] = {}
+                for r in t.version_rows_for_domain(c, dom.id):
+                    by_node.setdefault(r.node_id, []).append(r)
+                for nid, vs in by_node.items():
+                    node = t.node(c, nid)
+                    vs = [v for v in vs if v.id == node["version_id"]] + \
+                         [v for v in vs if v.id != node["version_id"]]
+                    keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, self.policy)
+                    drop = [v.id for i, v in enumerate(vs) if i not in keep]
+                    kept_old += [(v.id, v.created_us, v.stored_bytes, dom) for i, v in enumerate(vs)
+                                 if i in keep and i]
+                    if drop:
+                        counts["versions"] += len(drop)
+                        blobs += self._drop_versions(c, dom, drop)
+            share = set(retention.over_share([k[:3] for k in kept_old],
+                                             self.st.accounts.quota_limit(self.user), self.policy))
+            for vid, _, _, dom in kept_old:
+                if vid in share:
+                    counts["versions"] += 1
+                    blobs += self._drop_versions(c, dom, [vid])
             cutoff = now - self.policy.trash_days * retention.DAY
             old = [n["id"] for n, _ in self._trash_entries(c) if n["trashed_us"] < cutoff]
             counts["trash"] = len(old)
@@ -880,8 +1157,8 @@ class Vfs:
         parts = paths.parse(path)
         dest = to or path
         if version_id is not None:
-            with self.st.db.read() as c:
-                node = self._walk(c, self._root(c), parts)
+            with self._tx() as c:
+                node = self._live(c, parts)
                 for v in t.versions_of(c, node["id"]):
                     if v["id"] == version_id:
                         src = paths.join(("versions",) + parts + (self._version_name(v, parts[-1]),))
@@ -891,11 +1168,30 @@ class Vfs:
             return self.copy("/" + paths.META + src, dest)
         if at is not None:
             return self.copy(paths.join((paths.META, "snapshots", stamp(int(at * 1e6))) + parts), dest)
-        with self.st.db.read() as c:
+        with self._tx() as c:
             found = [(n, tp) for n, tp in self._trash_entries(c) if tp == parts]
         if not found:
             raise NotFound(f"{paths.join(parts)} is not in the trash; give a version or a time")
         n, tp = max(found, key=lambda e: e[0]["trashed_us"])
         return self.copy(paths.join((paths.META, "trash", stamp(n["trashed_us"])) + tp), dest)
 
+    # -- sharing ------------------------------------------------------------------------------------
+    def share_grant(self, path, grantee: str, permission: str) -> dict:
+        """Open one of the principal's folders to another account, read-only
+        or read/write. The first grant makes the folder a key domain of its
+        own (its keys and names are re-wrapped, content is untouched); the
+        folder key is sealed to the grantee's public key, so nothing secret
+        of the grantee is needed."""
+        from . import shares
+        return shares.grant(self, paths.parse(path), grantee, permission)
 
+    def share_revoke(self, path, grantee: str) -> dict:
+        """Take a folder back from one collaborator: their copy of the key goes
+        at once, and the folder key is rotated for everything afterwards."""
+        from . import shares
+        return shares.revoke(self, paths.parse(path), grantee)
+
+    def share_list(self) -> dict:
+        """Folders this principal shares (with whom, how) and receives."""
+        from . import shares
+        return shares.listing(self)

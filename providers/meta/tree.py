@@ -259,3 +259,52 @@ def copy_props(c, src_id: int, dst_id: int) -> None:
                                             name_enc=r["name_enc"], value_enc=r["value_enc"]))
 
 
+
+
+# -- moving between key domains ------------------------------------------------------------
+
+def history_of(c, node_ids):
+    return c.execute(select(node_history).where(node_history.c.node_id.in_(node_ids))).mappings().all()
+
+
+def set_history_name(c, hist_id: int, name_enc: bytes) -> None:
+    c.execute(update(node_history).where(node_history.c.id == hist_id).values(name_enc=name_enc))
+
+
+def versions_of_nodes(c, node_ids):
+    return c.execute(select(versions).where(versions.c.node_id.in_(node_ids))).mappings().all()
+
+
+def update_version(c, version_id: int, **values) -> None:
+    c.execute(update(versions).where(versions.c.id == version_id).values(**values))
+
+
+def chunk_refs_of_versions(c, version_ids):
+    return c.execute(select(version_chunks.c.version_id, version_chunks.c.seq, version_chunks.c.chunk_id)
+                     .where(version_chunks.c.version_id.in_(version_ids))).all()
+
+
+def set_version_chunk(c, version_id: int, seq: int, chunk_id: int) -> None:
+    c.execute(update(version_chunks).where(version_chunks.c.version_id == version_id,
+                                           version_chunks.c.seq == seq).values(chunk_id=chunk_id))
+
+
+def chunk(c, chunk_id: int):
+    return c.execute(select(chunks).where(chunks.c.id == chunk_id)).mappings().first()
+
+
+def update_chunk(c, chunk_id: int, **values) -> None:
+    c.execute(update(chunks).where(chunks.c.id == chunk_id).values(**values))
+
+
+def props_of_nodes(c, node_ids):
+    return c.execute(select(dead_props).where(dead_props.c.node_id.in_(node_ids))).mappings().all()
+
+
+def domain_node_ids(c, domain_id: int) -> list[int]:
+    return [r[0] for r in c.execute(select(nodes.c.id).where(nodes.c.domain_id == domain_id))]
+
+
+def roots_among(c, node_ids) -> list[int]:
+    """Which of these nodes are the root of a key domain."""
+    return [r[0] for r in c.execute(select(domains.c.root_node_id).where(domains.c.root_node_id.in_(node_ids)))]

@@ -135,3 +135,45 @@ def audit_events_list(c, user_id=None, since_us=None, event=None):
 
 def add_receipt(c, kind: str, body: dict) -> int:
     return c.execute(insert(receipts).values(at_us=now_us(), kind=kind, body=body)).inserted_primary_key[0]
+
+
+def received_shares(c, user_id: int):
+    """Share domains this user is a collaborator of, with the owner's name."""
+    from .schema import users as u
+    q = (select(domain_members.c.domain_id, domain_members.c.permission, domain_members.c.mount_enc,
+                domain_members.c.key_gen, u.c.name.label("owner_name"), domains.c.root_node_id)
+         .select_from(domain_members.join(domains, domains.c.id == domain_members.c.domain_id)
+                      .join(u, u.c.id == domains.c.owner_id))
+         .where(domain_members.c.user_id == user_id, domain_members.c.permission != "owner",
+                u.c.status == "active"))
+    return c.execute(q).mappings().all()
+
+
+def owned_share_domains(c, owner_id: int):
+    return c.execute(select(domains).where(domains.c.owner_id == owner_id, domains.c.kind == "share")
+                     ).mappings().all()
+
+
+def domain_by_root(c, node_id: int):
+    return c.execute(select(domains).where(domains.c.root_node_id == node_id)).mappings().first()
+
+
+def members(c, domain_id: int):
+    from .schema import users as u
+    return c.execute(select(domain_members, u.c.name, u.c.public_key)
+                     .select_from(domain_members.join(u, u.c.id == domain_members.c.user_id))
+                     .where(domain_members.c.domain_id == domain_id)).mappings().all()
+
+
+def remove_member(c, domain_id: int, user_id: int) -> int:
+    return c.execute(delete(domain_members).where(domain_members.c.domain_id == domain_id,
+                                                  domain_members.c.user_id == user_id)).rowcount
+
+
+def update_member(c, domain_id: int, user_id: int, **values) -> None:
+    c.execute(update(domain_members).where(domain_members.c.domain_id == domain_id,
+                                           domain_members.c.user_id == user_id).values(**values))
+
+
+def update_domain(c, domain_id: int, **values) -> None:
+    c.execute(update(domains).where(domains.c.id == domain_id).values(**values))

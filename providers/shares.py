@@ -1,0 +1,120 @@
+"""Shared folders: grants, revocations and listings for a folder's owner.
+
+A shared folder is a key domain of its own. Its key is held by the owner
+wrapped under the owner's user key, and by each collaborator sealed to their
+X25519 public key (so granting needs nothing secret of theirs; they open it
+with their own password-unlocked private key). Revoking removes the
+collaborator's copy and rotates the folder key: names, properties, hashes and
+chunk keys are re-wrapped under the new key, so an old copy of the key opens
+nothing written afterwards (content itself is never re-encrypted).
+"""
+from __future__ import annotations
+
+from . import crypto, meta, paths, rekey
+from .errors import Conflict, NotFound, PermissionDenied
+from .meta import tree as t
+from .meta import users as uq
+
+PERMISSIONS = ("read", "write")
+
+
+def _own_folder(vfs, c, parts):
+    if not parts or parts[0] in (paths.META, "Shared"):
+        raise PermissionDenied("only folders of your own tree can be shared")
+    node = vfs._walk(c, vfs._root(c), parts)
+    if node["kind"] != "d":
+        raise Conflict(f"{paths.join(parts)} is a file: share the folder that holds it")
+    dom = vfs._dom(c, node)
+    parent_dom = vfs._dom(c, t.node(c, node["parent_id"]))
+    if dom.owner_id != vfs.user.id or parent_dom.id != vfs.home.id:
+        raise PermissionDenied(f"{paths.join(parts)} is inside a shared folder: share the top folder instead")
+    return node, dom
+
+
+def _grantee(c, name: str, owner_id: int):
+    from .accounts import normalize_name
+    row = uq.user_by_name(c, normalize_name(name))
+    if row is None or row["status"] != "active":
+        raise NotFound(f"no active account named {normalize_name(name)!r}")
+    if row["id"] == owner_id:
+        raise Conflict("you already own this folder")
+    return row
+
+
+def grant(vfs, parts, grantee: str, permission: str) -> dict:
+    if permission not in PERMISSIONS:
+        raise Conflict("the permission is 'read' or 'write'")
+    now = meta.now_us()
+    blobs: list[str] = []
+    with vfs.st.db.write() as c:
+        node, dom = _own_folder(vfs, c, parts)
+        who = _grantee(c, grantee, vfs.user.id)
+        if dom.id == vfs.home.id:
+            ids = t.subtree_ids(c, node["id"])
+            if t.roots_among(c, ids):
+                raise Conflict(f"{paths.join(parts)} holds a shared folder; shares cannot nest")
+            key = crypto.random_key()
+            did = uq.insert_domain(c, vfs.user.id, "share")
+            uq.set_domain_root(c, did, node["id"])
+            uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=crypto.wrap_key(vfs._user_key, key, b"domain"))
+            new = crypto.DomainKeys.derive(key)
+            blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
+                                       keep_top_name=True)
+            dom = vfs._domain(c, did)
+        existing = uq.membership(c, dom.id, who["id"])
+        if existing is not None:
+            uq.update_member(c, dom.id, who["id"], permission=permission)
+        else:
+            pub = bytes(who["public_key"])
+            uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
+                          key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
+        uq.audit(c, "share_granted", user_id=vfs.user.id, actor="user",
+                 detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
+    vfs._delete_blobs(blobs)
+    return {"folder": paths.join(parts), "grantee": who["name"], "permission": permission,
+            "appears_as": f"/Shared/{vfs.user.name}/{parts[-1]}"}
+
+
+def revoke(vfs, parts, grantee: str) -> dict:
+    with vfs.st.db.write() as c:
+        node, dom = _own_folder(vfs, c, parts)
+        who = _grantee(c, grantee, vfs.user.id)
+        if dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
+            raise NotFound(f"{paths.join(parts)} is not shared with {who['name']}")
+        uq.remove_member(c, dom.id, who["id"])
+        # Rotate: a new key for the folder, everything re-wrapped under it.
+        key = crypto.random_key()
+        new = crypto.DomainKeys.derive(key)
+        rekey.rotate_domain(c, dom.id, node["id"], dom.keys, new)
+        gen = dom.key_gen + 1
+        for m in uq.members(c, dom.id):
+            if m["user_id"] == vfs.user.id:
+                values = {"wrapped_key": crypto.wrap_key(vfs._user_key, key, b"domain"), "key_gen": gen}
+            else:
+                values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key, b"domain"),
+                          "wrapped_key": None, "key_gen": gen}
+            uq.update_member(c, dom.id, m["user_id"], **values)
+        uq.update_domain(c, dom.id, key_gen=gen)
+        uq.audit(c, "share_revoked", user_id=vfs.user.id, actor="user",
+                 detail={"domain": dom.id, "grantee": who["id"]})
+    return {"folder": paths.join(parts), "grantee": who["name"], "revoked": True}
+
+
+def listing(vfs) -> dict:
+    out = {"shared": [], "received": []}
+    with vfs.st.db.read() as c:
+        for row in uq.owned_share_domains(c, vfs.user.id):
+            root = t.node(c, row["root_node_id"])
+            path = paths.join(vfs._owner_path(c, root))
+            for m in uq.members(c, row["id"]):
+                if m["permission"] != "owner":
+                    out["shared"].append({"folder": path, "grantee": m["name"], "permission": m["permission"],
+                                          "trashed": root["trashed_us"] is not None})
+        rows = {r["domain_id"]: r for r in uq.received_shares(c, vfs.user.id)}
+        for owner, mounts in vfs._received(c).items():
+            for mount, (did, _) in mounts.items():
+                out["received"].append({"owner": owner, "folder": f"/Shared/{owner}/{mount}",
+                                        "permission": rows[did]["permission"]})
+    return out
+
+
