@@ -82,7 +82,7 @@ class SFTPConfig:
     host_key_dir: str = ""            # "" = <data_dir>/ssh
     idle_timeout_seconds: int = 900
     max_sessions: int = 100
-    max_sessions_per_account: int = 10
+    max_sessions_per_account: int = 32  # rclone opens a connection per checker and transfer
     legacy_ciphers: bool = False      # also offer AES-CTR (clients without AES-GCM); costs server CPU
 
 

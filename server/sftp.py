@@ -16,6 +16,7 @@ layer advertises `limits@openssh.com` so OpenSSH sends 255 KiB requests.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import socket
@@ -76,8 +77,11 @@ class CofferTransport(paramiko.Transport):
 class Connection:
     """One TCP connection: its transport, login and running totals."""
 
+    counter = itertools.count(1)
+
     def __init__(self, server: "SftpServer", sock, addr):
         self.server, self.sock = server, sock
+        self.tag = f"c{next(Connection.counter)}"      # names the connection in logs (no address, no account)
         self.addr = addr[0] if isinstance(addr, tuple) else str(addr)
         self.started = self.last_activity = time.monotonic()
         self.account: str | None = None      # counted against the per-account limit once set
@@ -141,7 +145,7 @@ class SshServer(paramiko.ServerInterface):
         try:
             vfs = self.srv.storage.login(username, password, client_addr=self.conn.addr, protocol="sftp")
         except AuthenticationFailed as e:
-            log.info("sftp password login refused from %s", self.conn.addr)
+            log.info("sftp[%s]: password login refused", self.conn.tag)
             if "too many" in str(e):
                 self._banner(f"Coffer: {e}.\r\n")
             return AUTH_FAILED
@@ -169,7 +173,7 @@ class SshServer(paramiko.ServerInterface):
         if user.status != "active":
             return AUTH_FAILED
         if user.mode == "private":
-            log.info("sftp key login refused for a private account from %s", self.conn.addr)
+            log.info("sftp[%s]: key login refused: the account is private", self.conn.tag)
             self._banner(PRIVATE_KEY_MESSAGE.format(name=user.name))
             return AUTH_FAILED
         if not self._admit(user.name, user.id):
@@ -185,11 +189,13 @@ class SshServer(paramiko.ServerInterface):
             try:
                 self.conn.vfs = self.srv.storage.open_as(self.key_login)
             except (Locked, AuthenticationFailed, NotFound) as e:
-                log.info("sftp key login could not open the account: %s", type(e).__name__)
+                log.info("sftp[%s]: key login could not open the account: %s", self.conn.tag, type(e).__name__)
                 return False
         if self.conn.sid is None:
             try:
                 self.conn.sid = self.srv.storage.sessions.start(self.conn.user_id, "sftp", self.conn.addr)
+                log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag,
+                         "key" if self.key_login else "password", self.conn.sid)
             except Exception:
                 log.exception("sftp: recording the session failed")
                 self.conn.sid = -1
@@ -198,7 +204,7 @@ class SshServer(paramiko.ServerInterface):
     # -- channels -----------------------------------------------------------------------
     def check_channel_request(self, kind, chanid):
         if kind != "session":
-            log.info("sftp: refused a %s channel", kind)
+            log.info("sftp[%s]: refused a %s channel", self.conn.tag, kind)
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         if self.conn.channels >= CHANNELS_PER_CONNECTION or not self._finish_login():
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -231,18 +237,18 @@ class SshServer(paramiko.ServerInterface):
         return False
 
     def check_channel_forward_agent_request(self, channel):
-        log.info("sftp: refused agent forwarding")
+        log.info("sftp[%s]: refused agent forwarding", self.conn.tag)
         return False
 
     def check_channel_x11_request(self, channel, single_connection, auth_protocol, auth_cookie, screen_number):
         return False
 
     def check_port_forward_request(self, address, port):
-        log.info("sftp: refused port forwarding")
+        log.info("sftp[%s]: refused port forwarding", self.conn.tag)
         return False
 
     def check_channel_direct_tcpip_request(self, chanid, origin, destination):
-        log.info("sftp: refused port forwarding")
+        log.info("sftp[%s]: refused port forwarding", self.conn.tag)
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_global_request(self, kind, msg):
@@ -390,7 +396,7 @@ class SftpServer:
         """Count an authenticated connection against its account's limit."""
         with self.lock:
             if self.per_account.get(name, 0) >= self.cfg.sftp.max_sessions_per_account:
-                log.warning("sftp: login refused, account at max_sessions_per_account")
+                log.warning("sftp[%s]: login refused, the account is at max_sessions_per_account", conn.tag)
                 return False
             self.per_account[name] = self.per_account.get(name, 0) + 1
             conn.account, conn.user_id = name, user_id
@@ -423,7 +429,7 @@ class SftpServer:
                     self._finished(conn)
                 elif idle and now - conn.last_activity > idle:
                     if conn.account is not None or now - conn.started > AUTH_SECONDS:
-                        log.info("sftp: closing an idle connection")
+                        log.info("sftp[%s]: closing an idle connection", conn.tag)
                         t.close()
 
     def _finished(self, conn: Connection) -> None:

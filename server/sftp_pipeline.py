@@ -16,7 +16,7 @@ import threading
 
 
 class PipelinedFile:
-    LIMIT = 8 * 1024 * 1024
+    LIMIT = 4 * 1024 * 1024
 
     def __init__(self, file):
         self.file = file

@@ -153,9 +153,9 @@ def test_quota_exceeded_keeps_previous_version(server, tmp_path):
     c = _client(server, "bob")                 # the status message names the cause (OpenSSH shows only the code)
     try:
         sftp = c.open_sftp()
-        with pytest.raises(OSError) as e:
+        with pytest.raises(OSError) as e:      # paramiko ignores errors on close: make it fail on a write
             with sftp.open("/doc", "wb") as f:
-                f.write(os.urandom(3 * 1024 * 1024))
+                f.write(os.urandom(12 * 1024 * 1024))
         assert "quota" in str(e.value)
         assert sftp.open("/doc").read() == b"small version\n"
     finally:
@@ -237,5 +237,32 @@ def test_idle_connection_times_out(tight):
         time.sleep(4.5)
         with pytest.raises((OSError, EOFError, paramiko.SSHException)):
             sftp.listdir("/")
+    finally:
+        c.close()
+
+
+def test_garbage_on_one_channel_leaves_others_serving(server):
+    import random
+    import struct
+    c = _client(server)
+    try:
+        good = c.open_sftp()
+        good.mkdir("/garbage-test")
+        rng = random.Random(99)
+        for _ in range(5):
+            chan = c.get_transport().open_session()
+            chan.invoke_subsystem("sftp")
+            chan.sendall(struct.pack(">IBI", 5, 1, 3))               # INIT
+            for _ in range(50):
+                body = bytes([rng.randrange(256)]) + rng.randbytes(rng.randrange(0, 40))
+                chan.sendall(struct.pack(">I", len(body)) + body)
+            chan.sendall(struct.pack(">I", 0xFFFFFFF0) + b"\x03")   # unframeable: that channel ends
+            chan.settimeout(20)
+            while chan.recv(65536):
+                pass
+            assert chan.recv_exit_status() == 0
+            chan.close()
+        assert good.listdir("/garbage-test") == []                   # the other channel still serves
+        assert server.alive()
     finally:
         c.close()

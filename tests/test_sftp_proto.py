@@ -423,3 +423,19 @@ def test_disconnect_abandons_unfinished_upload(alice):
     c.write(h, 0, b"half of version t")
     c.end()                                    # no CLOSE: the connection dropped
     assert alice.read_bytes("/doc") == b"version one"
+
+
+def test_quota_error_reaches_the_client_and_nothing_is_published(sftp, storage, alice):
+    alice.write_bytes("/doc", b"old")
+    storage.accounts.update("alice", quota_bytes=1024 * 1024)
+    h = sftp.open("/doc", P.FXF_WRITE | P.FXF_TRUNC)
+    codes = []
+    for off in range(0, 8 * 1024 * 1024, 256 * 1024):
+        code, msg = sftp.status(P.WRITE, s(h) + struct.pack(">Q", off) + s(os.urandom(256 * 1024)))
+        codes.append((code, msg))
+    code, msg = sftp.status(P.CLOSE, s(h))
+    codes.append((code, msg))
+    failures = [m for c, m in codes if c != P.OK]
+    assert failures and all("quota" in m for m in failures)
+    assert codes[-1][0] == P.FAILURE                    # the close says so too
+    assert alice.read_bytes("/doc") == b"old"
