@@ -27,8 +27,8 @@ class BlobStore:
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
-    def sync(self) -> None:
-        """Make every put so far durable before metadata refers to it."""
+    def sync(self, names=()) -> None:
+        """Make these puts durable before metadata refers to them."""
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         raise NotImplementedError
@@ -82,9 +82,17 @@ class LocalBlobStore(BlobStore):
                                          "then retry") from None
             raise StorageUnavailable(f"could not write to the blob store: {e.strerror}") from None
 
-    def sync(self) -> None:
-        """Make every blob written so far durable (syncfs of the store's
-        filesystem; falls back to sync)."""
+    def sync(self, names=()) -> None:
+        """Make these blobs durable: an fsync each for a few, else one syncfs
+        of the store's filesystem (falls back to sync)."""
+        if 0 < len(names) <= 4:
+            for name in names:
+                fd = os.open(self._path(name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            return
         fd = os.open(self.root, os.O_RDONLY)
         try:
             if _syncfs is None or _syncfs(fd) != 0:

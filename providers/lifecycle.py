@@ -182,6 +182,41 @@ def _bump(c, user_id: int, counts: dict) -> dict:
     return state
 
 
+def _erase_domain(st, user_id: int, did: int, progress, removed: int) -> int:
+    """Remove one domain's tree, chunks and blobs, then the domain itself.
+    A session that was already open may still publish into it meanwhile:
+    the tree is removed again with the domain, whose row goes only once no
+    chunk is left (a later write then fails on the missing domain)."""
+    while True:
+        with st.db.write() as c:
+            counts = lq.domain_tree_counts(c, did)
+            lq.delete_domain_tree(c, did)
+            _bump(c, user_id, counts)
+        while True:
+            with st.db.read() as c:
+                batch = lq.chunk_batch(c, did, CHUNK_BATCH)
+                shared = lq.blobs_used_elsewhere(c, [b.blob_name for b in batch], did)
+            if not batch:
+                break
+            doomed = sorted({b.blob_name for b in batch} - shared)
+            for blob in doomed:        # blobs first: a rerun finds the rows and deletes again (idempotent)
+                st.blobs.delete(blob)
+            with st.db.write() as c:
+                lq.delete_chunks(c, [b.id for b in batch])
+                _bump(c, user_id, {"chunks": len(batch), "blobs": len(doomed),
+                                   "bytes": sum(b.stored_size for b in batch)})
+            removed += len(batch)
+            if progress:
+                progress(removed)
+        with st.db.write() as c:
+            if lq.chunk_batch(c, did, 1):
+                continue                        # written to meanwhile: once more
+            lq.delete_domain_tree(c, did)
+            lq.delete_domain(c, did)
+            _bump(c, user_id, {"domains": 1})
+            return removed
+
+
 def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
     dead_hash = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(4))    # matches no password
     throttle_key = st.throttle.keys(name, None)[0]
@@ -205,29 +240,7 @@ def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
     log.info("erasing account #%d: keys destroyed, removing data of %d domain(s)", user_id, len(domains))
     removed = 0
     for did in domains:
-        with st.db.write() as c:
-            counts = lq.domain_tree_counts(c, did)
-            lq.delete_domain_tree(c, did)
-            _bump(c, user_id, counts)
-        while True:
-            with st.db.read() as c:
-                batch = lq.chunk_batch(c, did, CHUNK_BATCH)
-                shared = lq.blobs_used_elsewhere(c, [b.blob_name for b in batch], did)
-            if not batch:
-                break
-            doomed = sorted({b.blob_name for b in batch} - shared)
-            for blob in doomed:        # blobs first: a rerun finds the rows and deletes again (idempotent)
-                st.blobs.delete(blob)
-            with st.db.write() as c:
-                lq.delete_chunks(c, [b.id for b in batch])
-                _bump(c, user_id, {"chunks": len(batch), "blobs": len(doomed),
-                                   "bytes": sum(b.stored_size for b in batch)})
-            removed += len(batch)
-            if progress:
-                progress(removed)
-        with st.db.write() as c:
-            lq.delete_domain(c, did)
-            _bump(c, user_id, {"domains": 1})
+        removed = _erase_domain(st, user_id, did, progress, removed)
     with st.db.write() as c:
         row = uq.user_by_id(c, user_id)
         if row is None or row["status"] != "erasing":

@@ -49,6 +49,7 @@ class Writer:
     # Queues are bounded, so memory stays flat when a helper falls behind.
     THREADED_AFTER = 1024 * 1024
     MAX_QUEUED = 4
+    QUOTA_CHECK_AFTER = 4 * 1024 * 1024   # smaller uploads are checked when published
 
     def __init__(self, vfs, domain, parts, mtime_us=None, chunk_size=1024 * 1024, exclusive=False):
         self.vfs, self.domain, self.parts, self.mtime_us = vfs, domain, parts, mtime_us
@@ -61,13 +62,15 @@ class Writer:
         self.new_bytes = 0
         self.md5, self.sha1, self.sha256 = hashlib.md5(), hashlib.sha1(), hashlib.sha256()
         self.closed = False
-        self._quota_room = vfs._quota_room(domain)
+        self._quota_room: int | None = None     # looked up once the upload is large (see _process)
+        self._quota_known = False
         self._seen: dict[str, PendingChunk] = {}
         self._pool: ThreadPoolExecutor | None = None          # ordered content hashing
         self._chunk_pool: ThreadPoolExecutor | None = None    # chunk hashing, encryption, storing
         self._hashing: deque = deque()
         self._storing: deque = deque()
         self._hash_queued = 0
+        self._final = False
         self._stored: list[str] = []
         self._lock = threading.Lock()
 
@@ -140,7 +143,9 @@ class Writer:
         seen = self._seen.get(did)
         if seen is not None:
             return seen
-        existing = self.vfs._find_chunk(self.domain, did)
+        # A stream's last (or only) chunk skips the lookup: publishing checks
+        # for it anyway, and small files then cost one transaction less.
+        existing = self.vfs._find_chunk(self.domain, did) if not self._final else None
         if existing is not None:
             pc = PendingChunk(did, len(data), existing_id=existing)
         else:
@@ -153,6 +158,8 @@ class Writer:
             with self._lock:
                 self.new_bytes += len(stored)
                 self._stored.append(name)      # before the put: abort() must know it even if the put fails
+                if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
+                    self._quota_room, self._quota_known = self.vfs._quota_room(self.domain), True
                 over = self._quota_room is not None and self.new_bytes > self._quota_room
             if over:
                 raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
@@ -169,12 +176,13 @@ class Writer:
             raise ValueError("stream already closed")
         try:
             if self.buf:
+                self._final = True
                 self._store(b"".join(self.buf))
                 self.buf, self.buffered = [], 0
             self._drain()
             self.chunks = [c.result() if hasattr(c, "result") else c for c in self.chunks]
             if self._stored:
-                self.vfs.st.blobs.sync()
+                self.vfs.st.blobs.sync(self._stored)
             entry = self.vfs._publish(self)
         except BaseException:
             self.abort()

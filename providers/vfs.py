@@ -661,9 +661,13 @@ class Vfs:
                       self.cfg.storage.chunk_size, exclusive)
 
     def write_bytes(self, path, data: bytes, mtime: float | None = None) -> Entry:
-        with self.open_write(path, mtime) as w:
+        w = self.open_write(path, mtime)
+        try:
             w.write(data)
-        return self.stat(path)
+        except BaseException:
+            w.abort()
+            raise
+        return w.commit()
 
     def open_random(self, path, truncate: bool = False, create: bool = True,
                     exclusive: bool = False) -> RandomFile:

@@ -1,7 +1,7 @@
 """Queries on the file tree: nodes, versions, chunks, history, dead properties."""
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
 
 from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
 
@@ -10,13 +10,22 @@ NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc,
              nodes.c.trashed_us, nodes.c.trash_path_enc, nodes.c.excluded)
 
 
+# The hottest statements are built once (building a statement costs more
+# than running it on SQLite).
+_NODE = select(*NODE_COLS).where(nodes.c.id == bindparam("i"))
+_CHILD = select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.name_lookup == bindparam("l"),
+                                  nodes.c.trashed_us.is_(None))
+_VERSIONS_OF = select(versions).where(versions.c.node_id == bindparam("n")).order_by(
+    versions.c.created_us.desc(), versions.c.id.desc())
+_CHUNK_BY_DEDUP = select(chunks).where(chunks.c.domain_id == bindparam("d"), chunks.c.dedup_id == bindparam("x"))
+
+
 def node(c, node_id: int):
-    return c.execute(select(*NODE_COLS).where(nodes.c.id == node_id)).mappings().first()
+    return c.execute(_NODE, {"i": node_id}).mappings().first()
 
 
 def child(c, parent_id: int, lookup: str):
-    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.name_lookup == lookup,
-                                              nodes.c.trashed_us.is_(None))).mappings().first()
+    return c.execute(_CHILD, {"p": parent_id, "l": lookup}).mappings().first()
 
 
 def children(c, parent_id: int):
@@ -105,8 +114,7 @@ def version(c, version_id: int):
 
 
 def versions_of(c, node_id: int):
-    return c.execute(select(versions).where(versions.c.node_id == node_id)
-                     .order_by(versions.c.created_us.desc(), versions.c.id.desc())).mappings().all()
+    return c.execute(_VERSIONS_OF, {"n": node_id}).mappings().all()
 
 
 def version_at(c, node_id: int, at_us: int):
@@ -149,8 +157,7 @@ def delete_version(c, version_id: int) -> list[int]:
 # -- chunks ------------------------------------------------------------------------------
 
 def chunk_by_dedup(c, domain_id: int, dedup_id: str):
-    return c.execute(select(chunks).where(chunks.c.domain_id == domain_id, chunks.c.dedup_id == dedup_id)
-                     ).mappings().first()
+    return c.execute(_CHUNK_BY_DEDUP, {"d": domain_id, "x": dedup_id}).mappings().first()
 
 
 def insert_chunk(c, **values) -> int:

@@ -1,7 +1,7 @@
 """Queries on accounts, key-domain membership, throttling, sessions, audit."""
 from __future__ import annotations
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 
 from .db import now_us
 from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
@@ -11,8 +11,15 @@ def user_by_name(c, name: str):
     return c.execute(select(users).where(users.c.name == name)).mappings().first()
 
 
+_USER_BY_ID = select(users).where(users.c.id == bindparam("i"))
+_OWNER_USAGE = select(func.coalesce(func.sum(domains.c.used_bytes), 0)).where(domains.c.owner_id == bindparam("o"))
+_MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindparam("d"),
+                                           domain_members.c.user_id == bindparam("u")).order_by(
+    domain_members.c.key_gen.desc())
+
+
 def user_by_id(c, user_id: int):
-    return c.execute(select(users).where(users.c.id == user_id)).mappings().first()
+    return c.execute(_USER_BY_ID, {"i": user_id}).mappings().first()
 
 
 def all_users(c):
@@ -53,14 +60,11 @@ def add_member(c, domain_id: int, user_id: int, permission: str, wrapped_key=Non
 
 
 def membership(c, domain_id: int, user_id: int):
-    return c.execute(select(domain_members).where(domain_members.c.domain_id == domain_id,
-                                                  domain_members.c.user_id == user_id)
-                     .order_by(domain_members.c.key_gen.desc())).mappings().first()
+    return c.execute(_MEMBERSHIP, {"d": domain_id, "u": user_id}).mappings().first()
 
 
 def owner_usage(c, owner_id: int) -> int:
-    return c.execute(select(func.coalesce(func.sum(domains.c.used_bytes), 0))
-                     .where(domains.c.owner_id == owner_id)).scalar_one()
+    return c.execute(_OWNER_USAGE, {"o": owner_id}).scalar_one()
 
 
 def make_root(c, domain_id: int, name_enc: bytes) -> int:
