@@ -375,10 +375,8 @@ class CofferFolder(_Props, DAVCollection):
             # the PUT body follows at once; one version, not an empty one first
             return CofferFile(path, self.environ, None, pending=True)
         with core():                      # LOCK on an unmapped URL creates an empty file
-            with self.vfs.open_write(path) as w:
-                pass
-            entry = self.vfs.stat(path)
-        del w
+            w = self.vfs.open_write(path)
+            entry = w.commit()
         return CofferFile(path, self.environ, entry)
 
     def create_collection(self, name):
