@@ -4,7 +4,9 @@ rclone asks `md5sum` / `sha1sum` for hash checks (first with no argument on
 empty input, to see whether the command works, then with a shell-quoted
 path) and some clients call `df`. These are answered from the account's
 filesystem — hashes were computed when each version was written — never by a
-shell. Anything else, and a shell, is refused with a message on stderr.
+shell. `coffer share …` lets an owner manage their shared folders
+(server/sftp_share.py). Anything else, and a shell, is refused with a message
+on stderr.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from providers.errors import CofferError, IsADirectory, NotFound, PermissionDeni
 log = logging.getLogger(__name__)
 
 HASHES = {"md5sum": "md5", "sha1sum": "sha1", "sha256sum": "sha256"}
-ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum and df); "
+ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df and coffer share); "
         "there is no shell and no forwarding")
 SHELL_REFUSED = f"Coffer: {ONLY}.\r\n"
 MAX_STDIN = 64 * 1024 * 1024
@@ -40,6 +42,9 @@ def run(channel, vfs, command: bytes, disk_space=None) -> int:
         return hash_files(channel, vfs, name, args)
     if name == "df":
         return df(channel, vfs, args, disk_space)
+    if name == "coffer":
+        from . import sftp_share
+        return sftp_share.run(channel, vfs, args)
     channel.sendall_stderr(f"Coffer: {name[:64]}: command not available; {ONLY}.\n".encode())
     return 127
 
