@@ -13,6 +13,8 @@ from collections import Counter
 from . import crypto
 from .meta import tree as t
 
+IMPORTED = "i:"      # marks dedup ids derived from another domain's id, not from the plaintext
+
 
 def _reseal(aead_src, aead_dst, blob, aad: bytes, what: str) -> bytes:
     return crypto.seal(aead_dst, crypto.open_sealed(aead_src, bytes(blob), aad, what), aad)
@@ -22,7 +24,7 @@ def import_chunk(c, row, src: crypto.DomainKeys, dst_id: int, dst: crypto.Domain
     """A chunk row in the destination domain for the same stored blob, its key
     re-wrapped. Its dedup id is derived from the source id (the plaintext is
     not read), so importing the same chunk twice gives one row."""
-    did = hmac.new(dst.dedup, b"import:" + row["dedup_id"].encode(), hashlib.sha256).hexdigest()
+    did = IMPORTED + hmac.new(dst.dedup, b"import:" + row["dedup_id"].encode(), hashlib.sha256).hexdigest()[:62]
     found = t.chunk_by_dedup(c, dst_id, did)
     if found is not None:
         return found["id"]

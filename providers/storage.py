@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import crypto, meta
+from . import crypto, meta, rekey
 from .accounts import Accounts, MasterKey, Throttle, User, normalize_name
 from .blobs import open_store
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
@@ -24,6 +24,7 @@ from .meta import users as uq
 from .vfs import Vfs
 
 log = logging.getLogger(__name__)
+_IMPORTED = rekey.IMPORTED          # dedup ids of chunks moved in from another domain
 
 
 class Sessions:
@@ -192,8 +193,9 @@ class Storage:
             except CofferError:
                 vfs = None
             with self.db.read() as c:
-                dom = uq.home_domain(c, row["id"])
-            domains[dom["id"]] = (row, vfs)
+                owned = [uq.home_domain(c, row["id"])] + list(uq.owned_share_domains(c, row["id"]))
+            for dom in owned:                  # the home and every folder the account shares
+                domains[dom["id"]] = (row, vfs)
         checked = decrypted = 0
         damage: list[Damage] = []
         for did, (row, vfs) in domains.items():
@@ -203,8 +205,12 @@ class Storage:
                 checked += 1
                 if progress:
                     progress(checked)
-                problem = self._check_chunk(r, vfs)
-                if vfs is not None and problem is None:
+                keys = None
+                if vfs is not None:
+                    with self.db.read() as c:
+                        keys = vfs._domain(c, did).keys
+                problem = self._check_chunk(r, keys)
+                if keys is not None and problem is None:
                     decrypted += 1
                 if problem:
                     damage.append(Damage(r["id"], did, problem, self._files_of(r["id"], vfs)))
@@ -212,21 +218,21 @@ class Storage:
             {"account": domains[d.domain_id][0]["name"], "problem": d.problem, "files": d.files}
             for d in damage]}
 
-    def _check_chunk(self, r, vfs) -> str | None:
+    def _check_chunk(self, r, keys) -> str | None:
         try:
             stored = self.blobs.get(r["blob_name"])
         except NotFound:
             return "missing from the blob store"
         if hashlib.sha256(stored).hexdigest() != r["stored_sha256"]:
             return "stored bytes do not match their recorded hash (damaged or tampered with)"
-        if vfs is None:
+        if keys is None:
             return None
         try:
-            key = crypto.open_sealed(vfs.home.keys.wrap, bytes(r["wrapped_key"]), r["dedup_id"].encode())
+            key = crypto.open_sealed(keys.wrap, bytes(r["wrapped_key"]), r["dedup_id"].encode())
             plain = crypto.decrypt_chunk(key, stored, r["plain_size"])
         except IntegrityError:
             return "does not decrypt (damaged or tampered with)"
-        if crypto.chunk_id(vfs.home.keys, plain) != r["dedup_id"]:
+        if not r["dedup_id"].startswith(_IMPORTED) and crypto.chunk_id(keys, plain) != r["dedup_id"]:
             return "decrypts to content that does not match its id"
         return None
 
@@ -239,9 +245,5 @@ class Storage:
                 if vfs is None:
                     out.append(f"node #{nid}")
                     continue
-                names, cur = [], t.node(c, nid)
-                while cur is not None and cur["parent_id"] is not None:
-                    names.append(crypto.decrypt_name(vfs.home.keys, bytes(cur["name_enc"])))
-                    cur = t.node(c, cur["parent_id"])
-                out.append("/" + "/".join(reversed(names)))
+                out.append("/" + "/".join(vfs._owner_path(c, t.node(c, nid))))
         return sorted(set(out))

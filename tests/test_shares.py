@@ -197,3 +197,23 @@ def test_grant_errors(team):
     assert {(s["grantee"], s["permission"]) for s in listing["shared"]} == {("reader", "read"), ("writer", "write")}
     assert team["reader"].share_list()["received"] == [
         {"owner": "owner", "folder": S, "permission": "read"}]
+
+
+def test_fsck_checks_shared_folders_and_moved_content(team, storage, cfg):
+    o = team["owner"]
+    o.write_bytes("/loose.bin", os.urandom(100_000))
+    o.move("/loose.bin", "/Projects/loose.bin")            # imported chunk rows
+    report = storage.fsck()
+    assert report["damaged"] == []
+    storage2 = storage
+    report = storage2.fsck(user="owner", password="owner-password")
+    assert report["damaged"] == [] and report["chunks_decrypted"] == report["chunks_checked"] > 0
+    from providers.meta import tree as t
+    with storage.db.read() as c:
+        blob = [r for r in t.domain_chunks(c) if r["plain_size"] == 100_000][0]["blob_name"]
+    path = cfg.blob_dir / blob[:2] / blob[2:4] / blob
+    raw = bytearray(path.read_bytes())
+    raw[50] ^= 1
+    path.write_bytes(bytes(raw))
+    report = storage.fsck(user="owner", password="owner-password")
+    assert [d["files"] for d in report["damaged"]] == [["/Projects/loose.bin"]]
