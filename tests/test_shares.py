@@ -217,3 +217,20 @@ def test_fsck_checks_shared_folders_and_moved_content(team, storage, cfg):
     path.write_bytes(bytes(raw))
     report = storage.fsck(user="owner", password="owner-password")
     assert [d["files"] for d in report["damaged"]] == [["/Projects/loose.bin"]]
+
+
+def test_erasing_owner_and_grantee_with_real_shares(storage):
+    from providers import lifecycle
+    for n in ("own", "bob", "eve"):
+        storage.accounts.create(n, f"{n}-password1", mode="managed")
+    o = storage.login("own", "own-password1")
+    o.mkdir("/P"); o.write_bytes("/P/f", os.urandom(300_000)); o.share_grant("/P", "bob", "write"); o.share_grant("/P", "eve", "read")
+    b = storage.login("bob", "bob-password1")
+    b.write_bytes("/Shared/own/P/g", b"bob wrote")
+    lifecycle.erase(storage, "bob")
+    assert [s["grantee"] for s in o.share_list()["shared"]] == ["eve"]
+    assert o.read_bytes("/P/g") == b"bob wrote"
+    lifecycle.erase(storage, "own")
+    e = storage.login("eve", "eve-password1")
+    assert [x.name for x in e.list("/")] == []
+    assert list(storage.blobs.names()) == []
