@@ -51,6 +51,35 @@ MS_NS = "{urn:schemas-microsoft-com:}"
 WIN32_PROPS = ("Win32CreationTime", "Win32LastAccessTime", "Win32LastModifiedTime", "Win32FileAttributes")
 
 
+def privileges(entry) -> tuple[str, ...]:
+    """The RFC 3744 privileges the principal holds on an entry, for
+    DAV:current-user-privilege-set: read-only entries (read shares, /Shared,
+    /.coffer) give read only; writable files add write and write-content; the
+    members of a writable folder may be added (bind) and removed (unbind).
+    Removing the entry itself is the parent folder's unbind."""
+    held = ("read", "read-current-user-privilege-set")
+    if entry.writable:
+        held += ("write", "write-properties", "write-content")
+        if entry.is_dir:
+            held += ("bind", "unbind")
+    return held
+
+
+def privilege_set_xml(entry) -> str:
+    return ("<D:current-user-privilege-set>" + "".join(f"<D:privilege><D:{p}/></D:privilege>"
+                                                       for p in privileges(entry))
+            + "</D:current-user-privilege-set>")
+
+
+def oc_permissions(entry) -> str:
+    """ownCloud's permission letters: delete/rename/move only where the entry
+    itself may be removed, write or create where it may be changed."""
+    perm = "DNV" if entry.writable and getattr(entry, "removable", True) else ""
+    if entry.writable:
+        perm += "CK" if entry.is_dir else "W"
+    return ("R" + perm) if perm else ""
+
+
 def dav_error(e: Exception) -> DAVError:
     for cls, status in STATUS:
         if isinstance(e, cls):
@@ -117,6 +146,8 @@ class _Props:
 
     def get_property_names(self, *, is_allprop):
         names = super().get_property_names(is_allprop=is_allprop)
+        if not is_allprop:          # RFC 3744 properties are asked for by name, not sent with allprop
+            names.append("{DAV:}current-user-privilege-set")
         names.extend(self._dead_props().keys())
         return names
 
@@ -127,6 +158,11 @@ class _Props:
         return sorted(props, key=lambda p: isinstance(p[1], DAVError))
 
     def get_property_value(self, name):
+        if name == "{DAV:}current-user-privilege-set":
+            el = etree.Element(name)
+            for p in privileges(self.entry):
+                etree.SubElement(etree.SubElement(el, "{DAV:}privilege"), "{DAV:}" + p)
+            return el
         if name.startswith("{DAV:}"):
             return super().get_property_value(name)
         if name == OC_NS + "checksums" and not self.is_collection:
@@ -137,7 +173,7 @@ class _Props:
                 f"{alg.upper()}:{h[alg]}" for alg in ("sha1", "md5", "sha256") if h.get(alg))
             return el
         if name == OC_NS + "permissions":
-            return ("RDNVCK" if self.is_collection else "RDNVW") if self.entry.writable else ""
+            return oc_permissions(self.entry)
         value = self._dead_props().get(name)
         if value is None:
             raise DAVError(HTTP_NOT_FOUND)
@@ -175,6 +211,10 @@ class _Props:
 
     def is_locked(self):
         return False if self.provider.lock_manager is None else super().is_locked()
+
+    def prevent_locking(self):
+        # a lock is a write intent: refused (403) where the principal may not write
+        return self.entry is not None and not self.entry.writable
 
     def get_ref_url(self):
         # Locks and ETags are per account; the account's lock scope is

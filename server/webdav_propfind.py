@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from providers import errors
-from .webdav import NO_QUOTA_AVAILABLE, OC_NS, dav_error
+from .webdav import NO_QUOTA_AVAILABLE, OC_NS, dav_error, oc_permissions, privilege_set_xml
 
 DAV = "{DAV:}"
 SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>"
@@ -178,6 +178,8 @@ class _Writer:
             return "<D:lockdiscovery/>"       # accounts with locks take the full path
         if local == "supportedlock":
             return SUPPORTED_LOCK
+        if local == "current-user-privilege-set":
+            return privilege_set_xml(e)
         if e.is_dir:
             if local == "quota-used-bytes":
                 return f"<D:quota-used-bytes>{self.quota()[0]}</D:quota-used-bytes>"
@@ -200,8 +202,7 @@ class _Writer:
             return (f'<oc:checksums xmlns:oc="http://owncloud.org/ns"><oc:checksum>{text}</oc:checksum>'
                     '</oc:checksums>')
         if name == OC_NS + "permissions":
-            perm = ("RDNVCK" if e.is_dir else "RDNVW") if e.writable else ""
-            return f'<oc:permissions xmlns:oc="http://owncloud.org/ns">{perm}</oc:permissions>'
+            return f'<oc:permissions xmlns:oc="http://owncloud.org/ns">{oc_permissions(e)}</oc:permissions>'
         if dead is not None and name in dead:
             return dead[name].decode("utf-8")
         return None
