@@ -46,7 +46,7 @@ def test_fingerprints_printed(server):
 def test_sftp_batch(server, tmp_path):
     (tmp_path / "one.bin").write_bytes(os.urandom(300_000))
     (tmp_path / "two.txt").write_text("second file\n" * 1000)
-    r = check(server.sftp_batch(f"""
+    r = check(server.sftp_batch("""
 mkdir batch
 cd batch
 put one.bin
@@ -266,3 +266,16 @@ def test_garbage_on_one_channel_leaves_others_serving(server):
         assert server.alive()
     finally:
         c.close()
+
+
+def test_hostile_paths_with_openssh(server, tmp_path):
+    (tmp_path / "x.txt").write_text("inside\n")
+    r = server.sftp_batch("get ../../../../etc/passwd stolen\n", cwd=tmp_path)
+    assert r.returncode != 0 and not (tmp_path / "stolen").exists()
+    r = server.sftp_batch("get /../../etc/hostname stolen\n", cwd=tmp_path)
+    assert r.returncode != 0 and not (tmp_path / "stolen").exists()
+    check(server.sftp_batch("put x.txt ../../../../escape.txt\nput x.txt /../..//./escape2.txt\n"
+                            "cd ../../..\npwd\nls -1\n", cwd=tmp_path))
+    r = check(server.ssh("md5sum /escape.txt /escape2.txt"))
+    assert r.stdout.count(b"  /escape") == 2          # both landed at the top of the account
+    assert not os.path.exists("/escape.txt")
