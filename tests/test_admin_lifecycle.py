@@ -112,6 +112,8 @@ def test_cancel_grace_over_then_maintenance_erases(tmp_path):
     receipts = admin.ok("receipts", "--json")
     assert [r["reason"] for r in receipts] == ["cancellation"] and receipts[0]["files"] == 1
     assert "alice" not in str(receipts)
+    assert admin.ok("receipts", str(receipts[0]["id"]), "--json") == receipts
+    assert "no receipt #999" in admin.fails("receipts", "999")
     st = admin.storage()
     try:
         assert st.open_as("bob").read_bytes("/f.txt") == b"stay"
@@ -237,3 +239,11 @@ def test_sessions_and_audit(admin):
     events = admin.ok("audit", "--user", "alice", "--event", "account_created", "--json")
     assert len(events) == 1 and events[0]["user"] == "alice"
     assert admin.ok("audit", "--since", "2100-01-01", "--json") == []
+
+
+def test_serve_timer_job_runs_retention_at_most_hourly(storage):
+    storage.accounts.create("alice", "alice-password")
+    first = storage.maintenance()
+    assert first["retention_accounts"] == 1 and first["errors"] == []
+    again = storage.maintenance()               # a minute later on coffer serve's timer
+    assert again["retention_accounts"] == 0 and again["accounts_erased"] == 0
