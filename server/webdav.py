@@ -300,6 +300,20 @@ class CofferFile(_Props, DAVNonCollection):
             else:
                 self.vfs.copy(self.path, dest_path, overwrite=True)
 
+    def handle_copy(self, dest_path, *, depth_infinity):
+        # Onto an existing file: copy in one call, so the old content becomes a
+        # version. wsgidav would delete the target first, and a version being
+        # restored over its own file would vanish with it.
+        with core():
+            try:
+                target = self.vfs.stat(dest_path)
+            except (errors.NotFound, errors.NotADirectory):
+                return False
+            if target.is_dir:
+                return False
+            self.vfs.copy(self.path, dest_path, overwrite=True)
+        return True
+
     def support_recursive_move(self, dest_path):
         return True
 

@@ -1,0 +1,559 @@
+"""Shared folders over the real protocols, against one `coffer serve` process
+with WebDAV and SFTP: the permission matrix of owner, read and write
+collaborators and a stranger on the shared folder, inside it and next to it;
+what PROPFIND and `ls -l` say each may do; revocation reaching an open
+session at its next request; `coffer-admin share` and `ssh … coffer share`.
+
+Outcomes in the matrix: OK; DENIED — exactly 403 over WebDAV and
+SSH_FX_PERMISSION_DENIED over SFTP; HIDDEN — the target does not exist in the
+principal's own tree (a stranger, or the owner's files next to the shared
+folder), so either refusal is right (404/409 or 403; no such file or
+permission denied) but never success. A refused attempt changes nothing.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import re
+import stat
+import subprocess
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import paramiko
+import pytest
+
+from admin_harness import ADMIN
+from webdav_harness import CofferServer, free_port
+
+OK, DENIED, HIDDEN = "ok", "denied", "hidden"
+ACCOUNTS = {"owner": ("owner-pw-1", "managed"), "reader": ("reader-pw-22", "private"),
+            "writer": ("writer-pw-333", "managed"), "stranger": ("stranger-pw-4444", "managed"),
+            "keeper": ("keeper-pw-55555", "private")}
+WHO = ("owner", "reader", "writer", "stranger")
+S = "/Shared/owner/Projects"
+
+
+class Server(CofferServer):
+    """`coffer serve` with WebDAV (plain HTTP on loopback) and SFTP, and the
+    accounts and shares above set up through the storage core before it starts."""
+
+    def __init__(self, folder: Path):
+        super().__init__(folder, tls=False, accounts={n: pw for n, (pw, _) in ACCOUNTS.items()})
+        self.sftp_port = free_port()
+        self.config.write_text(f"""
+[storage]
+data_dir = "{self.folder / 'var'}"
+
+[security]
+bcrypt_rounds = 4
+argon2_memory_kib = 1024
+argon2_iterations = 1
+argon2_lanes = 1
+credential_cache_seconds = 60
+
+[webdav]
+host = "127.0.0.1"
+port = {self.port}
+tls = false
+allow_plain_http = true
+
+[sftp]
+host = "127.0.0.1"
+port = {self.sftp_port}
+""")
+        self.key = None
+
+    def create_accounts(self):
+        from providers import config
+        from providers.sshkeys import SSHKeys
+        from providers.storage import Storage
+        st = Storage.open(config.load(self.config))
+        try:
+            for name, (pw, mode) in ACCOUNTS.items():
+                st.accounts.create(name, pw, mode=mode)
+            o = st.login("owner", ACCOUNTS["owner"][0])
+            o.makedirs("/Projects/inner")
+            o.makedirs("/Other")
+            o.write_bytes("/Projects/plan.txt", b"plan v1")
+            o.write_bytes("/Projects/plan.txt", b"plan v2")
+            o.write_bytes("/Projects/inner/deep.txt", b"deep")
+            o.write_bytes("/private.txt", b"owner only")
+            o.share_grant("/Projects", "reader", "read")
+            o.share_grant("/Projects", "writer", "write")
+            k = st.login("keeper", ACCOUNTS["keeper"][0])
+            k.makedirs("/Box")
+            k.write_bytes("/Box/kept.txt", b"kept")
+            if require_ssh_keygen():
+                self.key = self.folder / "owner_ed25519"
+                subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
+                SSHKeys(st.db, st.accounts).add("owner", self.key.with_suffix(".pub").read_text())
+        finally:
+            st.close()
+
+    def password(self, user: str) -> str:
+        return ACCOUNTS[user][0]
+
+    def sftp(self, user: str) -> tuple[paramiko.SSHClient, paramiko.SFTPClient]:
+        c = paramiko.SSHClient()
+        c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        c.connect("127.0.0.1", self.sftp_port, username=user, password=self.password(user),
+                  look_for_keys=False, allow_agent=False, timeout=30)
+        return c, c.open_sftp()
+
+    def exec(self, user: str, command: str) -> tuple[int, str, str]:
+        """Run an SSH command with a password login (paramiko)."""
+        c = paramiko.SSHClient()
+        c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        c.connect("127.0.0.1", self.sftp_port, username=user, password=self.password(user),
+                  look_for_keys=False, allow_agent=False, timeout=30)
+        try:
+            _, out, err = c.exec_command(command, timeout=60)
+            rc = out.channel.recv_exit_status()
+            return rc, out.read().decode(), err.read().decode()
+        finally:
+            c.close()
+
+    def admin(self, *args, input: str = "") -> subprocess.CompletedProcess:
+        return subprocess.run([ADMIN, "--config", str(self.config), *args], input=input, capture_output=True,
+                              text=True, timeout=120)
+
+
+def require_ssh_keygen() -> bool:
+    import shutil
+    return shutil.which("ssh-keygen") is not None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with Server(tmp_path_factory.mktemp("share-protocols")) as srv:
+        yield srv
+
+
+# -- clients: one small interface over both protocols ---------------------------------------
+
+class Refused(Exception):
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind          # "denied" (403 / permission denied) or "absent" (404, 409 / no such file)
+
+
+class Dav:
+    """One principal over WebDAV on one keep-alive connection."""
+
+    name = "webdav"
+
+    def __init__(self, server: Server, user: str):
+        self.srv, self.user = server, user
+        self.conn = server.connection()
+
+    def close(self):
+        self.conn.close()
+
+    def req(self, method, path, body=None, headers=None, ok=(200, 201, 204, 207)):
+        status, h, data = self.srv.request(method, quote(path), body=body, headers=headers, user=self.user,
+                                           conn=self.conn)
+        if status in ok:
+            return h, data
+        if status == 403:
+            raise Refused("denied", f"{method} {path}: {status} {data[:200]!r}")
+        if status in (404, 409):
+            raise Refused("absent", f"{method} {path}: {status}")
+        raise AssertionError(f"{method} {path} as {self.user}: unexpected {status} {data[:300]!r}")
+
+    def dest(self, path):
+        return {"Destination": f"http://127.0.0.1:{self.srv.port}{quote(path)}", "Overwrite": "F"}
+
+    def list(self, path):
+        _, data = self.req("PROPFIND", path, b"", {"Depth": "1"})
+        hrefs = [unquote(h) for h in re.findall(r"<D:href>([^<]*)</D:href>", data.decode())]
+        return sorted(h.rstrip("/").rsplit("/", 1)[-1] for h in hrefs[1:])
+
+    def read(self, path):
+        return self.req("GET", path)[1]
+
+    def write(self, path, data):
+        self.req("PUT", path, data)
+
+    def rename(self, src, dst):
+        self.req("MOVE", src, headers=self.dest(dst))
+
+    def copy(self, src, dst):
+        self.req("COPY", src, headers=dict(self.dest(dst), Overwrite="T"))
+
+    def delete(self, path):
+        self.req("DELETE", path)
+
+    def rmdir(self, path):
+        self.req("DELETE", path)
+
+    def mkdir(self, path):
+        self.req("MKCOL", path)
+
+    def lock(self, path):
+        body = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+                b"<D:locktype><D:write/></D:locktype></D:lockinfo>")
+        h, _ = self.req("LOCK", path, body, {"Timeout": "Second-60", "Depth": "0"})
+        self.req("UNLOCK", path, headers={"Lock-Token": h["lock-token"]})
+
+    def restore(self, version, path):
+        self.copy(version, path)
+
+
+class Sftp:
+    """One principal over one SFTP session."""
+
+    name = "sftp"
+
+    def __init__(self, server: Server, user: str):
+        self.ssh, self.c = server.sftp(user)
+        self.user = user
+
+    def close(self):
+        self.ssh.close()
+
+    def call(self, what, fn, *args):
+        try:
+            return fn(*args)
+        except IOError as e:
+            if e.errno == errno.EACCES:
+                raise Refused("denied", f"{what} {args}: {e}") from None
+            if e.errno == errno.ENOENT:
+                raise Refused("absent", f"{what} {args}: {e}") from None
+            raise AssertionError(f"{what} {args} as {self.user}: unexpected {e!r}") from None
+
+    def list(self, path):
+        return sorted(self.call("listdir", self.c.listdir, path))
+
+    def read(self, path):
+        def get():
+            with self.c.open(path, "rb") as f:
+                return f.read()
+        return self.call("read", get)
+
+    def write(self, path, data):
+        def put():
+            with self.c.open(path, "wb") as f:
+                f.write(data)
+        self.call("write", put)
+
+    def rename(self, src, dst):
+        self.call("rename", self.c.rename, src, dst)
+
+    def delete(self, path):
+        self.call("remove", self.c.remove, path)
+
+    def rmdir(self, path):
+        self.call("rmdir", self.c.rmdir, path)
+
+    def mkdir(self, path):
+        self.call("mkdir", self.c.mkdir, path)
+
+    def lock(self, path):
+        pytest.skip("SFTP has no locks")
+
+    def restore(self, version, path):
+        """SFTP has no copy: a client restores by downloading and uploading."""
+        self.write(path, self.read(version))
+
+
+CLIENTS = {"webdav": Dav, "sftp": Sftp}
+
+
+@pytest.fixture(scope="module")
+def clients(server):
+    made = {}
+
+    def get(protocol: str, user: str):
+        if (protocol, user) not in made:
+            made[protocol, user] = CLIENTS[protocol](server, user)
+        return made[protocol, user]
+    yield get
+    for c in made.values():
+        c.close()
+
+
+# -- the matrix -------------------------------------------------------------------------------
+
+_ids = itertools.count(1)
+
+
+def oldest_version(cl, path):
+    names = cl.list("/.coffer/versions" + path)
+    assert names, f"no versions of {path}"
+    return "/.coffer/versions" + path + "/" + names[0]
+
+
+def op_list(cl, p, f, c):
+    cl.list(p + "/" + f) if f.endswith("dir") else cl.list(p)
+
+
+def op_read(cl, p, f, c):
+    assert cl.read(f"{p}/{f}").startswith(b"two")
+
+
+def op_write_new(cl, p, f, c):
+    cl.write(f"{p}/{c}-new.txt", b"new")
+
+
+def op_overwrite(cl, p, f, c):
+    cl.write(f"{p}/{f}", b"three")
+
+
+def op_rename(cl, p, f, c):
+    cl.rename(f"{p}/{f}", f"{p}/{c}-renamed.txt")
+
+
+def op_move_out(cl, p, f, c):
+    cl.rename(f"{p}/{f}", f"/{c}-out.txt")
+
+
+def op_move_in(cl, p, f, c):
+    cl.write(f"/{c}-mine.txt", b"mine")            # into the principal's own tree: always allowed
+    cl.rename(f"/{c}-mine.txt", f"{p}/{c}-in.txt")
+
+
+def op_delete(cl, p, f, c):
+    cl.delete(f"{p}/{f}")
+
+
+def op_mkdir(cl, p, f, c):
+    cl.mkdir(f"{p}/{c}-dir-new")
+
+
+def op_lock(cl, p, f, c):
+    cl.lock(f"{p}/{f}")
+
+
+def op_versions(cl, p, f, c):
+    assert cl.read(oldest_version(cl, f"{p}/{f}")) == b"one"
+
+
+def op_restore(cl, p, f, c):
+    cl.restore(oldest_version(cl, f"{p}/{f}"), f"{p}/{f}")
+    assert cl.read(f"{p}/{f}") == b"one"
+    assert len(cl.list(f"/.coffer/versions{p}/{f}")) == 3       # what it replaced is a version too
+
+
+def op_purge(cl, p, f, c):
+    cl.delete(oldest_version(cl, f"{p}/{f}"))
+
+
+# on the shared folder itself (p is its path, f unused)
+def top_list(cl, p, f, c):
+    assert "plan.txt" in cl.list(p) or cl.list(p) is not None
+
+
+def top_versions(cl, p, f, c):
+    cl.list("/.coffer/versions" + p)
+
+
+def top_lock(cl, p, f, c):
+    cl.lock(p)
+
+
+def top_rename(cl, p, f, c):
+    cl.rename(p, p + "-renamed")
+
+
+def top_move_out(cl, p, f, c):
+    cl.rename(p, f"/{c}-moved")
+
+
+def top_delete(cl, p, f, c):
+    cl.rmdir(p)
+
+
+O, R, W, X = WHO
+INSIDE = {      # operation: (function, {principal: outcome}); unnamed principals: DENIED, the stranger HIDDEN
+    "list":      (op_list, {O: OK, R: OK, W: OK}),
+    "read":      (op_read, {O: OK, R: OK, W: OK}),
+    "write_new": (op_write_new, {O: OK, W: OK}),
+    "overwrite": (op_overwrite, {O: OK, W: OK}),
+    "rename":    (op_rename, {O: OK, W: OK}),
+    "move_out":  (op_move_out, {O: OK, W: OK}),
+    "move_in":   (op_move_in, {O: OK, W: OK}),
+    "delete":    (op_delete, {O: OK, W: OK}),
+    "mkdir":     (op_mkdir, {O: OK, W: OK}),
+    "lock":      (op_lock, {O: OK, W: OK}),
+    "versions":  (op_versions, {O: OK, R: OK, W: OK}),
+    "restore":   (op_restore, {O: OK, W: OK}),
+    "purge":     (op_purge, {O: OK}),
+}
+TOP = {
+    "list":      (top_list, {O: OK, R: OK, W: OK}),
+    "versions":  (top_versions, {O: OK, R: OK, W: OK}),
+    "lock":      (top_lock, {O: OK, W: OK}),
+    "rename":    (top_rename, {O: OK}),
+    "move_out":  (top_move_out, {O: OK}),
+    "delete":    (top_delete, {O: OK}),
+}
+# Next to the shared folder: the owner's own files. Collaborators reach only
+# /Shared/owner/<folder>; other names there do not exist for them, and
+# creating anything there is refused.
+NEXT = {name: (fn, {O: OK, R: HIDDEN, W: HIDDEN}) for name, (fn, _) in INSIDE.items()}
+for name in ("write_new", "overwrite", "move_in", "mkdir", "lock"):
+    NEXT[name] = (NEXT[name][0], {O: OK, R: DENIED, W: DENIED})
+PLACES = {"inside": INSIDE, "top": TOP, "next": NEXT}
+MUTATES = {"write_new", "overwrite", "rename", "move_out", "move_in", "delete", "mkdir", "restore", "purge"}
+
+CASES = [(place, op) for place, table in PLACES.items() for op in table]
+
+
+def expected(place, op, who):
+    outcome = PLACES[place][op][1].get(who)
+    if outcome is None:
+        outcome = HIDDEN if who == X else DENIED
+    return outcome
+
+
+def snapshot(owner, extra=()):
+    """The owner's whole tree (names, sizes, times) plus the versions of the given files."""
+    out = {}
+
+    def walk(path):
+        for a in owner.c.listdir_attr(path):
+            p = path.rstrip("/") + "/" + a.filename
+            out[p] = (a.st_size, a.st_mtime, stat.S_ISDIR(a.st_mode))
+            if stat.S_ISDIR(a.st_mode):
+                walk(p)
+    walk("/")
+    for f in extra:
+        try:
+            out["versions:" + f] = tuple(owner.c.listdir("/.coffer/versions" + f))
+        except IOError:
+            out["versions:" + f] = None
+    return out
+
+
+def prepare(server, owner, place, case):
+    """Fresh things for one case, made by the owner: (owner's path, principal's path, file name)."""
+    if place == "top":
+        top = f"/{case}-T"
+        owner.c.mkdir(top)
+        rc, out, err = server.exec("owner", f"coffer share grant {top} writer write")
+        assert rc == 0, err
+        return top, S, ""
+    base = "/Projects" if place == "inside" else ""
+    name = f"{case}.txt"
+    for data in (b"one", b"two"):
+        with owner.c.open(f"{base}/{name}", "wb") as fh:
+            fh.write(data)
+    if place == "next":
+        owner.c.mkdir(f"/{case}-dir")
+    return base or "/", (S if place == "inside" else "/Shared/owner"), name
+
+
+@pytest.mark.parametrize("who", WHO)
+@pytest.mark.parametrize("place,op", CASES)
+@pytest.mark.parametrize("protocol", ["webdav", "sftp"])
+def test_permission_matrix(server, clients, protocol, place, op, who):
+    if protocol == "sftp" and op == "lock":
+        pytest.skip("SFTP has no locks")
+    case = f"c{next(_ids)}"
+    owner = clients("sftp", "owner")
+    own_path, their_path, name = prepare(server, owner, place, case)
+    if place == "next" and op == "list":
+        name = f"{case}-dir"
+    path = own_path if who == O else their_path
+    p = "" if path == "/" else path
+    fn = PLACES[place][op][0]
+    files = [f"{own_path.rstrip('/')}/{name}"] if name else []
+    before = snapshot(owner, files)
+    want = expected(place, op, who)
+    cl = clients(protocol, who)
+    if want == OK:
+        fn(cl, p, name, case)
+        if op in MUTATES:
+            assert snapshot(owner, files) != before, "an allowed change left no trace"
+        return
+    with pytest.raises(Refused) as e:
+        fn(cl, p, name, case)
+    if want == DENIED:
+        assert e.value.kind == "denied", f"{protocol} {place} {op} as {who}: {e.value}"
+    assert snapshot(owner, files) == before, "a refused attempt changed something"
+
+
+# -- what each principal is told it may do ------------------------------------------------------
+
+PROP_BODY = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:" xmlns:oc="http://owncloud.org/ns"><D:prop>'
+             b"<D:current-user-privilege-set/><oc:permissions/>%s</D:prop></D:propfind>")
+
+
+def privileges(server, user, path, extra=b"", conn=None):
+    """{href: (privileges held, oc:permissions)} from a Depth 1 PROPFIND."""
+    from lxml import etree
+    status, _, data = server.request("PROPFIND", quote(path), PROP_BODY % extra, {"Depth": "1"}, user=user,
+                                     conn=conn)
+    assert status == 207, data
+    out = {}
+    for resp in etree.fromstring(data).iter("{DAV:}response"):
+        href = unquote(resp.findtext("{DAV:}href")).rstrip("/") or "/"
+        privs = resp.find(".//{DAV:}current-user-privilege-set")
+        perms = resp.find(".//{http://owncloud.org/ns}permissions")
+        out[href] = ({p[0].tag[len("{DAV:}"):] for p in privs.iter("{DAV:}privilege")},
+                     perms.text or "" if perms is not None else None)
+    return out
+
+
+READ_ONLY = {"read", "read-current-user-privilege-set"}
+FILE_RW = READ_ONLY | {"write", "write-properties", "write-content"}
+DIR_RW = FILE_RW | {"bind", "unbind"}
+
+
+def test_propfind_tells_each_principal_what_it_may_do(server):
+    for who, dir_privs, file_privs in (("reader", READ_ONLY, READ_ONLY), ("writer", DIR_RW, FILE_RW)):
+        shared = privileges(server, who, "/Shared/owner")
+        assert shared["/Shared/owner"][0] == READ_ONLY           # nothing can be created next to the folder
+        assert shared[S][0] == dir_privs                          # inside it: as granted
+        assert shared[S][1] == ("RCK" if who == "writer" else "")      # its top cannot be deleted or moved
+        inside = privileges(server, who, S)
+        assert inside[S + "/plan.txt"][0] == file_privs
+        assert inside[S + "/inner"][0] == dir_privs
+        assert inside[S + "/plan.txt"][1] == ("RDNVW" if who == "writer" else "")
+        assert privileges(server, who, "/")["/"][0] == DIR_RW      # their own home
+    owner = privileges(server, "owner", "/")
+    assert owner["/Projects"] == (DIR_RW, "RDNVCK")
+    versions = privileges(server, "writer", "/.coffer/versions" + S)
+    assert all(p == READ_ONLY for p, _ in versions.values())
+
+
+def test_privileges_through_the_full_propfind_handler(server):
+    """An account holding a lock takes wsgidav's own PROPFIND path: same answer."""
+    conn = server.connection()
+    try:
+        body = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+                b"<D:locktype><D:write/></D:locktype></D:lockinfo>")
+        status, h, _ = server.request("LOCK", quote(S + "/plan.txt"), body, {"Timeout": "Second-60"},
+                                      user="writer", conn=conn)
+        assert status == 200
+        try:
+            got = privileges(server, "writer", S, b"<D:lockdiscovery/>", conn=conn)
+            assert got[S + "/plan.txt"][0] == FILE_RW
+            assert got[S][0] == DIR_RW
+            got = privileges(server, "reader", S, b"<D:lockdiscovery/>")
+            assert got[S + "/plan.txt"][0] == READ_ONLY
+        finally:
+            server.request("UNLOCK", quote(S + "/plan.txt"), headers={"Lock-Token": h["lock-token"]},
+                           user="writer", conn=conn)
+    finally:
+        conn.close()
+
+
+def test_sftp_permission_bits_match(server, clients):
+    for who in ("reader", "writer"):
+        c = clients("sftp", who).c
+        by_name = {a.filename: a for a in c.listdir_attr(S)}
+        f, d = by_name["plan.txt"], by_name["inner"]
+        top = c.stat(S)
+        if who == "reader":
+            assert f.st_mode & 0o777 == 0o444 and f.longname.startswith("-r--r--r--")
+            assert d.st_mode & 0o777 == 0o555 and d.longname.startswith("dr-xr-xr-x")
+            assert top.st_mode & 0o222 == 0
+        else:
+            assert f.st_mode & 0o200 and f.longname.startswith("-rw")
+            assert d.st_mode & 0o200 and d.longname.startswith("drw")
+            assert top.st_mode & 0o200
+        for a in c.listdir_attr("/Shared"):                 # where shares appear: read-only
+            assert a.st_mode & 0o222 == 0, a.longname
+        assert c.stat("/Shared").st_mode & 0o222 == 0
