@@ -103,6 +103,8 @@ def cmd_user_reinstate(st, args):
 # -- erase ----------------------------------------------------------------------------------
 
 def receipt_text(r: dict) -> str:
+    note = ["  note: another process held the database log open; erased rows leave it at its next checkpoint"
+            ] if r.get("database_log_cleared") is False else []
     return "\n".join([
         f"erasure receipt #{r['id']} ({r['reason']}): started {r['started']}, finished {r['finished']} "
         f"({r['seconds']} s, {r['runs']} run(s))",
@@ -112,7 +114,7 @@ def receipt_text(r: dict) -> str:
         f"{r['versions']} version(s), {r['chunks']} chunk(s) in {r['blobs']} blob(s), {human(r['bytes'])}",
         f"  removed: {r['dead_properties']} dead propert(ies), {r['locks']} lock(s), {r['ssh_keys']} SSH key(s)",
         f"  anonymised: {r['session_records_anonymised']} session record(s), "
-        f"{r['audit_events_anonymised']} audit event(s)"])
+        f"{r['audit_events_anonymised']} audit event(s)"] + note)
 
 
 def cmd_user_erase(st, args):

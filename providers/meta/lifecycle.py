@@ -170,12 +170,13 @@ def receipts_list(c, kind: str | None = None, receipt_id: int | None = None):
 
 
 
-def checkpoint(db) -> bool:
+def checkpoint(db) -> bool | None:
     """SQLite: move the write-ahead log into the database file and truncate
     it, so the pages of erased rows do not linger there. True if complete
-    (a long-running reader elsewhere can hold it back)."""
+    (a long-running reader elsewhere can hold it back); None on other
+    databases, where VACUUM is the operator's job."""
     if not db.is_sqlite:
-        return True
+        return None
     raw = db.engine.raw_connection()
     try:
         cur = raw.cursor()
