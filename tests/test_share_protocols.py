@@ -13,6 +13,7 @@ permission denied) but never success. A refused attempt changes nothing.
 from __future__ import annotations
 
 import errno
+import json
 import itertools
 import re
 import stat
@@ -24,7 +25,7 @@ import paramiko
 import pytest
 
 from admin_harness import ADMIN
-from webdav_harness import CofferServer, free_port
+from webdav_harness import CofferServer, free_port, require_client
 
 OK, DENIED, HIDDEN = "ok", "denied", "hidden"
 ACCOUNTS = {"owner": ("owner-pw-1", "managed"), "reader": ("reader-pw-22", "private"),
@@ -557,3 +558,184 @@ def test_sftp_permission_bits_match(server, clients):
         for a in c.listdir_attr("/Shared"):                 # where shares appear: read-only
             assert a.st_mode & 0o222 == 0, a.longname
         assert c.stat("/Shared").st_mode & 0o222 == 0
+
+
+# -- revocation reaches sessions that are already open --------------------------------------
+
+def owner_folder(clients, name: str, files: dict) -> None:
+    owner = clients("sftp", "owner")
+    owner.c.mkdir(name)
+    for fname, data in files.items():
+        with owner.c.open(f"{name}/{fname}", "wb") as fh:
+            fh.write(data)
+
+
+def test_revocation_reaches_an_open_webdav_connection(server, clients):
+    owner_folder(clients, "/RevDav", {"f.txt": b"before"})
+    assert server.admin("share", "grant", "owner", "/RevDav", "writer", "write").returncode == 0
+    dav = Dav(server, "writer")               # one keep-alive connection across the revocation
+    try:
+        base = "/Shared/owner/RevDav"
+        assert dav.read(base + "/f.txt") == b"before"
+        dav.write(base + "/g.txt", b"written while shared")
+        sock = dav.conn.sock
+        p = server.admin("share", "revoke", "owner", "/RevDav", "writer")
+        assert p.returncode == 0, p.stderr
+        for attempt in (lambda: dav.read(base + "/f.txt"), lambda: dav.write(base + "/h.txt", b"late"),
+                        lambda: dav.list(base), lambda: dav.delete(base + "/f.txt")):
+            with pytest.raises(Refused):
+                attempt()
+        assert dav.conn.sock is sock, "the connection was not kept open"
+        assert "RevDav" not in dav.list("/Shared/owner")
+        assert dav.list("/Shared/owner") == ["Projects"]             # other shares are untouched
+    finally:
+        dav.close()
+    assert sorted(clients("sftp", "owner").c.listdir("/RevDav")) == ["f.txt", "g.txt"]
+
+
+def test_revocation_reaches_an_open_sftp_session(server, clients):
+    owner_folder(clients, "/RevSftp", {"f.txt": b"before"})
+    rc, _, err = server.exec("owner", "coffer share grant /RevSftp writer write")
+    assert rc == 0, err
+    ssh, c = server.sftp("writer")            # one SFTP session across the revocation
+    try:
+        base = "/Shared/owner/RevSftp"
+        assert c.open(base + "/f.txt").read() == b"before"
+        upload = c.open(base + "/upload.txt", "wb")      # a handle opened while shared
+        upload.write(b"half")
+        rc, _, err = server.exec("owner", "coffer share revoke /RevSftp writer")
+        assert rc == 0, err
+        for attempt in (lambda: c.listdir(base), lambda: c.stat(base + "/f.txt"),
+                        lambda: c.open(base + "/f.txt").read(), lambda: c.mkdir(base + "/d"),
+                        lambda: c.remove(base + "/f.txt")):
+            with pytest.raises(IOError) as e:
+                attempt()
+            assert e.value.errno in (errno.ENOENT, errno.EACCES)
+        with pytest.raises(IOError):          # CLOSE publishes: refused (paramiko's close() would hide it)
+            c._request(paramiko.sftp.CMD_CLOSE, upload.handle)
+        upload._closed = True
+        assert "RevSftp" not in c.listdir("/Shared/owner")
+    finally:
+        ssh.close()
+    assert clients("sftp", "owner").c.listdir("/RevSftp") == ["f.txt"]
+
+
+# -- coffer-admin share ---------------------------------------------------------------------------
+
+def admin_fails(server, *args, input="", says=""):
+    p = server.admin(*args, input=input)
+    assert p.returncode == 1, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("coffer-admin: share: "), p.stderr
+    assert says in lines[0], lines[0]
+    return lines[0]
+
+
+def test_admin_share_commands(server, clients):
+
+    owner_folder(clients, "/AdminBox", {"a.txt": b"from the admin box"})
+    p = server.admin("share", "grant", "owner", "/AdminBox", "keeper", "read")
+    assert p.returncode == 0 and "/Shared/owner/AdminBox" in p.stdout, p.stderr
+    keeper = Dav(server, "keeper")
+    try:
+        assert keeper.read("/Shared/owner/AdminBox/a.txt") == b"from the admin box"
+        with pytest.raises(Refused) as e:
+            keeper.write("/Shared/owner/AdminBox/b.txt", b"no")
+        assert e.value.kind == "denied"
+        listing = json.loads(server.admin("share", "list", "owner", "--json").stdout)
+        assert {"folder": "/AdminBox", "grantee": "keeper", "permission": "read", "trashed": False} \
+            in listing["shared"]
+        assert server.admin("share", "grant", "owner", "/AdminBox", "keeper", "write", "--json").returncode == 0
+        keeper.write("/Shared/owner/AdminBox/b.txt", b"now allowed")
+        text = server.admin("share", "list", "owner").stdout
+        assert re.search(r"/AdminBox\s+keeper\s+write", text), text
+
+        admin_fails(server, "share", "grant", "ghost", "/AdminBox", "keeper", "read", says="no account named 'ghost'")
+        admin_fails(server, "share", "grant", "owner", "/AdminBox", "ghost", "read", says="no active account")
+        admin_fails(server, "share", "grant", "owner", "/AdminBox", "keeper", "admin", says="'read' or 'write'")
+        admin_fails(server, "share", "grant", "owner", "/Nowhere", "keeper", "read", says="does not exist")
+        admin_fails(server, "share", "grant", "owner", "/AdminBox/a.txt", "keeper", "read", says="is a file")
+        admin_fails(server, "share", "revoke", "owner", "/AdminBox", "reader", says="not shared with reader")
+
+        # a private owner: its folder keys open only with its password
+        admin_fails(server, "share", "grant", "keeper", "/Box", "reader", "read", says="--password-stdin")
+        admin_fails(server, "share", "list", "keeper", says="private")
+        admin_fails(server, "share", "grant", "keeper", "/Box", "reader", "read", "--password-stdin",
+                    input="wrong password\n", says="password")
+        p = server.admin("share", "grant", "keeper", "/Box", "reader", "read", "--password-stdin",
+                         input=server.password("keeper") + "\n")
+        assert p.returncode == 0, p.stderr
+        reader = Dav(server, "reader")
+        try:
+            assert reader.read("/Shared/keeper/Box/kept.txt") == b"kept"
+            listing = json.loads(server.admin("share", "list", "keeper", "--json", "--password-stdin",
+                                              input=server.password("keeper") + "\n").stdout)
+            assert listing["shared"] == [{"folder": "/Box", "grantee": "reader", "permission": "read",
+                                          "trashed": False}]
+            assert listing["received"] == [{"owner": "owner", "folder": "/Shared/owner/AdminBox",
+                                            "permission": "write"}]
+            p = server.admin("share", "revoke", "keeper", "/Box", "reader", "--password-stdin",
+                             input=server.password("keeper") + "\n")
+            assert p.returncode == 0, p.stderr
+            with pytest.raises(Refused):
+                reader.read("/Shared/keeper/Box/kept.txt")
+        finally:
+            reader.close()
+
+        assert server.admin("share", "revoke", "owner", "/AdminBox", "keeper").returncode == 0
+        with pytest.raises(Refused):
+            keeper.read("/Shared/owner/AdminBox/a.txt")
+        admin_fails(server, "share", "revoke", "owner", "/AdminBox", "keeper", says="not shared with keeper")
+    finally:
+        keeper.close()
+
+
+# -- ssh owner@host coffer share … ----------------------------------------------------------------
+
+def openssh(server, command: str) -> subprocess.CompletedProcess:
+    """The owner's own OpenSSH client, logging in with its key."""
+    require_client("ssh")
+    return subprocess.run(["ssh", "-p", str(server.sftp_port), "-o", "StrictHostKeyChecking=no",
+                           "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+                           "-o", "IdentitiesOnly=yes", "-o", "PreferredAuthentications=publickey",
+                           "-i", str(server.key), "owner@127.0.0.1", command],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def test_ssh_coffer_share_commands(server, clients):
+
+    if server.key is None:
+        require_client("ssh-keygen")
+    owner_folder(clients, "/SshBox", {"a.txt": b"over ssh"})
+    p = openssh(server, "coffer share grant /SshBox writer write")
+    assert p.returncode == 0 and "/Shared/owner/SshBox" in p.stdout, p.stderr
+    writer = clients("webdav", "writer")
+    writer.write("/Shared/owner/SshBox/b.txt", b"by the writer")
+    assert re.search(r"/SshBox\s+writer\s+write", openssh(server, "coffer share list").stdout)
+    listing = json.loads(openssh(server, "coffer share list --json").stdout)
+    assert {"folder": "/SshBox", "grantee": "writer", "permission": "write", "trashed": False} in listing["shared"]
+
+    p = openssh(server, "coffer share grant /SshBox writer admin")
+    assert p.returncode == 1 and "'read' or 'write'" in p.stderr
+    p = openssh(server, "coffer share grant /SshBox ghost read")
+    assert p.returncode == 1 and "no active account" in p.stderr
+    p = openssh(server, "coffer share grant '/Sh Box' writer read")
+    assert p.returncode == 1 and "does not exist" in p.stderr
+    p = openssh(server, "coffer share")
+    assert p.returncode == 2 and "usage: coffer share grant" in p.stderr
+    p = openssh(server, "coffer share move /SshBox writer")
+    assert p.returncode == 2
+    # a collaborator cannot pass the folder on, nor change grants
+    rc, _, err = server.exec("writer", "coffer share grant /Shared/owner/SshBox stranger read")
+    assert rc == 1 and "your own tree" in err
+    rc, _, err = server.exec("writer", "coffer share revoke /Shared/owner/SshBox writer")
+    assert rc == 1
+    # a private account manages its shares after a password login
+    rc, out, err = server.exec("keeper", "coffer share list --json")
+    assert rc == 0 and json.loads(out)["shared"] == [], err
+
+    p = openssh(server, "coffer share revoke /SshBox writer")
+    assert p.returncode == 0, p.stderr
+    with pytest.raises(Refused):
+        writer.write("/Shared/owner/SshBox/c.txt", b"too late")
+    assert sorted(clients("sftp", "owner").c.listdir("/SshBox")) == ["a.txt", "b.txt"]
