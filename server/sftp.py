@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 WINDOW_SIZE = paramiko.common.DEFAULT_WINDOW_SIZE
 MAX_PACKET_SIZE = paramiko.common.DEFAULT_MAX_PACKET_SIZE
 CHANNELS_PER_CONNECTION = 10
+RECORD_SECONDS = 60                  # long connections update their session record this often
 HANDSHAKE_SECONDS = 30
 AUTH_SECONDS = 60
 PRIVATE_KEY_MESSAGE = ("Coffer: account {name!r} is in private mode: its files are unlocked only by its "
@@ -90,6 +91,8 @@ class Connection:
         self.sid: int | None = None
         self.bytes_in = self.bytes_out = self.requests = 0
         self.channels = 0
+        self.live: set = set()               # running SFTP sessions, for interim totals
+        self.recorded_at = time.monotonic()
         self.lock = threading.Lock()
         self.transport: CofferTransport | None = None
         self.finished = False
@@ -97,11 +100,18 @@ class Connection:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def add(self, bytes_in: int, bytes_out: int, requests: int) -> None:
+    def add(self, bytes_in: int, bytes_out: int, requests: int, session=None) -> None:
         with self.lock:
             self.bytes_in += bytes_in
             self.bytes_out += bytes_out
             self.requests += requests
+            self.live.discard(session)
+
+    def totals(self) -> tuple[int, int, int]:
+        with self.lock:
+            live = list(self.live)
+            return (self.bytes_in + sum(x.bytes_in for x in live), self.bytes_out + sum(x.bytes_out for x in live),
+                    self.requests + sum(x.requests for x in live))
 
 
 class SshServer(paramiko.ServerInterface):
@@ -257,10 +267,12 @@ class SshServer(paramiko.ServerInterface):
     # -- workers --------------------------------------------------------------------------
     def _run_sftp(self, channel):
         s = SftpSession(channel, self.conn.vfs, self.conn.account or "user", self.srv.disk_space, self.conn.touch)
+        with self.conn.lock:
+            self.conn.live.add(s)
         try:
             s.run()
         finally:
-            self.conn.add(s.bytes_in, s.bytes_out, s.requests)
+            self.conn.add(s.bytes_in, s.bytes_out, s.requests, s)
 
     def _run_exec(self, channel, command: bytes):
         self.conn.touch()
@@ -427,6 +439,13 @@ class SftpServer:
                     continue
                 if not t.is_active():
                     self._finished(conn)
+                    continue
+                if conn.sid is not None and conn.sid >= 0 and now - conn.recorded_at > RECORD_SECONDS:
+                    conn.recorded_at = now
+                    try:
+                        self.storage.sessions.update(conn.sid, *conn.totals())
+                    except Exception:
+                        log.exception("sftp: updating a session record failed")
                 elif idle and now - conn.last_activity > idle:
                     if conn.account is not None or now - conn.started > AUTH_SECONDS:
                         log.info("sftp[%s]: closing an idle connection", conn.tag)
