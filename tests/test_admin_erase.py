@@ -349,3 +349,37 @@ def test_erased_account_cannot_log_in_over_sftp(tmp_path):
         assert srv.sftp_batch("ls\n").returncode != 0
         assert srv.sftp_batch("ls\n", password="alice-pw-1").returncode != 0
         assert srv.sftp_batch("ls\n", user="bob").returncode == 0
+
+
+def test_erase_spares_content_copied_into_another_accounts_folder(tmp_path):
+    admin = Admin(tmp_path)
+    admin.add_user("alice", "alice-password")
+    admin.add_user("bob", "bob-password")
+    data = os.urandom(300_000)
+    st = admin.storage()
+    try:
+        bob = st.open_as("bob")
+        bob.mkdir("/Box")
+        bob.share_grant("/Box", "alice", "write")
+        alice = st.open_as("alice")
+        alice.write_bytes("/mine.bin", data)
+        alice.copy("/mine.bin", "/Shared/bob/Box/copy.bin")      # bob's folder now holds the same content
+        alice.mkdir("/Out")
+        alice.share_grant("/Out", "bob", "read")
+        with st.db.read() as c:
+            doms = [row[0] for row in c.execute(sql_select(schema.domains.c.id)
+                                                .where(schema.domains.c.owner_id == alice.user.id))]
+        alice_id = alice.user.id
+    finally:
+        st.close()
+    r = admin.ok("user", "erase", "alice", "--yes", "--json")
+    assert r["domains"] == 2 and r["blobs"] < r["chunks"]           # blobs bob's folder uses stay
+    st = admin.storage()
+    try:
+        bob = st.open_as("bob")
+        assert bob.read_bytes("/Box/copy.bin") == data
+        assert bob.share_list() == {"shared": [], "received": []}
+        assert st.fsck()["damaged"] == []
+        assert len(doms) == 2 and references(st, alice_id, doms) == []
+    finally:
+        st.close()
