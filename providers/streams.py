@@ -290,6 +290,8 @@ class Reader:
         return data[off - coff:off - coff + want]
 
     def read(self, n: int = -1) -> bytes:
+        if self.domain.permission != "owner":
+            self.vfs._recheck(self.domain)      # a shared folder: access may have been revoked since opening
         if n is None or n < 0:
             n = self.size - self.pos
         n = min(n, self.size - self.pos)

@@ -167,6 +167,12 @@ class Vfs:
         cached.permission = mem["permission"]
         return cached
 
+    def _recheck(self, dom: Domain) -> None:
+        """Raise PermissionDenied if the principal lost a shared folder after
+        opening something in it (an open read handle answers the next read)."""
+        with self._tx() as c:
+            self._domain(c, dom.id)
+
     def _private_key(self, c) -> bytes:
         row = uq.user_by_id(c, self.user.id)
         return crypto.unwrap_key(self._user_key, bytes(row["wrapped_private_key"]), b"x25519", "private key")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import itertools
 import re
 import stat
@@ -594,15 +595,17 @@ def test_revocation_reaches_an_open_webdav_connection(server, clients):
 
 
 def test_revocation_reaches_an_open_sftp_session(server, clients):
-    owner_folder(clients, "/RevSftp", {"f.txt": b"before"})
+    owner_folder(clients, "/RevSftp", {"f.txt": b"before", "big.bin": os.urandom(300_000)})
     rc, _, err = server.exec("owner", "coffer share grant /RevSftp writer write")
     assert rc == 0, err
     ssh, c = server.sftp("writer")            # one SFTP session across the revocation
     try:
         base = "/Shared/owner/RevSftp"
         assert c.open(base + "/f.txt").read() == b"before"
-        upload = c.open(base + "/upload.txt", "wb")      # a handle opened while shared
+        upload = c.open(base + "/upload.txt", "wb")      # handles opened while shared
         upload.write(b"half")
+        download = c.open(base + "/big.bin", "rb")
+        assert len(download.read(10)) == 10
         rc, _, err = server.exec("owner", "coffer share revoke /RevSftp writer")
         assert rc == 0, err
         for attempt in (lambda: c.listdir(base), lambda: c.stat(base + "/f.txt"),
@@ -611,13 +614,17 @@ def test_revocation_reaches_an_open_sftp_session(server, clients):
             with pytest.raises(IOError) as e:
                 attempt()
             assert e.value.errno in (errno.ENOENT, errno.EACCES)
+        download.seek(200_000)
+        with pytest.raises(IOError) as e:     # the next READ on a handle opened before
+            download.read(1000)
+        assert e.value.errno == errno.EACCES
         with pytest.raises(IOError):          # CLOSE publishes: refused (paramiko's close() would hide it)
             c._request(paramiko.sftp.CMD_CLOSE, upload.handle)
         upload._closed = True
         assert "RevSftp" not in c.listdir("/Shared/owner")
     finally:
         ssh.close()
-    assert clients("sftp", "owner").c.listdir("/RevSftp") == ["f.txt"]
+    assert sorted(clients("sftp", "owner").c.listdir("/RevSftp")) == ["big.bin", "f.txt"]
 
 
 # -- coffer-admin share ---------------------------------------------------------------------------

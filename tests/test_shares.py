@@ -136,6 +136,16 @@ def test_revocation_takes_effect_on_an_open_session_and_rotates_the_key(team, st
                 crypto.decrypt_name(old, bytes(n["name_enc"]))
 
 
+def test_revocation_reaches_an_open_read_handle(team):
+    r = team["reader"].open_read(S + "/inner/deep.bin")
+    assert len(r.read(1000)) == 1000
+    team["owner"].share_revoke("/Projects", "reader")
+    with pytest.raises(PermissionDenied):
+        r.read(1000)
+    with team["owner"].open_read("/Projects/inner/deep.bin") as mine:      # the owner's own handle reads on
+        assert len(mine.read()) == 200_000
+
+
 def test_private_owner_content_is_unreadable_before_grant(storage):
     storage.accounts.create("p1", "p1-password", mode="private")
     storage.accounts.create("p2", "p2-password", mode="private")
