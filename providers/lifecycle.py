@@ -38,6 +38,7 @@ from .meta import locks as lockq
 from .meta import sshkeys as sq
 from .meta import users as uq
 from .retention import DAY
+from .vfs import SHARED
 
 log = logging.getLogger(__name__)
 CHUNK_BATCH = 200
@@ -275,12 +276,12 @@ def receipts(st, receipt_id: int | None = None, kind: str | None = None) -> list
 
 # -- export ---------------------------------------------------------------------------------------
 
-def account_record(st, user: User) -> dict:
+def account_record(st, vfs) -> dict:
     """Everything the service keeps about an account besides its files:
-    profile, consents, quota, grants, SSH keys, session records, audit events."""
+    profile, consents, quota, shared folders, SSH keys, session records,
+    audit events."""
+    user = vfs.user
     with st.db.read() as c:
-        made = [dict(r) for r in lq.grants_made(c, user.id)]
-        received = [dict(r) for r in lq.grants_received(c, user.id)]
         keys = [dict(r) for r in sq.keys_of(c, user.id)]
         sessions = [dict(r) for r in uq.sessions(c, user.id)]
         events = [dict(r) for r in uq.audit_events_list(c, user.id)]
@@ -296,10 +297,7 @@ def account_record(st, user: User) -> dict:
         "quota": {"plan": user.plan, "limit_bytes": limit, "used_bytes": st.accounts.usage(user.id)},
         "settings": {"exclude": list(user.settings.get("exclude", st.cfg.retention.exclude)),
                      "retention": user.settings.get("retention")},
-        "grants": {"made": [{"folder": g["domain_id"], "to": g["grantee"], "permission": g["permission"],
-                             "since": iso(g["created_us"])} for g in made],
-                   "received": [{"folder": g["domain_id"], "from": g["owner"], "permission": g["permission"],
-                                 "since": iso(g["created_us"])} for g in received]},
+        "grants": vfs.share_list(),
         "ssh_keys": [{"fingerprint": k["fingerprint"], "comment": k["comment"], "added": iso(k["created_us"])}
                      for k in keys],
         "sessions": [{"protocol": s["protocol"], "address": s["client_addr"], "started": iso(s["started_us"]),
@@ -313,17 +311,18 @@ def account_record(st, user: User) -> dict:
 def _walk(vfs, path="/"):
     for e in sorted(vfs.list(path), key=lambda e: e.name):
         yield e
-        if e.is_dir:
+        if e.is_dir and e.path != f"/{SHARED}":
             yield from _walk(vfs, e.path)
 
 
 def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
     """Write a tar to the binary stream `out`: `account.json` (see
-    account_record), the current tree under `files/`, and with
+    account_record), the account's own current tree under `files/` (not
+    folders others share with it), and with
     `with_versions` every kept older version under `versions/<path>/<time>_<name>`.
     File contents are streamed, never held whole in memory."""
     user = vfs.user
-    record = account_record(st, user)
+    record = account_record(st, vfs)
     counts = {"files": 0, "folders": 0, "versions": 0, "bytes": 0}
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         data = json.dumps(record, indent=2, ensure_ascii=False, default=str).encode()
@@ -331,6 +330,8 @@ def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
         info.size, info.mtime, info.mode = len(data), time.time(), 0o600
         tar.addfile(info, io.BytesIO(data))
         for e in _walk(vfs):
+            if e.path.startswith(f"/{SHARED}/") or e.path == f"/{SHARED}":
+                continue                     # folders others own and share with the account
             name = "files" + e.path
             if e.is_dir:
                 info = tarfile.TarInfo(name)

@@ -43,6 +43,12 @@ def test_export_round_trip_with_versions(admin, tmp_path):
     try:
         upload(st, "alice", files, old)
         st.open_as("alice").makedirs("/empty-folder")
+        st.accounts.create("bob", "bob-password")
+        bob = st.open_as("bob")
+        bob.mkdir("/B")
+        bob.write_bytes("/B/bobs.txt", b"not alice's")
+        bob.share_grant("/B", "alice", "read")
+        st.open_as("alice").share_grant("/docs", "bob", "write")
         uid = st.accounts.get("alice").id
         sid = st.sessions.start(uid, "sftp", "203.0.113.5")
         st.sessions.end(sid, 1234, 5678, 9)
@@ -68,7 +74,10 @@ def test_export_round_trip_with_versions(admin, tmp_path):
                                                                         "alice@example.org")
     assert record["consents"]["news_email"] is True and record["consents"]["news_email_changed"]
     assert record["quota"]["plan"] == "pro" and record["quota"]["used_bytes"] > 1_000_000
-    assert record["grants"] == {"made": [], "received": []}
+    assert record["grants"]["shared"] == [{"folder": "/docs", "grantee": "bob", "permission": "write",
+                                           "trashed": False}]
+    assert [(g["owner"], g["folder"]) for g in record["grants"]["received"]] == [("bob", "/Shared/bob/B")]
+    assert not any("Shared" in n for n in names)             # folders others own are theirs to export
     (s,) = record["sessions"]
     assert (s["protocol"], s["address"], s["bytes_in"], s["bytes_out"]) == ("sftp", "203.0.113.5", 1234, 5678)
     assert any(e["event"] == "account_created" for e in record["audit_events"])

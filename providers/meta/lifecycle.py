@@ -108,28 +108,6 @@ def cancelled_due(c, now_us: int):
                      ).mappings().all()
 
 
-# -- grants --------------------------------------------------------------------------------
-
-def grants_made(c, user_id: int):
-    """Members other than the owner of the domains an account owns."""
-    return c.execute(select(domain_members.c.domain_id, domain_members.c.permission, domain_members.c.created_us,
-                            users.c.name.label("grantee"))
-                     .select_from(domain_members.join(domains, domains.c.id == domain_members.c.domain_id)
-                                  .join(users, users.c.id == domain_members.c.user_id))
-                     .where(domains.c.owner_id == user_id, domain_members.c.user_id != user_id)
-                     .order_by(domain_members.c.domain_id)).mappings().all()
-
-
-def grants_received(c, user_id: int):
-    """The account's memberships of domains others own."""
-    return c.execute(select(domain_members.c.domain_id, domain_members.c.permission, domain_members.c.created_us,
-                            users.c.name.label("owner"))
-                     .select_from(domain_members.join(domains, domains.c.id == domain_members.c.domain_id)
-                                  .join(users, users.c.id == domains.c.owner_id))
-                     .where(domain_members.c.user_id == user_id, domains.c.owner_id != user_id)
-                     .order_by(domain_members.c.domain_id)).mappings().all()
-
-
 # -- records retention ---------------------------------------------------------------------------
 
 def purge_sessions_before(c, cutoff_us: int) -> int:
