@@ -41,7 +41,7 @@ def _grantee(c, name: str, owner_id: int):
     return row
 
 
-def grant(vfs, parts, grantee: str, permission: str) -> dict:
+def grant(vfs, parts, grantee: str, permission: str, actor: str = "user") -> dict:
     if permission not in PERMISSIONS:
         raise Conflict("the permission is 'read' or 'write'")
     now = meta.now_us()
@@ -68,14 +68,14 @@ def grant(vfs, parts, grantee: str, permission: str) -> dict:
             pub = bytes(who["public_key"])
             uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
                           key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
-        uq.audit(c, "share_granted", user_id=vfs.user.id, actor="user",
+        uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
                  detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
     vfs._delete_blobs(blobs)
     return {"folder": paths.join(parts), "grantee": who["name"], "permission": permission,
             "appears_as": f"/Shared/{vfs.user.name}/{parts[-1]}"}
 
 
-def revoke(vfs, parts, grantee: str) -> dict:
+def revoke(vfs, parts, grantee: str, actor: str = "user") -> dict:
     with vfs.st.db.write() as c:
         node, dom = _own_folder(vfs, c, parts)
         who = _grantee(c, grantee, vfs.user.id)
@@ -95,7 +95,7 @@ def revoke(vfs, parts, grantee: str) -> dict:
                           "wrapped_key": None, "key_gen": gen}
             uq.update_member(c, dom.id, m["user_id"], **values)
         uq.update_domain(c, dom.id, key_gen=gen)
-        uq.audit(c, "share_revoked", user_id=vfs.user.id, actor="user",
+        uq.audit(c, "share_revoked", user_id=vfs.user.id, actor=actor,
                  detail={"domain": dom.id, "grantee": who["id"]})
     return {"folder": paths.join(parts), "grantee": who["name"], "revoked": True}
 

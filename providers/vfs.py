@@ -1186,20 +1186,21 @@ class Vfs:
         return self.copy(paths.join((paths.META, "trash", stamp(n["trashed_us"])) + tp), dest)
 
     # -- sharing ------------------------------------------------------------------------------------
-    def share_grant(self, path, grantee: str, permission: str) -> dict:
+    def share_grant(self, path, grantee: str, permission: str, actor: str = "user") -> dict:
         """Open one of the principal's folders to another account, read-only
         or read/write. The first grant makes the folder a key domain of its
         own (its keys and names are re-wrapped, content is untouched); the
         folder key is sealed to the grantee's public key, so nothing secret
-        of the grantee is needed."""
+        of the grantee is needed. `actor` names who acted for the audit
+        record: the owner ("user") or an administrator ("admin")."""
         from . import shares
-        return shares.grant(self, paths.parse(path), grantee, permission)
+        return shares.grant(self, paths.parse(path), grantee, permission, actor)
 
-    def share_revoke(self, path, grantee: str) -> dict:
+    def share_revoke(self, path, grantee: str, actor: str = "user") -> dict:
         """Take a folder back from one collaborator: their copy of the key goes
         at once, and the folder key is rotated for everything afterwards."""
         from . import shares
-        return shares.revoke(self, paths.parse(path), grantee)
+        return shares.revoke(self, paths.parse(path), grantee, actor)
 
     def share_list(self) -> dict:
         """Folders this principal shares (with whom, how) and receives."""

@@ -1,7 +1,8 @@
 """`coffer-admin share grant | revoke | list`: an owner's shared folders.
 
 Each command opens the owner's filesystem and calls the same sharing API the
-owner reaches over SSH (`coffer share …`): the admin acts as the owner. A
+owner reaches over SSH (`coffer share …`): the admin acts as the owner, and the
+audit records say an administrator did. A
 private owner's folder keys open only with the owner's password, so for such
 an account the password is read from a prompt or, with --password-stdin,
 from standard input.
@@ -25,7 +26,7 @@ def cmd_grant(st, args):
     vfs = _owner(st, args)
     owner = vfs.user.name
     try:
-        got = vfs.share_grant(args.path, args.grantee, args.permission)
+        got = vfs.share_grant(args.path, args.grantee, args.permission, actor="admin")
     finally:
         vfs.close()
     got["owner"] = owner
@@ -37,7 +38,7 @@ def cmd_revoke(st, args):
     vfs = _owner(st, args)
     owner = vfs.user.name
     try:
-        got = vfs.share_revoke(args.path, args.grantee)
+        got = vfs.share_revoke(args.path, args.grantee, actor="admin")
     finally:
         vfs.close()
     got["owner"] = owner

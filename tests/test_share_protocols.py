@@ -690,6 +690,9 @@ def test_admin_share_commands(server, clients):
             reader.close()
 
         assert server.admin("share", "revoke", "owner", "/AdminBox", "keeper").returncode == 0
+        events = json.loads(server.admin("audit", "--user", "owner", "--json").stdout)
+        actors = {(e["event"], e["actor"]) for e in events if e["event"].startswith("share_")}
+        assert {("share_granted", "admin"), ("share_revoked", "admin"), ("share_granted", "user")} <= actors
         with pytest.raises(Refused):
             keeper.read("/Shared/owner/AdminBox/a.txt")
         admin_fails(server, "share", "revoke", "owner", "/AdminBox", "keeper", says="not shared with keeper")
