@@ -12,7 +12,6 @@ import time
 
 from providers.storage import Storage
 
-from conftest import make_config
 
 SIZE = 12 * 1024 * 1024
 
@@ -38,8 +37,7 @@ def digest(k: int) -> str:
     return hashlib.sha256(random.Random(k).randbytes(SIZE)).hexdigest()
 
 
-def test_sigkill_mid_write_leaves_old_or_new(tmp_path):
-    cfg = make_config(tmp_path)
+def test_sigkill_mid_write_leaves_old_or_new(tmp_path, cfg):
     conf = tmp_path / "coffer.toml"
     url = cfg.database_url
     conf.write_text(f'[storage]\ndata_dir = "{cfg.data_dir}"\ndatabase_url = "{url}"\n'
