@@ -273,6 +273,8 @@ EXTENSIONS: list = []      # modules that add command groups: register(sub, user
 
 def _load_extensions() -> None:
     import importlib
+    if EXTENSIONS:            # already loaded in this process
+        return
     for mod in ("scripts.admin_keys", "scripts.admin_gdpr", "scripts.admin_share"):
         try:
             m = importlib.import_module(mod)
