@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import errno
 import http.client
+import itertools
 import json
 import os
-import itertools
 import re
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -25,7 +26,6 @@ from urllib.parse import quote, unquote
 
 import paramiko
 import pytest
-
 from admin_harness import ADMIN
 from webdav_harness import CofferServer, free_port, require_client
 
@@ -77,7 +77,6 @@ port = {self.sftp_port}
                 st.accounts.create(name, pw, mode=mode)
             o = st.login("owner", ACCOUNTS["owner"][0])
             o.makedirs("/Projects/inner")
-            o.makedirs("/Other")
             o.write_bytes("/Projects/plan.txt", b"plan v1")
             o.write_bytes("/Projects/plan.txt", b"plan v2")
             o.write_bytes("/Projects/inner/deep.txt", b"deep")
@@ -87,7 +86,7 @@ port = {self.sftp_port}
             k = st.login("keeper", ACCOUNTS["keeper"][0])
             k.makedirs("/Box")
             k.write_bytes("/Box/kept.txt", b"kept")
-            if require_ssh_keygen():
+            if shutil.which("ssh-keygen"):
                 self.key = self.folder / "owner_ed25519"
                 subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)], check=True)
                 SSHKeys(st.db, st.accounts).add("owner", self.key.with_suffix(".pub").read_text())
@@ -122,11 +121,6 @@ port = {self.sftp_port}
                               text=True, timeout=120)
 
 
-def require_ssh_keygen() -> bool:
-    import shutil
-    return shutil.which("ssh-keygen") is not None
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with Server(tmp_path_factory.mktemp("share-protocols")) as srv:
@@ -143,8 +137,6 @@ class Refused(Exception):
 
 class Dav:
     """One principal over WebDAV on one keep-alive connection."""
-
-    name = "webdav"
 
     def __init__(self, server: Server, user: str):
         self.srv, self.user = server, user
@@ -175,8 +167,9 @@ class Dav:
         return {"Destination": f"http://127.0.0.1:{self.srv.port}{quote(path)}", "Overwrite": "F"}
 
     def list(self, path):
+        from lxml import etree
         _, data = self.req("PROPFIND", path, b"", {"Depth": "1"})
-        hrefs = [unquote(h) for h in re.findall(r"<D:href>([^<]*)</D:href>", data.decode())]
+        hrefs = [unquote(h.text) for h in etree.fromstring(data).iter("{DAV:}href")]
         return sorted(h.rstrip("/").rsplit("/", 1)[-1] for h in hrefs[1:])
 
     def read(self, path):
@@ -212,8 +205,6 @@ class Dav:
 
 class Sftp:
     """One principal over one SFTP session."""
-
-    name = "sftp"
 
     def __init__(self, server: Server, user: str):
         self.ssh, self.c = server.sftp(user)
@@ -292,7 +283,10 @@ def oldest_version(cl, path):
 
 
 def op_list(cl, p, f, c):
-    cl.list(p + "/" + f) if f.endswith("dir") else cl.list(p)
+    if f.endswith("-dir"):          # next to the shared folder: a folder of the owner's
+        cl.list(f"{p}/{f}")
+    else:
+        assert f in cl.list(p)
 
 
 def op_read(cl, p, f, c):
@@ -348,7 +342,8 @@ def op_purge(cl, p, f, c):
 
 # on the shared folder itself (p is its path, f unused)
 def top_list(cl, p, f, c):
-    assert "plan.txt" in cl.list(p) or cl.list(p) is not None
+    names = cl.list(p)
+    assert p != S or "plan.txt" in names
 
 
 def top_versions(cl, p, f, c):
