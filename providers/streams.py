@@ -17,9 +17,24 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import crypto
-from .errors import QuotaExceeded
+from .errors import IntegrityError, QuotaExceeded
 
 log = logging.getLogger(__name__)
+
+
+def _fixed_mmap_threshold() -> None:
+    """Keep chunk-sized buffers out of malloc's arenas: glibc otherwise raises
+    its mmap threshold after the first freed 1 MiB buffer, and each thread's
+    arena then keeps freed chunk buffers, so memory grows with concurrency."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)      # M_MMAP_THRESHOLD (fixed: no dynamic raise)
+    except (OSError, AttributeError):
+        pass
+
+
+_fixed_mmap_threshold()
 
 
 @dataclass
@@ -254,6 +269,9 @@ class Reader:
         self.pos = 0
         self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, bytes)
         self._keys: dict[int, bytes] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._next = None                    # (chunk index, future) of a chunk read ahead
+        self._last_end = 0                   # where the previous read stopped, in chunk-relative terms
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if whence == 1:
@@ -273,20 +291,35 @@ class Reader:
                                                r["dedup_id"].encode(), f"{self.what}: chunk key")
         return self._keys[i]
 
+    def _load(self, i: int, off: int, length: int) -> tuple[int, bytes]:
+        """Fetch and open the blocks of chunk i covering [off, off+length)."""
+        r = self.rows[i]
+        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
+        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
+        if len(stored) != n:
+            raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
+        return first * crypto.BLOCK, crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
+
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache
         if ci == i and coff <= off and off + min(want, 1) <= coff + len(data):
             return data[off - coff:off - coff + want]
-        r = self.rows[i]
-        length = max(want, self.READAHEAD)
-        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
-        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
-        if len(stored) != n:
-            from .errors import IntegrityError
-            raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
-        data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
-        coff = first * crypto.BLOCK
+        coff = None
+        if self._next is not None and self._next[0] == i:
+            ncoff, ndata = self._next[1].result()          # errors surface here, for this read
+            if ncoff <= off < ncoff + len(ndata):
+                coff, data = ncoff, ndata
+        self._next = None
+        if coff is None:
+            coff, data = self._load(i, off, max(want, self.READAHEAD))
         self._cache = (i, coff, data)
+        # Reading straight through a chunk: open the next one meanwhile (the
+        # blob read and the decryption release the GIL).
+        if off == self._last_end and coff + len(data) >= self.rows[i]["plain_size"] and i + 1 < len(self.rows):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="coffer-read")
+            self._key(i + 1)
+            self._next = (i + 1, self._pool.submit(self._load, i + 1, 0, self.rows[i + 1]["plain_size"]))
         return data[off - coff:off - coff + want]
 
     def read(self, n: int = -1) -> bytes:
@@ -302,6 +335,7 @@ class Reader:
             piece = self._piece(i, off, min(n, self.rows[i]["plain_size"] - off))
             if not piece:
                 break
+            self._last_end = (off + len(piece)) % self.rows[i]["plain_size"] if self.rows[i]["plain_size"] else 0
             out.append(piece)
             self.pos += len(piece)
             n -= len(piece)
@@ -320,6 +354,10 @@ class Reader:
     def close(self) -> None:
         self._cache = (None, 0, b"")
         self._keys.clear()
+        self._next = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def __enter__(self):
         return self
