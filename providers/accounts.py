@@ -291,10 +291,10 @@ class Accounts:
         """Changes whenever the password changes or the account is disabled:
         credential caches compare it. None: no such account, or not active."""
         with self.db.read() as c:
-            row = q.user_by_name(c, normalize_name(name))
-        if row is None or row["status"] != "active":
+            row = q.generation(c, normalize_name(name))
+        if row is None or row.status != "active":
             return None
-        return row["credential_gen"]
+        return row.credential_gen
 
 
 class Throttle:

@@ -18,6 +18,14 @@ _MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindpar
     domain_members.c.key_gen.desc())
 
 
+_GENERATION = select(users.c.status, users.c.credential_gen).where(users.c.name == bindparam("n"))
+
+
+def generation(c, name: str):
+    """(status, credential generation) of an account, or None."""
+    return c.execute(_GENERATION, {"n": name}).first()
+
+
 def user_by_id(c, user_id: int):
     return c.execute(_USER_BY_ID, {"i": user_id}).mappings().first()
 
