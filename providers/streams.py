@@ -255,6 +255,7 @@ class Reader:
     touches and checks every block's authentication tag."""
 
     READAHEAD = 256 * 1024
+    AHEAD = 3                 # chunks opened ahead while a file is read straight through
 
     def __init__(self, vfs, domain, version_row, chunk_rows, what: str):
         self.vfs, self.domain, self.what = vfs, domain, what
@@ -270,7 +271,7 @@ class Reader:
         self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, bytes)
         self._keys: dict[int, bytes] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._next = None                    # (chunk index, future) of a chunk read ahead
+        self._ahead: dict = {}               # chunk index -> future of a chunk read ahead
         self._last_end = 0                   # where the previous read stopped, in chunk-relative terms
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -305,11 +306,13 @@ class Reader:
         if ci == i and coff <= off and off + min(want, 1) <= coff + len(data):
             return data[off - coff:off - coff + want]
         coff = None
-        if self._next is not None and self._next[0] == i:
-            ncoff, ndata = self._next[1].result()          # errors surface here, for this read
+        ahead = self._ahead.pop(i, None)
+        if ahead is not None:
+            ncoff, ndata = ahead.result()                   # errors surface here, for this read
             if ncoff <= off < ncoff + len(ndata):
                 coff, data = ncoff, ndata
-        self._next = None
+        for j in [j for j in self._ahead if j < i]:         # a seek backwards: drop what was read ahead
+            self._ahead.pop(j)
         if coff is None:
             coff, data = self._load(i, off, max(want, self.READAHEAD))
         self._cache = (i, coff, data)
@@ -317,9 +320,11 @@ class Reader:
         # blob read and the decryption release the GIL).
         if off == self._last_end and coff + len(data) >= self.rows[i]["plain_size"] and i + 1 < len(self.rows):
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(1, thread_name_prefix="coffer-read")
-            self._key(i + 1)
-            self._next = (i + 1, self._pool.submit(self._load, i + 1, 0, self.rows[i + 1]["plain_size"]))
+                self._pool = ThreadPoolExecutor(2, thread_name_prefix="coffer-read")
+            for j in range(i + 1, min(i + 1 + self.AHEAD, len(self.rows))):
+                if j not in self._ahead:
+                    self._key(j)
+                    self._ahead[j] = self._pool.submit(self._load, j, 0, self.rows[j]["plain_size"])
         return data[off - coff:off - coff + want]
 
     def read(self, n: int = -1) -> bytes:
@@ -354,7 +359,7 @@ class Reader:
     def close(self) -> None:
         self._cache = (None, 0, b"")
         self._keys.clear()
-        self._next = None
+        self._ahead.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
