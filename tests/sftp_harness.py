@@ -9,14 +9,11 @@ file, never the command line.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from webdav_harness import ROOT, free_port, require_client
+from webdav_harness import ServeProcess, free_port, require_client
 
 ACCOUNTS = {"alice": ("alice-pw-1", "managed"), "bob": ("bob-pw-22", "managed"),
             "carol": ("carol-pw-333", "private")}
@@ -45,7 +42,7 @@ port = {port}
     return cfg
 
 
-class SftpServer:
+class SftpServer(ServeProcess):
     """`coffer serve` (SFTP only) in a child process; a context manager."""
 
     def __init__(self, folder: Path, accounts: dict | None = None, quotas: dict | None = None,
@@ -90,42 +87,8 @@ class SftpServer:
         finally:
             st.close()
 
-    def start(self):
+    def prepare(self) -> None:
         self.setup()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(self.config)],
-                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("coffer serve exited early:\n" + self.log.read_text(errors="replace"))
-            if b"coffer: ready" in self.log.read_bytes():
-                self.output = self.log.read_text(errors="replace")
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("coffer serve did not become ready:\n" + self.log.read_text(errors="replace"))
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # -- OpenSSH ---------------------------------------------------------------------
     def ssh_options(self, user: str = "alice", key: str | None = "default", password: bool = False) -> list[str]:

@@ -67,7 +67,55 @@ enabled = false
     return cfg
 
 
-class CofferServer:
+class ServeProcess:
+    """A real `coffer serve` process on this harness's config: started and
+    waited for, stopped by its own PID. Subclasses set `config` and `log`
+    and prepare accounts in `prepare()`."""
+
+    proc = None
+
+    def prepare(self) -> None:
+        pass
+
+    def start(self):
+        self.prepare()
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        self._log = open(self.log, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(self.config)],
+                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("coffer serve exited early:\n" + self.log.read_text(errors="replace"))
+            if b"coffer: ready" in self.log.read_bytes():
+                self.output = self.log.read_text(errors="replace")
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("coffer serve did not become ready:\n" + self.log.read_text(errors="replace"))
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class CofferServer(ServeProcess):
     """`coffer serve` in a child process. Use as a context manager."""
 
     def __init__(self, folder: Path, *, tls: bool = True, accounts: dict | None = None,
@@ -99,41 +147,8 @@ class CofferServer:
             if close:
                 close()
 
-    def start(self):
+    def prepare(self) -> None:
         self.create_accounts()
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(self.config)],
-                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("coffer serve exited early:\n" + self.log.read_text(errors="replace"))
-            if b"coffer: ready" in self.log.read_bytes():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("coffer serve did not become ready:\n" + self.log.read_text(errors="replace"))
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if getattr(self, "_log", None):
-            self._log.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     # -- a tiny HTTP client -------------------------------------------------------
     def connection(self) -> http.client.HTTPConnection:
