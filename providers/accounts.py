@@ -156,6 +156,22 @@ class Accounts:
             raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(self.cfg.accounts.plans)}")
         if quota is not None and quota < 0:
             raise BadRequest("quota must be zero (no limit) or a positive number of bytes")
+        values, recovery, home = self._new_keys(password, mode)
+        with self.db.write() as c:
+            if q.user_by_name(c, name) is not None:
+                raise AlreadyExists(f"an account named {name!r} already exists")
+            uid = q.insert_user(
+                c, name=name, first_name=first_name, last_name=last_name, email=email, status="active",
+                plan=plan, quota_bytes=quota, mode=mode, created_us=meta.now_us(), consent_news=False,
+                settings={}, credential_gen=0, **values)
+            home(c, uid)
+            q.audit(c, "account_created", user_id=uid, actor="admin", detail={"mode": mode, "plan": plan})
+            row = q.user_by_id(c, uid)
+        return User.from_row(row), recovery
+
+    def _new_keys(self, password: str, mode: str):
+        """Fresh keys for an account: the user row's key columns, a recovery
+        code (private accounts), and a function that makes its empty home."""
         user_key = crypto.random_key()
         salt = os.urandom(16)
         recovery = None
@@ -170,24 +186,31 @@ class Accounts:
         priv, pub = crypto.new_keypair()
         domain_key = crypto.random_key()
         keys = crypto.DomainKeys.derive(domain_key)
-        pw_hash = bcrypt.hashpw(bcrypt_input(password), bcrypt.gensalt(self.cfg.security.bcrypt_rounds))
-        with self.db.write() as c:
-            if q.user_by_name(c, name) is not None:
-                raise AlreadyExists(f"an account named {name!r} already exists")
-            uid = q.insert_user(
-                c, name=name, first_name=first_name, last_name=last_name, email=email, status="active",
-                plan=plan, quota_bytes=quota, mode=mode, created_us=meta.now_us(), consent_news=False,
-                password_hash=pw_hash, kdf_salt=salt, kdf_params=self.kdf.as_dict(),
-                wrapped_user_key=wrapped, recovery_wrapped_key=recovery_wrapped, public_key=pub,
-                wrapped_private_key=crypto.wrap_key(user_key, priv, b"x25519"), settings={},
-                credential_gen=0)
+        values = dict(password_hash=bcrypt.hashpw(bcrypt_input(password),
+                                                  bcrypt.gensalt(self.cfg.security.bcrypt_rounds)),
+                      kdf_salt=salt, kdf_params=self.kdf.as_dict(), wrapped_user_key=wrapped,
+                      recovery_wrapped_key=recovery_wrapped, public_key=pub,
+                      wrapped_private_key=crypto.wrap_key(user_key, priv, b"x25519"))
+
+        def home(c, uid: int) -> None:
             did = q.insert_domain(c, uid, "home")
-            root = q.make_root(c, did, crypto.encrypt_name(keys, ""))
-            q.set_domain_root(c, did, root)
+            q.set_domain_root(c, did, q.make_root(c, did, crypto.encrypt_name(keys, "")))
             q.add_member(c, did, uid, "owner", wrapped_key=crypto.wrap_key(user_key, domain_key, b"domain"))
-            q.audit(c, "account_created", user_id=uid, actor="admin", detail={"mode": mode, "plan": plan})
-            row = q.user_by_id(c, uid)
-        return User.from_row(row), recovery
+        return values, recovery, home
+
+    def replace_keys(self, name: str, new_password: str) -> str | None:
+        """Give an account new keys and an empty home (its old files must be
+        gone already: see lifecycle.reset_password). Returns the new recovery
+        code of a private account."""
+        check_password(new_password)
+        with self.db.read() as c:
+            row = self._row(c, name)
+        values, recovery, home = self._new_keys(new_password, row["mode"])
+        with self.db.write() as c:
+            q.update_user(c, row["id"], credential_gen=row["credential_gen"] + 1, **values)
+            home(c, row["id"])
+            q.audit(c, "keys_replaced", user_id=row["id"], actor="admin")
+        return recovery
 
     # -- passwords and keys -----------------------------------------------------------------
     def _row(self, c, name: str):

@@ -30,7 +30,7 @@ from pathlib import Path
 import bcrypt
 
 from . import meta
-from .accounts import BadRequest, User, normalize_name
+from .accounts import BadRequest, User, check_password, normalize_name
 from .errors import AlreadyExists, Conflict, CofferError, NotFound
 from .mail import Mailer
 from .meta import lifecycle as lq
@@ -264,6 +264,36 @@ def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
     body["database_log_cleared"] = lq.checkpoint(st.db)
     log.info("account erased, receipt #%d", rid)
     return {"id": rid, **body}
+
+
+def reset_password(st, name: str, new_password: str, progress=None) -> dict:
+    """Reset a forgotten password of a `private` account with neither the old
+    password nor the recovery code: its files cannot be decrypted by anyone,
+    so they are deleted for good and the account starts again with an empty
+    home and new keys (the profile, plan and settings stay). Returns the new
+    recovery code and what was removed."""
+    check_password(new_password)
+    with st.db.write() as c:
+        row = _row(c, name)
+        if row["mode"] != "private":
+            raise Conflict(f"account {row['name']!r} is managed: `user passwd` changes its password and keeps "
+                           "its files")
+        settings = dict(row["settings"] or {})
+        settings.pop("erasure", None)
+        uq.update_user(c, row["id"], credential_gen=row["credential_gen"] + 1)   # logins stop now
+        lq.drop_memberships(c, row["id"])
+        doms = lq.owned_domains(c, row["id"])
+    removed = 0
+    for did in doms:
+        removed = _erase_domain(st, row["id"], did, progress, removed)
+    with st.db.write() as c:
+        counts = dict(((uq.user_by_id(c, row["id"])["settings"] or {}).get("erasure") or {}).get("counts") or {})
+        uq.update_user(c, row["id"], settings=settings)
+        uq.audit(c, "password_reset_files_discarded", user_id=row["id"], actor="admin",
+                 detail={k: counts.get(k, 0) for k in ("files", "versions", "chunks", "bytes")})
+    recovery = st.accounts.replace_keys(row["name"], new_password)
+    return {"name": row["name"], "recovery_code": recovery,
+            **{k: counts.get(k, 0) for k in ("files", "folders", "versions", "chunks", "bytes")}}
 
 
 def receipts(st, receipt_id: int | None = None, kind: str | None = None) -> list[dict]:

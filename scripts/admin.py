@@ -143,6 +143,8 @@ def cmd_user_show(st, args):
 def cmd_user_passwd(st, args):
     secrets = Secrets(args.password_stdin)
     user = st.accounts.get(args.name)
+    if args.discard_data:
+        return _reset_discarding(st, args, secrets, user)
     old = code = None
     if user.mode == "private":
         if args.recovery_code:
@@ -157,6 +159,28 @@ def cmd_user_passwd(st, args):
         data["recovery_code"] = recovery
         text += f"\nnew recovery code (the old one no longer works): {recovery}"
     out(args, data, text)
+
+
+def _reset_discarding(st, args, secrets, user):
+    from providers import lifecycle
+    if user.mode != "private":
+        raise UsageError(f"account {user.name} is managed: change its password without --discard-data")
+    warning = (f"account {user.name} is private: without its password or recovery code nobody can decrypt "
+               f"its files ({human(st.accounts.usage(user.id))}); resetting deletes them for good and "
+               "starts the account again empty")
+    if not args.yes:
+        if not sys.stdin.isatty() or args.password_stdin:
+            raise UsageError(warning + "; add --yes to confirm")
+        print(warning, file=sys.stderr)
+        if input(f"Type the account name ({user.name}) to confirm: ").strip() != user.name:
+            raise UsageError("not confirmed; nothing was changed")
+    new = secrets.get(f"New password for {user.name}: ", confirm=True)
+    prog = Progress(args, "chunks removed")
+    result = lifecycle.reset_password(st, user.name, new, progress=prog)
+    prog.done()
+    out(args, result, f"password of {user.name} reset; {result['files']} file(s) and "
+                      f"{human(result['bytes'])} deleted for good; the account is empty\n"
+                      f"new recovery code (shown once, keep it offline): {result['recovery_code']}")
 
 
 def cmd_user_status(status):
@@ -246,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("--recovery-code", action="store_true",
                     help="private account: give the recovery code instead of the current password")
+    sp.add_argument("--discard-data", action="store_true",
+                    help="private account with neither password nor recovery code: delete its files for good "
+                         "and start it again empty (asks to confirm)")
+    sp.add_argument("--yes", action="store_true", help="confirm --discard-data without a prompt")
     add(us, "disable", cmd_user_status("disabled"), "refuse all logins of an account", True).add_argument("name")
     add(us, "enable", cmd_user_status("active"), "allow logins again", True).add_argument("name")
     sp = add(us, "quota", cmd_user_quota, "show or set an account's plan or quota", True)

@@ -71,3 +71,29 @@ def test_fsck_and_gc_commands(tmp_path):
     blob.write_bytes(b"\x01" + blob.read_bytes()[1:-1] + b"\x00")
     p = admin("fsck")
     assert p.returncode == 2 and "DAMAGED in dan" in p.stdout and "/f" in p.stdout
+
+
+def test_forgotten_private_password_reset_discards_the_files(tmp_path):
+    admin = Admin(tmp_path)
+    admin.ok("user", "add", "erin", "--mode", "private", "--password-stdin", input="erin-password\n")
+    admin.ok("user", "add", "mgr", "--password-stdin", input="mgr-password1\n")
+    from providers.storage import Storage
+    st = Storage.open(admin.cfg)
+    st.login("erin", "erin-password").write_bytes("/old.bin", os.urandom(300_000))
+    blobs_before = len(list(st.blobs.names()))
+    st.close()
+    refused = admin.fails("user", "passwd", "erin", "--discard-data", "--password-stdin",
+                          input="new-password-9\nnew-password-9\n")
+    assert "nobody can decrypt" in refused and "--yes" in refused
+    assert "is managed" in admin.fails("user", "passwd", "mgr", "--discard-data", "--yes", "--password-stdin",
+                                       input="new-password-9\n")
+    data = admin.ok("user", "passwd", "erin", "--discard-data", "--yes", "--password-stdin", "--json",
+                    input="new-password-9\n")
+    assert data["files"] == 1 and data["recovery_code"]
+    st = Storage.open(admin.cfg)
+    assert len(list(st.blobs.names())) == blobs_before - 1
+    v = st.login("erin", "new-password-9")
+    assert v.list("/") == []
+    v.write_bytes("/new.txt", b"fresh start")
+    assert v.read_bytes("/new.txt") == b"fresh start"
+    st.close()

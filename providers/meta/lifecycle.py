@@ -163,3 +163,11 @@ def checkpoint(db) -> bool | None:
         return busy == 0
     finally:
         raw.close()
+
+
+def drop_memberships(c, user_id: int) -> int:
+    """Remove every key-domain membership of an account and of the domains it
+    owns (their wrapped keys go with them)."""
+    owned = select(domains.c.id).where(domains.c.owner_id == user_id)
+    return c.execute(delete(domain_members).where(or_(domain_members.c.domain_id.in_(owned),
+                                                      domain_members.c.user_id == user_id))).rowcount
