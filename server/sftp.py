@@ -266,7 +266,10 @@ class SshServer(paramiko.ServerInterface):
 
     # -- workers --------------------------------------------------------------------------
     def _run_sftp(self, channel):
-        s = SftpSession(channel, self.conn.vfs, self.conn.account or "user", self.srv.disk_space, self.conn.touch)
+        st, name = self.srv.storage, self.conn.account or ""
+        gen = st.account_generation(name)
+        s = SftpSession(channel, self.conn.vfs, name or "user", self.srv.disk_space, self.conn.touch,
+                        still_valid=lambda: gen is not None and st.account_generation(name) == gen)
         with self.conn.lock:
             self.conn.live.add(s)
         try:

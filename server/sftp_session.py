@@ -68,8 +68,12 @@ class SftpSession:
     a quota; `touch()` is called on every received batch (idle timeout).
     """
 
-    def __init__(self, channel, vfs, owner: str, disk_space=None, touch=None):
+    CHECK_ACCOUNT_EVERY = 2.0      # seconds between checks that the login still stands
+
+    def __init__(self, channel, vfs, owner: str, disk_space=None, touch=None, still_valid=None):
         self.chan, self.vfs, self.owner = channel, vfs, owner
+        self.still_valid = still_valid
+        self._checked = time.monotonic()
         self.disk_space = disk_space
         self.touch = touch or (lambda: None)
         self.handles: dict[bytes, object] = {}
@@ -171,6 +175,11 @@ class SftpSession:
         self.flush()
         for pkt in frames:
             self.requests += 1
+            if self.still_valid is not None and time.monotonic() - self._checked > self.CHECK_ACCOUNT_EVERY:
+                self._checked = time.monotonic()
+                if not self.still_valid():
+                    raise ProtocolError("the account was disabled, cancelled or erased, or its password "
+                                        "changed: the session ends")
             self.dispatch(pkt)
             if self.out_len >= FLUSH_AT:
                 self.flush()

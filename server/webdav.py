@@ -18,7 +18,7 @@ from lxml import etree
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR,
                                HTTP_LOCKED, HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND,
-                               HTTP_PRECONDITION_FAILED, DAVError)
+                               DAVError)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from providers import errors

@@ -126,3 +126,20 @@ def test_stop_closes_the_port(tmp_path):
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
     st.close()
+
+
+@pytest.mark.parametrize("change", ["disable", "passwd"])
+def test_open_session_ends_when_the_account_changes(running, change, monkeypatch):
+    from server.sftp_session import SftpSession
+    monkeypatch.setattr(SftpSession, "CHECK_ACCOUNT_EVERY", 0.0)
+    st, srv = running
+    c = connect(srv, "alice", password="alice-password")
+    sftp = c.open_sftp()
+    sftp.listdir("/")
+    if change == "disable":
+        st.accounts.set_status("alice", "disabled")
+    else:
+        st.accounts.set_password("alice", "a-new-password")
+    with pytest.raises((EOFError, OSError, paramiko.SSHException)):
+        sftp.listdir("/")
+    c.close()
