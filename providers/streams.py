@@ -17,19 +17,20 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import crypto
-from .errors import IntegrityError, QuotaExceeded
+from .errors import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
 
 def _fixed_mmap_threshold() -> None:
-    """Keep chunk-sized buffers out of malloc's arenas: glibc otherwise raises
-    its mmap threshold after the first freed 1 MiB buffer, and each thread's
-    arena then keeps freed chunk buffers, so memory grows with concurrency."""
+    """Bound how much freed memory malloc keeps: every helper thread would
+    otherwise get an arena of its own that keeps freed chunk buffers, so
+    memory would grow with concurrency. (A fixed mmap threshold would do it
+    too, but page-faulting every buffer afresh costs more than the work.)"""
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)      # M_MMAP_THRESHOLD (fixed: no dynamic raise)
+        libc.mallopt(-8, 2)               # M_ARENA_MAX
     except (OSError, AttributeError):
         pass
 
@@ -255,7 +256,6 @@ class Reader:
     touches and checks every block's authentication tag."""
 
     READAHEAD = 256 * 1024
-    AHEAD = 3                 # chunks opened ahead while a file is read straight through
 
     def __init__(self, vfs, domain, version_row, chunk_rows, what: str):
         self.vfs, self.domain, self.what = vfs, domain, what
@@ -270,9 +270,6 @@ class Reader:
         self.pos = 0
         self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, bytes)
         self._keys: dict[int, bytes] = {}
-        self._pool: ThreadPoolExecutor | None = None
-        self._ahead: dict = {}               # chunk index -> future of a chunk read ahead
-        self._last_end = 0                   # where the previous read stopped, in chunk-relative terms
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if whence == 1:
@@ -292,39 +289,20 @@ class Reader:
                                                r["dedup_id"].encode(), f"{self.what}: chunk key")
         return self._keys[i]
 
-    def _load(self, i: int, off: int, length: int) -> tuple[int, bytes]:
-        """Fetch and open the blocks of chunk i covering [off, off+length)."""
-        r = self.rows[i]
-        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
-        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
-        if len(stored) != n:
-            raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
-        return first * crypto.BLOCK, crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
-
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache
         if ci == i and coff <= off and off + min(want, 1) <= coff + len(data):
             return data[off - coff:off - coff + want]
-        coff = None
-        ahead = self._ahead.pop(i, None)
-        if ahead is not None:
-            ncoff, ndata = ahead.result()                   # errors surface here, for this read
-            if ncoff <= off < ncoff + len(ndata):
-                coff, data = ncoff, ndata
-        for j in [j for j in self._ahead if j < i]:         # a seek backwards: drop what was read ahead
-            self._ahead.pop(j)
-        if coff is None:
-            coff, data = self._load(i, off, max(want, self.READAHEAD))
+        r = self.rows[i]
+        length = max(want, self.READAHEAD)
+        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
+        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
+        if len(stored) != n:
+            from .errors import IntegrityError
+            raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
+        data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
+        coff = first * crypto.BLOCK
         self._cache = (i, coff, data)
-        # Reading straight through a chunk: open the next one meanwhile (the
-        # blob read and the decryption release the GIL).
-        if off == self._last_end and coff + len(data) >= self.rows[i]["plain_size"] and i + 1 < len(self.rows):
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(2, thread_name_prefix="coffer-read")
-            for j in range(i + 1, min(i + 1 + self.AHEAD, len(self.rows))):
-                if j not in self._ahead:
-                    self._key(j)
-                    self._ahead[j] = self._pool.submit(self._load, j, 0, self.rows[j]["plain_size"])
         return data[off - coff:off - coff + want]
 
     def read(self, n: int = -1) -> bytes:
@@ -340,7 +318,6 @@ class Reader:
             piece = self._piece(i, off, min(n, self.rows[i]["plain_size"] - off))
             if not piece:
                 break
-            self._last_end = (off + len(piece)) % self.rows[i]["plain_size"] if self.rows[i]["plain_size"] else 0
             out.append(piece)
             self.pos += len(piece)
             n -= len(piece)
@@ -359,10 +336,6 @@ class Reader:
     def close(self) -> None:
         self._cache = (None, 0, b"")
         self._keys.clear()
-        self._ahead.clear()
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
 
     def __enter__(self):
         return self
