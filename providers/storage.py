@@ -150,10 +150,7 @@ class Storage:
         with self.db.write() as c:
             fixed = t.recount_refs(c)
             drop = t.zero_ref_chunks(c)
-            from .meta.schema import chunks as chunks_t
-            from sqlalchemy import delete
-            for cid, _ in drop:
-                c.execute(delete(chunks_t).where(chunks_t.c.id == cid))
+            t.delete_chunk_rows(c, [cid for cid, _ in drop])
             t.recompute_usage(c)
             known = t.all_blob_names(c)
         cutoff = time.time() - grace_seconds

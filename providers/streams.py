@@ -221,7 +221,7 @@ class Writer:
         self.closed = True
         try:
             self._drain()
-        except Exception:
+        except Exception:        # the upload is being dropped: its helpers' errors no longer matter
             pass
         self._shutdown()
         for name in self._stored:

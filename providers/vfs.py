@@ -193,10 +193,19 @@ class Vfs:
                 self.st.audit("share_refused", user_id=self.user.id, actor="user", domain=dom_id,
                               operation=what.split(" ", 1)[0])
 
+    def _refuse(self, what: str, dom_id: int, why: str):
+        """Refuse an operation in a shared folder; audited once the transaction ends."""
+        self._refused.append((what, dom_id))
+        raise PermissionDenied(f"{what}: {why}")
+
     def _need_write(self, c, dom: Domain, what: str) -> None:
         if not dom.writable:
-            self._refused.append((what, dom.id))
-            raise PermissionDenied(f"{what}: this shared folder is read-only for you")
+            self._refuse(what, dom.id, "this shared folder is read-only for you")
+
+    def _need_owner(self, c, node, what: str) -> None:
+        dom = self._dom(c, node)
+        if dom.permission != "owner":
+            self._refuse(what, dom.id, "only the shared folder's owner can do this")
 
     def _need_removable(self, c, node, parts) -> None:
         """May this node be removed from (or renamed in) its parent folder?"""
@@ -368,15 +377,11 @@ class Vfs:
         for node, tp in entries:
             if sub[:len(tp)] == tp:
                 found = self._walk(c, node, sub[len(tp):], parts[:3 + len(tp)])
-                return self._trash_node_item(c, found, parts)
+                return self._live_item(found, parts, "trashnode")
         for node, tp in entries:
             if tp[:len(sub)] == sub:
                 return Item(parts[-1], parts, "trashdir", True, ref=(st, sub), mtime_us=st, created_us=st)
         raise NotFound(f"{paths.join(parts)} is not in the trash")
-
-    def _trash_node_item(self, c, node, parts) -> Item:
-        it = self._live_item(node, parts, "trashnode")
-        return it
 
     def _location_at(self, c, node, at_us, hist):
         """(parent id, name_enc) of a node at a past time."""
@@ -857,10 +862,6 @@ class Vfs:
                 raise DirectoryNotEmpty(f"{paths.join(parts)} is not empty")
         self.delete(path)
 
-    def _foreign_roots(self, c, ids) -> list[int]:
-        """Roots of other key domains inside a subtree (shared folders)."""
-        return [r for r in t.roots_among(c, ids)]
-
     def move(self, src, dst, overwrite: bool = True) -> Entry:
         sp, dp = paths.parse(src), paths.parse(dst)
         self._writable(sp)
@@ -891,7 +892,7 @@ class Vfs:
                 raise Conflict("a shared folder cannot be moved into another shared folder")
             if src_dom.id != dst_dom.id and not is_root:
                 ids = t.subtree_ids(c, node["id"])
-                if self._foreign_roots(c, ids[1:]):
+                if t.roots_among(c, ids[1:]):
                     raise Conflict(f"{paths.join(sp)} holds a shared folder; it cannot move into or out of "
                                    "another shared folder")
                 # Re-wrap keys and names for the new domain; content is not touched.
@@ -1007,8 +1008,7 @@ class Vfs:
     def _node_for_change(self, c, parts):
         node = self._live(c, parts)
         if parts and parts[0] == SHARED and len(parts) == 3:
-            # the shared folder's top: its attributes are the owner's
-            self._need_write(c, Domain(0, None, 0, 0, "read"), f"changing {paths.join(parts)}")
+            self._need_owner(c, node, f"changing {paths.join(parts)}")   # the top's attributes are the owner's
         self._need_write(c, self._dom(c, node), f"changing {paths.join(parts)}")
         return node
 
@@ -1054,7 +1054,7 @@ class Vfs:
         ids = []
         for rid in root_ids:
             ids += t.subtree_ids(c, rid)
-        if self._foreign_roots(c, [i for i in ids if i not in root_ids]):
+        if t.roots_among(c, [i for i in ids if i not in root_ids]):
             raise Conflict("this holds a shared folder: stop sharing it first, then purge")
         blobs = []
         if ids:
@@ -1075,8 +1075,8 @@ class Vfs:
             raise PermissionDenied(f"{paths.join(parts)} cannot be deleted; delete entries inside it to purge")
         with self._tx(True) as c:
             it = self._resolve(c, parts)
-            if it.node is not None and self._dom(c, it.node).permission != "owner":
-                self._need_write(c, Domain(0, None, 0, 0, "read"), "purging (only the owner can purge)")
+            if it.node is not None:
+                self._need_owner(c, it.node, "purging")
             if it.tag == "version":
                 if rest[0] != "versions":
                     raise PermissionDenied(READ_ONLY)
@@ -1102,8 +1102,7 @@ class Vfs:
         roots = []
         try:
             node = self._live(c, parts)
-            if self._dom(c, node).permission != "owner":
-                self._need_write(c, Domain(0, None, 0, 0, "read"), "purging (only the owner can purge)")
+            self._need_owner(c, node, "purging")
             if node["id"] == self.home.root_id or (parts and parts[0] == SHARED and len(parts) <= 3):
                 raise PermissionDenied(f"{paths.join(parts)} cannot be purged")
             roots.append(node["id"])

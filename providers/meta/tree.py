@@ -216,6 +216,11 @@ def all_blob_names(c) -> set[str]:
     return {r[0] for r in c.execute(select(chunks.c.blob_name))}
 
 
+def delete_chunk_rows(c, ids: list[int]) -> None:
+    for i in range(0, len(ids), 500):
+        c.execute(delete(chunks).where(chunks.c.id.in_(ids[i:i + 500])))
+
+
 def zero_ref_chunks(c):
     return c.execute(select(chunks.c.id, chunks.c.blob_name).where(chunks.c.refcount <= 0)).all()
 
