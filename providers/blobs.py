@@ -180,5 +180,5 @@ def open_store(cfg) -> BlobStore:
         keyfile = cfg.path(cfg.storage.s3_access_key_file, "")
         access, _, secret = keyfile.read_text().strip().partition(":")
         return S3BlobStore(cfg.storage.s3_endpoint, cfg.storage.s3_bucket, cfg.storage.s3_region,
-                           access, secret)
+                           access, secret, prefix=cfg.storage.s3_prefix)
     return LocalBlobStore(cfg.blob_dir)

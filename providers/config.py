@@ -30,6 +30,7 @@ class StorageConfig:
     s3_bucket: str = "coffer"
     s3_region: str = "us-east-1"
     s3_access_key_file: str = ""      # file holding "ACCESS_KEY:SECRET_KEY"
+    s3_prefix: str = "blobs/"         # key prefix inside the bucket (several servers can share one)
     chunk_size: int = 1024 * 1024     # bytes of plaintext per chunk (max 4 MiB)
     spool_dir: str = ""               # encrypted scratch for random-access writes; "" = <data_dir>/spool
 
