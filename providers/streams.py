@@ -22,20 +22,37 @@ from .errors import QuotaExceeded
 log = logging.getLogger(__name__)
 
 
-def _fixed_mmap_threshold() -> None:
-    """Bound how much freed memory malloc keeps: every helper thread would
-    otherwise get an arena of its own that keeps freed chunk buffers, so
-    memory would grow with concurrency. (A fixed mmap threshold would do it
-    too, but page-faulting every buffer afresh costs more than the work.)"""
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)               # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
+class _MallocTrim:
+    """Give freed memory back to the system every so many bytes streamed.
+
+    Helper threads allocate and free chunk-sized buffers at a high rate, and
+    depending on timing malloc's heaps fragment and keep what was freed, so
+    resident memory could drift up with the bytes moved. Capping the arenas
+    and trimming them now and then keeps it flat at a negligible cost (a
+    fixed mmap threshold would do it too, but page-faulting every buffer
+    afresh halves read speed)."""
+
+    EVERY = 64 * 1024 * 1024
+
+    def __init__(self):
+        self.count = 0
+        self.trim = None
+        try:
+            import ctypes
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(-8, 2)               # M_ARENA_MAX
+            self.trim = libc.malloc_trim
+        except (OSError, AttributeError):
+            pass
+
+    def __call__(self, nbytes: int) -> None:
+        self.count += nbytes                  # a race only moves the next trim a little
+        if self.count >= self.EVERY and self.trim is not None:
+            self.count = 0
+            self.trim(0)
 
 
-_fixed_mmap_threshold()
+_malloc_trim = _MallocTrim()
 
 
 @dataclass
@@ -182,6 +199,7 @@ class Writer:
                                     "versions, or ask for a larger plan; nothing was changed")
             self.vfs.st.blobs.put(name, stored)
         self._seen[did] = pc
+        _malloc_trim(len(data))
         return pc
 
     def hashes(self) -> dict:
@@ -303,6 +321,7 @@ class Reader:
         data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
         coff = first * crypto.BLOCK
         self._cache = (i, coff, data)
+        _malloc_trim(len(data))
         return data[off - coff:off - coff + want]
 
     def read(self, n: int = -1) -> bytes:
