@@ -1,13 +1,16 @@
 """WebDAV-style write locks kept in the metadata database.
 
-Every server node sees the same locks. A lock belongs to one account's key
-domain: its row holds a keyed hash of the locked path (for lookups) and the
-lock itself — path, owner text, scope, depth — sealed with the domain's
-metadata key, so the database holds no plaintext names here either. A token
-of one account is invisible to every other account.
+Every server node sees the same locks. A lock belongs to one key domain (an
+account's home, or a shared folder): its row holds a keyed hash of the
+locked path relative to the domain's top (for lookups) and the lock itself
+— path, owner text, scope, depth — sealed with the domain's metadata key, so
+the database holds no plaintext names here either. A lock is visible to
+everyone who reaches its domain, so in a shared folder the owner and the
+collaborators hold each other off; a token is invisible to everyone else.
 
 `LockScope` carries what the caller's session already has unlocked; the
-store itself keeps no keys.
+store itself keeps no keys. `PrincipalLocks` is one principal's view: its
+domains at the paths where they appear in its tree.
 """
 from __future__ import annotations
 
@@ -86,6 +89,11 @@ class LockStore:
                      data_enc=self._seal(scope, lock))
         return lock
 
+    def domain_of(self, token: str) -> int | None:
+        """The key domain a live lock token belongs to."""
+        with self.db.read() as conn:
+            return q.domain_of(conn, token, self._now_us())
+
     def get(self, scope: LockScope, token: str) -> dict | None:
         with self.db.read() as conn:
             row = q.get(conn, scope.domain_id, token, self._now_us())
@@ -140,3 +148,74 @@ def lock_scope_for(storage, vfs) -> LockScope:
     """The scope of an open account filesystem: its home domain and keys."""
     home = vfs.home
     return LockScope(home.id, vfs.user.id, home.keys.meta, home.keys.lookup)
+
+
+def _parts(path: str) -> tuple:
+    return tuple(p for p in path.split("/") if p)
+
+
+class PrincipalLocks:
+    """The locks one principal sees: those of every key domain it reaches,
+    each domain at the path where its top appears in the principal's tree
+    (the home at `/`, a shared folder at its owner's path for the owner and
+    at `/Shared/<owner>/<folder>` for a collaborator). Paths in and roots out
+    are paths of the principal's tree."""
+
+    def __init__(self, store: LockStore, places: list[tuple[tuple, LockScope]]):
+        self.store = store
+        self.places = sorted(places, key=lambda p: -len(p[0]))       # the deepest top first
+        self.by_domain = {scope.domain_id: (prefix, scope) for prefix, scope in places}
+
+    def _place(self, path: str) -> tuple[LockScope, str, tuple]:
+        parts = _parts(path)
+        for prefix, scope in self.places:
+            if parts[:len(prefix)] == prefix:
+                return scope, "/" + "/".join(parts[len(prefix):]), prefix
+        raise LookupError(f"no key domain holds {path}")        # the home (prefix ()) holds everything
+
+    @staticmethod
+    def _outward(lock: dict | None, prefix: tuple) -> dict | None:
+        if lock is None or not prefix:
+            return lock
+        return dict(lock, root=normalize_root("/".join(prefix) + lock["root"]))
+
+    def _scope_of_token(self, token: str):
+        found = self.by_domain.get(self.store.domain_of(token))
+        return found if found is not None else (None, None)
+
+    def create(self, path: str, lock: dict) -> dict:
+        scope, rel, prefix = self._place(path)
+        return self._outward(self.store.create(scope, rel, lock), prefix)
+
+    def get(self, token: str) -> dict | None:
+        prefix, scope = self._scope_of_token(token)
+        return self._outward(self.store.get(scope, token), prefix) if scope else None
+
+    def refresh(self, token: str, timeout: float | None) -> dict | None:
+        prefix, scope = self._scope_of_token(token)
+        return self._outward(self.store.refresh(scope, token, timeout), prefix) if scope else None
+
+    def delete(self, token: str) -> bool:
+        _, scope = self._scope_of_token(token)
+        return self.store.delete(scope, token) if scope else False
+
+    def locks_on(self, path: str, *, include_root: bool = True, include_children: bool = False) -> list[dict]:
+        scope, rel, prefix = self._place(path)
+        out = [self._outward(lk, prefix) for lk in self.store.locks_on(
+            scope, rel, include_root=include_root, include_children=include_children)]
+        if include_children:            # shared folders further down are domains of their own
+            parts = _parts(path)
+            for below, other in self.places:
+                if len(below) > len(parts) and below[:len(parts)] == parts:
+                    out += [self._outward(lk, below) for lk in self.store.locks_on(
+                        other, "/", include_root=True, include_children=True)]
+        return out
+
+    def has_locks(self) -> bool:
+        return any(self.store.has_locks(scope) for _, scope in self.places)
+
+
+def principal_locks(store: LockStore, vfs) -> PrincipalLocks:
+    """The lock view of an open account filesystem."""
+    return PrincipalLocks(store, [(prefix, LockScope(dom.id, vfs.user.id, dom.keys.meta, dom.keys.lookup))
+                                  for prefix, dom in vfs.key_domains()])

@@ -1205,3 +1205,18 @@ class Vfs:
         """Folders this principal shares (with whom, how) and receives."""
         from . import shares
         return shares.listing(self)
+
+    def key_domains(self) -> list[tuple[tuple, Domain]]:
+        """Every key domain this principal reaches, with the path where its
+        top appears in the principal's tree: the home at `()`, folders it
+        shares at their paths, folders shared with it under /Shared."""
+        with self._tx() as c:
+            out = [((), self.home)]
+            for row in uq.owned_share_domains(c, self.user.id):
+                root = t.node(c, row["root_node_id"]) if row["root_node_id"] else None
+                if root is not None and root["trashed_us"] is None:
+                    out.append((self._owner_path(c, root), self._domain(c, row["id"])))
+            for owner, mounts in self._received(c).items():
+                for mount, (domain_id, _) in mounts.items():
+                    out.append(((SHARED, owner, mount), self._domain(c, domain_id)))
+        return out

@@ -479,17 +479,15 @@ class CofferProvider(DAVProvider):
     def custom_request_handler(self, environ, start_response, default_handler):
         if environ["REQUEST_METHOD"] == "PROPFIND":
             from . import webdav_propfind
-            answer = webdav_propfind.handle(environ, start_response, self._lock_scope)
+            answer = webdav_propfind.handle(environ, start_response, self._lock_view)
             if answer is not None:
                 return answer
         return default_handler(environ, start_response)
 
-    def _lock_scope(self):
-        """(lock store, the request's lock scope), for the PROPFIND fast path."""
+    def _lock_view(self):
+        """The locks the request's account sees, for the PROPFIND fast path."""
         storage = getattr(self.lock_manager, "storage", None)
-        if storage is None or not hasattr(storage, "current_scope"):
-            return None, None
-        return storage.store, storage.current_scope()
+        return storage.current_view() if hasattr(storage, "current_view") else None
 
     def resource_for(self, path, environ, entry):
         if entry.is_dir:

@@ -89,27 +89,25 @@ class ScopedLockManager(LockManager):
 
 
 class DatabaseLockStorage:
-    """wsgidav's lock-storage interface over providers.locks, scoped to the
-    account of the request being served (one account never sees another's)."""
+    """wsgidav's lock-storage interface over providers.locks, as the account
+    of the request being served sees the locks: its own, and in shared
+    folders everyone's there (see providers.locks.PrincipalLocks)."""
 
-    def __init__(self, store: LockStore, scope_of):
+    def __init__(self, store: LockStore, view_of):
         self.store = store
-        self.scope_of = scope_of          # Login -> LockScope
+        self.view_of = view_of            # Login -> PrincipalLocks
 
     def __repr__(self):
         return "DatabaseLockStorage"
 
-    def current_scope(self):
-        return self._scope()
-
-    def _scope(self):
+    def current_view(self):
         login = getattr(_current, "login", None)
         if login is None:
             return None
-        scope = getattr(_current, "scope", None)
-        if scope is None:
-            scope = _current.scope = self.scope_of(login)
-        return scope
+        view = getattr(_current, "scope", None)
+        if view is None:
+            view = _current.scope = self.view_of(login)
+        return view
 
     def open(self):
         pass
@@ -124,33 +122,32 @@ class DatabaseLockStorage:
         pass
 
     def get(self, token):
-        scope = self._scope()
-        return self.store.get(scope, token) if scope else None
+        view = self.current_view()
+        return view.get(token) if view else None
 
     def create(self, path, lock):
-        scope = self._scope()
-        if scope is None:
+        view = self.current_view()
+        if view is None:
             raise errors.PermissionDenied("locks need a logged-in account")
-        stored = self.store.create(scope, path, lock)
-        lock.update(stored)
+        lock.update(view.create(path, lock))
         return lock
 
     def refresh(self, token, *, timeout):
-        scope = self._scope()
-        lock = self.store.refresh(scope, token, timeout) if scope else None
+        view = self.current_view()
+        lock = view.refresh(token, timeout) if view else None
         if lock is None:
             raise ValueError("no such lock")
         return lock
 
     def delete(self, token):
-        scope = self._scope()
-        return self.store.delete(scope, token) if scope else False
+        view = self.current_view()
+        return view.delete(token) if view else False
 
     def get_lock_list(self, path, *, include_root, include_children, token_only):
-        scope = self._scope()
-        if scope is None:
+        view = self.current_view()
+        if view is None:
             return []
-        found = self.store.locks_on(scope, path, include_root=include_root, include_children=include_children)
+        found = view.locks_on(path, include_root=include_root, include_children=include_children)
         return [lk["token"] for lk in found] if token_only else found
 
 
@@ -257,7 +254,7 @@ class _Response:
 # -- the application ------------------------------------------------------------------
 
 class CofferWebDAV:
-    def __init__(self, storage, cfg, scope_of=None):
+    def __init__(self, storage, cfg):
         self.st = storage
         self.cfg = cfg
         self.cache = CredentialCache(storage, cfg.security.credential_cache_seconds)
@@ -267,7 +264,7 @@ class CofferWebDAV:
         self.dav = WsgiDAVApp({
             "provider_mapping": {"/": self.provider},
             "middleware_stack": [ErrorPrinter, RequestResolver],
-            "lock_storage": DatabaseLockStorage(self.lock_store, scope_of or default_lock_scope(storage)),
+            "lock_storage": DatabaseLockStorage(self.lock_store, default_lock_view(self.lock_store)),
             "property_manager": None,
             "http_authenticator": {"domain_controller": None},
             "simple_dc": {"user_mapping": {"*": True}},
@@ -422,10 +419,10 @@ class CofferWebDAV:
         return None
 
 
-def default_lock_scope(storage):
-    """Login -> LockScope: the account's home domain, with keys from its session."""
-    from providers.locks import lock_scope_for
-    return lambda login: lock_scope_for(storage, login.vfs)
+def default_lock_view(store):
+    """Login -> PrincipalLocks: the locks of every key domain the account reaches."""
+    from providers.locks import principal_locks
+    return lambda login: principal_locks(store, login.vfs)
 
 
 def request_id() -> str:

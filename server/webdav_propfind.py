@@ -80,7 +80,7 @@ class Request:
         return cls(names, False)
 
 
-def handle(environ, start_response, lock_store_scope):
+def handle(environ, start_response, lock_view):
     """Answer the PROPFIND, or return None to let wsgidav answer it."""
     depth = environ.get("HTTP_DEPTH", "infinity").lower()
     if depth not in ("0", "1") or environ.get("HTTP_IF"):
@@ -98,8 +98,8 @@ def handle(environ, start_response, lock_store_scope):
     except errors.CofferError as e:
         raise dav_error(e) from None
     if req.allprop or DAV + "lockdiscovery" in req.names:
-        store, scope = lock_store_scope()
-        if store is not None and store.has_locks(scope):
+        view = lock_view()
+        if view is not None and view.has_locks():
             return _replay(environ, body)
     members = []
     if depth == "1" and entry.is_dir:

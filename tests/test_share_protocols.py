@@ -750,3 +750,59 @@ def test_ssh_coffer_share_commands(server, clients):
     with pytest.raises(Refused):
         writer.write("/Shared/owner/SshBox/c.txt", b"too late")
     assert sorted(clients("sftp", "owner").c.listdir("/SshBox")) == ["a.txt", "b.txt"]
+
+
+# -- WebDAV locks in a shared folder hold off everyone who reaches it ------------------------------
+
+LOCK_BODY = (b'<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+             b"<D:locktype><D:write/></D:locktype><D:owner>%s</D:owner></D:lockinfo>")
+
+
+def dav_lock(server, user, path, depth="0"):
+    status, h, data = server.request("LOCK", quote(path), LOCK_BODY % user.encode(),
+                                     {"Timeout": "Second-120", "Depth": depth}, user=user)
+    return status, h.get("lock-token", "")
+
+
+def dav_unlock(server, user, path, token):
+    status, _, _ = server.request("UNLOCK", quote(path), headers={"Lock-Token": token}, user=user)
+    assert status == 204, f"UNLOCK {path} as {user}: {status}"
+
+
+def test_locks_in_a_shared_folder_are_seen_by_owner_and_collaborators(server):
+    case = f"lk{next(_ids)}"
+    mine, theirs = f"/Projects/{case}.txt", f"{S}/{case}.txt"
+    assert server.request("PUT", quote(mine), b"v1", user="owner")[0] == 201
+    status, token = dav_lock(server, "writer", theirs)
+    assert status == 200 and token
+    try:
+        # the owner is held off, and sees the collaborator's lock at the owner's own path
+        assert server.request("PUT", quote(mine), b"owner's", user="owner")[0] == 423
+        assert dav_lock(server, "owner", mine)[0] == 423
+        status, _, data = server.request("PROPFIND", quote(mine), b'<?xml version="1.0"?><D:propfind '
+                                         b'xmlns:D="DAV:"><D:prop><D:lockdiscovery/></D:prop></D:propfind>',
+                                         {"Depth": "0"}, user="owner")
+        assert status == 207 and token.strip("<>").encode() in data
+        assert f"{mine}</D:href>".encode() in data.replace(b"%20", b" ")      # the lock root, as the owner names it
+        assert server.request("UNLOCK", quote(mine), headers={"Lock-Token": token}, user="owner")[0] == 403
+        # the lock holder writes with its token; a token is no use to someone who cannot reach the folder
+        assert server.request("PUT", quote(theirs), b"writer's", {"If": f"({token})"}, user="writer")[0] in (200, 204)
+        assert server.request("UNLOCK", "/x.txt", headers={"Lock-Token": token}, user="stranger")[0] != 204
+        # a lock over the owner's whole tree conflicts with the lock inside the shared folder
+        status, top = dav_lock(server, "owner", "/", depth="infinity")
+        if status == 200:
+            dav_unlock(server, "owner", "/", top)
+        assert status == 423, "locking the owner's whole tree ignored a collaborator's lock inside it"
+    finally:
+        dav_unlock(server, "writer", theirs, token)
+    assert server.request("PUT", quote(mine), b"owner's", user="owner")[0] in (200, 204)
+    # and the other way round: the owner's depth-infinity lock on the shared folder holds off collaborators
+    status, token = dav_lock(server, "owner", "/Projects", depth="infinity")
+    assert status == 200
+    try:
+        assert server.request("PUT", quote(theirs), b"writer's again", user="writer")[0] == 423
+        assert server.request("PUT", quote(f"{S}/{case}-new.txt"), b"new", user="writer")[0] == 423
+    finally:
+        dav_unlock(server, "owner", "/Projects", token)
+    assert server.request("PUT", quote(theirs), b"writer's again", user="writer")[0] in (200, 204)
+    assert server.request("GET", quote(mine), user="owner")[2] == b"writer's again"

@@ -22,6 +22,11 @@ def get(conn: Connection, domain_id: int, token: str, now_us: int):
                                                  locks.c.expires_us >= now_us))).first()
 
 
+def domain_of(conn: Connection, token: str, now_us: int) -> int | None:
+    return conn.execute(select(locks.c.domain_id).where(and_(locks.c.token == token,
+                                                             locks.c.expires_us >= now_us))).scalar()
+
+
 def by_root(conn: Connection, domain_id: int, root_lookup: str, now_us: int) -> list:
     return list(conn.execute(select(locks).where(and_(locks.c.domain_id == domain_id,
                                                       locks.c.root_lookup == root_lookup,
