@@ -38,7 +38,7 @@ from .meta import locks as lockq
 from .meta import sshkeys as sq
 from .meta import users as uq
 from .retention import DAY
-from .vfs import SHARED
+from .vfs import SHARED, expire_account
 
 log = logging.getLogger(__name__)
 CHUNK_BATCH = 200
@@ -485,7 +485,7 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
     records, audit events and locks older than the config allows."""
     now = now_us or meta.now_us()
     report = {"accounts_erased": 0, "receipts": [], "retention_accounts": 0, "versions_expired": 0,
-              "trash_expired": 0, "private_accounts_skipped": 0, "session_records_purged": 0,
+              "trash_expired": 0, "session_records_purged": 0,
               "audit_events_purged": 0, "locks_purged": 0, "errors": []}
     with st.db.read() as c:
         stalled = [r for r in lq.users_with_status(c, "erasing")
@@ -505,15 +505,8 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
         for user in st.accounts.list():
             if user.status == "erasing":
                 continue
-            if user.mode == "private":
-                report["private_accounts_skipped"] += 1      # keys only with the user's password
-                continue
             try:
-                vfs = st.unlock(user.name)
-                try:
-                    counts = vfs.expire(now)
-                finally:
-                    vfs.close()
+                counts = expire_account(st, user, now)       # metadata only: private accounts too
             except CofferError as e:
                 log.warning("retention for account #%d failed: %s", user.id, e)
                 report["errors"].append(f"retention for {user.name}: {e}")

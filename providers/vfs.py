@@ -122,6 +122,84 @@ def parse_stamp(text: str) -> int:
     return secs * 1_000_000 + int((frac or "0").ljust(6, "0"))
 
 
+# -- metadata-only work: no keys needed ------------------------------------------------------
+
+def delete_blobs(storage, names) -> None:
+    for name in names:
+        try:
+            storage.blobs.delete(name)
+        except Exception:
+            log.warning("could not delete a purged chunk; gc will reclaim it")
+
+
+def drop_versions(c, domain_id: int, version_ids) -> list[str]:
+    """Delete versions and the chunks no other version uses; returns their blob names."""
+    refs = Counter()
+    for vid in version_ids:
+        refs.update(t.delete_version(c, vid))
+    freed, blobs = t.drop_refs(c, refs)
+    t.add_usage(c, domain_id, -freed)
+    return blobs
+
+
+def purge_nodes(c, root_ids) -> list[str]:
+    """Delete subtrees with every version of every file in them, for good."""
+    ids = []
+    for rid in root_ids:
+        ids += t.subtree_ids(c, rid)
+    if t.roots_among(c, [i for i in ids if i not in root_ids]):
+        raise Conflict("this holds a shared folder: stop sharing it first, then purge")
+    blobs = []
+    if ids:
+        by_domain: dict[int, list[int]] = {}
+        for vid, nid in t.versions_for_nodes(c, ids):
+            by_domain.setdefault(t.version(c, vid)["domain_id"], []).append(vid)
+        for n in ids:
+            t.update_node(c, n, version_id=None)
+        for did, vids in by_domain.items():
+            blobs += drop_versions(c, did, vids)
+        t.delete_nodes(c, list(reversed(ids)))
+    return blobs
+
+
+def expire_account(storage, user, now_us: int | None = None) -> dict:
+    """Apply version retention to every file an account owns and empty its
+    trash of what is older than trash_days. Only version times and sizes and
+    node ids are involved, never names or content, so this needs no keys:
+    the periodic job runs it for `private` accounts too."""
+    now = now_us or meta.now_us()
+    policy = retention.Policy.from_config(storage.cfg.retention, user.settings.get("retention"))
+    blobs: list[str] = []
+    counts = {"versions": 0, "trash": 0}
+    with storage.db.write() as c:
+        domain_ids = [uq.home_domain(c, user.id)["id"]] + [r["id"] for r in uq.owned_share_domains(c, user.id)]
+        kept_old = []
+        for did in domain_ids:
+            by_node: dict[int, list] = {}
+            for r in t.version_rows_for_domain(c, did):
+                by_node.setdefault(r.node_id, []).append(r)
+            for nid, vs in by_node.items():
+                node = t.node(c, nid)
+                vs = [v for v in vs if v.id == node["version_id"]] + [v for v in vs if v.id != node["version_id"]]
+                keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, policy)
+                drop = [v.id for i, v in enumerate(vs) if i not in keep]
+                kept_old += [(v.id, v.created_us, v.stored_bytes, did) for i, v in enumerate(vs) if i in keep and i]
+                if drop:
+                    counts["versions"] += len(drop)
+                    blobs += drop_versions(c, did, drop)
+        over = set(retention.over_share([k[:3] for k in kept_old], storage.accounts.quota_limit(user), policy))
+        for vid, _, _, did in kept_old:
+            if vid in over:
+                counts["versions"] += 1
+                blobs += drop_versions(c, did, [vid])
+        cutoff = now - policy.trash_days * retention.DAY
+        old = [n["id"] for did in domain_ids for n in t.trashed(c, did, None) if n["trashed_us"] < cutoff]
+        counts["trash"] = len(old)
+        blobs += purge_nodes(c, old)
+    delete_blobs(storage, blobs)
+    return counts
+
+
 class Vfs:
     def __init__(self, storage, user, user_key: bytes):
         self.st = storage
@@ -777,19 +855,7 @@ class Vfs:
         return self._entry(item)
 
     def _delete_blobs(self, names) -> None:
-        for name in names:
-            try:
-                self.st.blobs.delete(name)
-            except Exception:
-                log.warning("could not delete a purged chunk; gc will reclaim it")
-
-    def _drop_versions(self, c, dom, version_ids) -> list[str]:
-        refs = Counter()
-        for vid in version_ids:
-            refs.update(t.delete_version(c, vid))
-        freed, blobs = t.drop_refs(c, refs)
-        t.add_usage(c, dom.id, -freed)
-        return blobs
+        delete_blobs(self.st, names)
 
     def _apply_retention(self, c, dom, node_id, now) -> list[str]:
         node = t.node(c, node_id)
@@ -801,7 +867,7 @@ class Vfs:
         else:
             keep = retention.thin([r["created_us"] for r in rows], now, self._policy(c, dom)[0])
         drop = [r["id"] for i, r in enumerate(rows) if i not in keep]
-        return self._drop_versions(c, dom, drop) if drop else []
+        return drop_versions(c, dom.id, drop) if drop else []
 
     def mkdir(self, path) -> Entry:
         parts = paths.parse(path)
@@ -1050,24 +1116,6 @@ class Vfs:
                            None if value is None else crypto.seal(keys.meta, bytes(value), b"prop-value"))
 
     # -- purging ----------------------------------------------------------------------------------
-    def _purge_nodes(self, c, root_ids) -> list[str]:
-        ids = []
-        for rid in root_ids:
-            ids += t.subtree_ids(c, rid)
-        if t.roots_among(c, [i for i in ids if i not in root_ids]):
-            raise Conflict("this holds a shared folder: stop sharing it first, then purge")
-        blobs = []
-        if ids:
-            by_domain: dict[int, list[int]] = {}
-            for vid, nid in t.versions_for_nodes(c, ids):
-                by_domain.setdefault(t.version(c, vid)["domain_id"], []).append(vid)
-            for n in ids:
-                t.update_node(c, n, version_id=None)
-            for did, vids in by_domain.items():
-                blobs += self._drop_versions(c, self._domain(c, did), vids)
-            t.delete_nodes(c, list(reversed(ids)))
-        return blobs
-
     def _purge_meta(self, parts) -> None:
         rest = parts[1:]
         blobs: list[str] = []
@@ -1083,17 +1131,17 @@ class Vfs:
                 if it.node["version_id"] == it.version["id"]:
                     raise Conflict("this is the file's current version: delete the file itself to move it to "
                                    f"the trash, or delete {paths.join(parts[:-1])} to purge it with its history")
-                blobs = self._drop_versions(c, self._domain(c, it.version["domain_id"]), [it.version["id"]])
+                blobs = drop_versions(c, it.version["domain_id"], [it.version["id"]])
             elif it.tag in ("vfile", "vdir"):
                 blobs = self._purge_path(c, parts[2:])
             elif it.tag == "trashnode":
-                blobs = self._purge_nodes(c, [it.node["id"]])
+                blobs = purge_nodes(c, [it.node["id"]])
             elif it.tag in ("trashstamp", "trashdir"):
                 st, sub = (it.ref, ()) if it.tag == "trashstamp" else it.ref
-                blobs = self._purge_nodes(c, [n["id"] for n, tp in self._trash_entries(c, st)
+                blobs = purge_nodes(c, [n["id"] for n, tp in self._trash_entries(c, st)
                                               if tp[:len(sub)] == sub])
             elif it.tag == "meta" and rest == ("trash",):
-                blobs = self._purge_nodes(c, [n["id"] for n, _ in self._trash_entries(c)])
+                blobs = purge_nodes(c, [n["id"] for n, _ in self._trash_entries(c)])
             else:
                 raise PermissionDenied(READ_ONLY)
         self._delete_blobs(blobs)
@@ -1111,7 +1159,7 @@ class Vfs:
         roots += [n["id"] for n, tp in self._trash_entries(c) if tp[:len(parts)] == parts]
         if not roots:
             raise NotFound(f"{paths.join(parts)} is neither in the tree nor in the trash")
-        return self._purge_nodes(c, roots)
+        return purge_nodes(c, roots)
 
     def purge(self, path) -> None:
         """Delete a file or folder with all its versions and trash entries, for good."""
@@ -1125,40 +1173,8 @@ class Vfs:
 
     def expire(self, now_us: int | None = None) -> dict:
         """Apply retention to every file the principal owns and empty the trash
-        of what is older than trash_days (the periodic job calls this)."""
-        now = now_us or meta.now_us()
-        blobs: list[str] = []
-        counts = {"versions": 0, "trash": 0}
-        with self._tx(True) as c:
-            doms = [self.home] + [self._domain(c, r["id"]) for r in uq.owned_share_domains(c, self.user.id)]
-            kept_old = []
-            for dom in doms:
-                by_node: dict[int, list] = {}
-                for r in t.version_rows_for_domain(c, dom.id):
-                    by_node.setdefault(r.node_id, []).append(r)
-                for nid, vs in by_node.items():
-                    node = t.node(c, nid)
-                    vs = [v for v in vs if v.id == node["version_id"]] + \
-                         [v for v in vs if v.id != node["version_id"]]
-                    keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, self.policy)
-                    drop = [v.id for i, v in enumerate(vs) if i not in keep]
-                    kept_old += [(v.id, v.created_us, v.stored_bytes, dom) for i, v in enumerate(vs)
-                                 if i in keep and i]
-                    if drop:
-                        counts["versions"] += len(drop)
-                        blobs += self._drop_versions(c, dom, drop)
-            share = set(retention.over_share([k[:3] for k in kept_old],
-                                             self.st.accounts.quota_limit(self.user), self.policy))
-            for vid, _, _, dom in kept_old:
-                if vid in share:
-                    counts["versions"] += 1
-                    blobs += self._drop_versions(c, dom, [vid])
-            cutoff = now - self.policy.trash_days * retention.DAY
-            old = [n["id"] for n, _ in self._trash_entries(c) if n["trashed_us"] < cutoff]
-            counts["trash"] = len(old)
-            blobs += self._purge_nodes(c, old)
-        self._delete_blobs(blobs)
-        return counts
+        of what is older than trash_days (see `expire_account`)."""
+        return expire_account(self.st, self.user, now_us)
 
     def restore(self, path, version_id: int | None = None, at: float | None = None, to=None) -> Entry:
         """Bring a file or folder back as it was: a version by id, the state at

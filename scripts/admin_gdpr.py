@@ -281,9 +281,7 @@ def cmd_maintenance(st, args):
     lines = [f"erased {report['accounts_erased']} account(s)"
              + (f" (receipts {', '.join('#' + str(r) for r in report['receipts'])})" if report["receipts"] else ""),
              f"retention: {report['retention_accounts']} account(s), {report['versions_expired']} old version(s) "
-             f"and {report['trash_expired']} trash entr(ies) removed"
-             + (f"; {report['private_accounts_skipped']} private account(s) skipped (their keys need the "
-                "user's password)" if report["private_accounts_skipped"] else ""),
+             f"and {report['trash_expired']} trash entr(ies) removed",
              f"records: {report['session_records_purged']} session record(s), {report['audit_events_purged']} "
              f"audit event(s), {report['locks_purged']} expired lock(s) removed"]
     lines += [f"ERROR: {e}" for e in report["errors"]]

@@ -120,16 +120,6 @@ class CredentialCache:
                 self._retire(self._entries.pop(key))
             self._close_idle()
 
-    def live(self) -> list:
-        """One open filesystem per account with a valid cached login."""
-        now = self.clock()
-        with self._lock:
-            seen = {}
-            for e in self._entries.values():
-                if e.expires > now and not e.closed:
-                    seen.setdefault(e.name, e.vfs)
-            return list(seen.values())
-
     def sweep(self) -> None:
         """Close logins whose time is up (called periodically)."""
         now = self.clock()

@@ -15,14 +15,12 @@ import secrets
 import signal
 import sys
 import threading
-import time
 
 from providers import config as config_mod
 from providers.errors import CofferError
 
 log = logging.getLogger("coffer")
 MAINTENANCE_SECONDS = 60
-RETENTION_SECONDS = 3600
 
 
 def _setup_logging(level: str) -> None:
@@ -104,12 +102,8 @@ def serve(args) -> int:
             print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
             return 2
         print("coffer: ready", flush=True)
-        last_retention = time.monotonic()
         while not stop.wait(MAINTENANCE_SECONDS):
-            due = time.monotonic() - last_retention >= RETENTION_SECONDS
-            if due:
-                last_retention = time.monotonic()
-            _maintain(st, running, due)
+            _maintain(st, running)
     finally:
         for srv in reversed(running):
             try:
@@ -122,11 +116,10 @@ def serve(args) -> int:
     return 0
 
 
-def _maintain(st, running, retention_due: bool) -> None:
-    """Every minute: the front-ends' housekeeping and the storage core's
-    periodic job (`Storage.maintenance`: due erasures, record retention,
-    version and trash retention). Hourly: retention for private accounts
-    that have a live login, since their keys exist only then."""
+def _maintain(st, running) -> None:
+    """Every minute: the front-ends' housekeeping, then the storage core's
+    periodic job (`Storage.maintenance`: due erasures, record retention, and
+    hourly version and trash retention for every account)."""
     for srv in running:
         app = getattr(srv, "app", None)
         if app is not None and hasattr(app, "maintain"):
@@ -134,33 +127,10 @@ def _maintain(st, running, retention_due: bool) -> None:
                 app.maintain()
             except Exception:
                 log.exception("front-end maintenance failed")
-    work = getattr(st, "maintenance", None)
-    if work is not None:
-        try:
-            work()
-        except Exception:
-            log.exception("periodic maintenance failed")
-    elif retention_due:
-        for user in st.accounts.list():
-            if user.status != "active" or user.mode != "managed":
-                continue
-            try:
-                vfs = st.open_as(user.name)
-                try:
-                    vfs.expire()
-                finally:
-                    vfs.close()
-            except Exception:
-                log.exception("retention failed for account id %s", user.id)
-    if not retention_due:
-        return
-    for srv in running:
-        app = getattr(srv, "app", None)
-        for vfs in (app.live_private_accounts() if hasattr(app, "live_private_accounts") else []):
-            try:
-                vfs.expire()
-            except Exception:
-                log.exception("retention failed for account id %s", vfs.user.id)
+    try:
+        st.maintenance()
+    except Exception:
+        log.exception("periodic maintenance failed")
 
 
 def main(argv=None) -> int:

@@ -282,10 +282,6 @@ class CofferWebDAV:
         self.sessions.sweep(everything=True)
         self.cache.close_all()
 
-    def live_private_accounts(self):
-        """Open filesystems of private accounts with a live login (for retention)."""
-        return [vfs for vfs in self.cache.live() if vfs.user.mode == "private"]
-
     def maintain(self):
         """Periodic work: expire cached logins, idle sessions and old locks."""
         self.cache.sweep()

@@ -153,19 +153,31 @@ def test_lock_store_scoped_and_sealed(storage):
     b.close()
 
 
-def test_periodic_maintenance_runs_retention(storage):
+def test_periodic_maintenance_expires_private_accounts_without_their_keys(storage):
+    """`coffer serve`'s timer applies version and trash retention to every
+    account, `private` ones included: no login, no password."""
+    from providers import lifecycle
     from server.main import _maintain
-    storage.accounts.create("alice", "alice-password")
-    storage.accounts.create("pat", "pat-password", mode="private")
-    vfs = storage.login("alice", "alice-password")
-    for i in range(5):
-        vfs.write_bytes("/f.txt", b"v%d" % i)
-    vfs.close()
-    _maintain(storage, [], True)           # managed accounts are opened with the server key
-    _maintain(storage, [], False)
-    vfs = storage.login("alice", "alice-password")
-    assert vfs.read_bytes("/f.txt") == b"v4"
-    vfs.close()
+    for name, mode in (("alice", "managed"), ("pat", "private")):
+        storage.accounts.create(name, f"{name}-password", mode=mode)
+        vfs = storage.login(name, f"{name}-password")
+        vfs.write_bytes("/gone.txt", b"deleted long ago")
+        vfs.delete("/gone.txt")
+        for i in range(5):
+            vfs.write_bytes("/f.txt", b"v%d" % i)
+        assert len(vfs.versions("/f.txt")) == 5
+        vfs.close()
+    later = int((time.time() + 40 * 86400) * 1e6)
+    lifecycle._last_retention.clear()
+    report = lifecycle.run_maintenance(storage, now_us=later)
+    assert report["errors"] == [] and report["trash_expired"] == 2 and report["versions_expired"] == 2 * 3
+    _maintain(storage, [])                 # what the server's timer calls; nothing left to do
+    for name in ("alice", "pat"):
+        vfs = storage.login(name, f"{name}-password")
+        assert vfs.read_bytes("/f.txt") == b"v4"
+        assert len(vfs.versions("/f.txt")) == 2          # the current one, and one for that week
+        assert vfs.list("/.coffer/trash") == []
+        vfs.close()
 
 
 @pytest.mark.parametrize("dest,ok", [
