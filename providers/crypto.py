@@ -172,15 +172,15 @@ def _nonce(index: int, last: bool) -> bytes:
     return index.to_bytes(NONCE_BYTES - 1, "big") + (b"\x01" if last else b"\x00")
 
 
-def encrypt_chunk(key: bytes, plaintext) -> bytes:
-    """Seal a chunk (at most a few MiB) as 64 KiB blocks behind a format byte."""
+def encrypt_chunk(key: bytes, plaintext) -> list[bytes]:
+    """Seal a chunk (at most a few MiB) as 64 KiB blocks behind a format byte.
+    Returns the stored form in parts (the format byte, then each sealed block),
+    for writing without joining them into one more copy."""
     aead = AESGCM(key)
     mv = memoryview(plaintext)
     n = max(1, -(-len(mv) // BLOCK))
-    parts = [CHUNK_FORMAT]
-    for i in range(n):
-        parts.append(aead.encrypt(_nonce(i, i == n - 1), mv[i * BLOCK:(i + 1) * BLOCK], None))
-    return b"".join(parts)
+    return [CHUNK_FORMAT] + [aead.encrypt(_nonce(i, i == n - 1), mv[i * BLOCK:(i + 1) * BLOCK], None)
+                             for i in range(n)]
 
 
 def sealed_size(plain_size: int) -> int:

@@ -184,12 +184,15 @@ class Writer:
         else:
             key = crypto.random_key()
             stored = crypto.encrypt_chunk(key, data)
+            digest = hashlib.sha256()
+            for part in stored:
+                digest.update(part)
             name = os.urandom(16).hex()
-            pc = PendingChunk(did, len(data), blob_name=name, stored_size=len(stored),
+            pc = PendingChunk(did, len(data), blob_name=name, stored_size=sum(map(len, stored)),
                               wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
-                              stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
+                              stored_sha256=digest.hexdigest(), key=key)
             with self._lock:
-                self.new_bytes += len(stored)
+                self.new_bytes += pc.stored_size
                 self._stored.append(name)      # before the put: abort() must know it even if the put fails
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
                     self._quota_room, self._quota_known = self.vfs._quota_room(self.domain), True
