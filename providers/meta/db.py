@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import time
 from pathlib import Path
 
@@ -34,23 +35,26 @@ class Database:
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
                                                 pool_size=20, max_overflow=40)
             event.listen(self.engine, "connect", _sqlite_connect)
-            event.listen(self.engine, "begin", _sqlite_begin)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
 
-    @contextlib.contextmanager
     def write(self):
         """A write transaction (committed on success, rolled back on error)."""
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(coffer_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
+        return self._transaction("IMMEDIATE")
 
-    @contextlib.contextmanager
     def read(self):
         """A read transaction: a consistent view for its duration."""
+        return self._transaction("DEFERRED")
+
+    @contextlib.contextmanager
+    def _transaction(self, mode: str):
+        # SQLite's BEGIN is issued here rather than from a "begin" listener on
+        # the engine: any engine-wide listener makes SQLAlchemy dispatch
+        # events around every statement, which cost about as much as a query.
         with self.engine.connect() as conn:
             with conn.begin():
+                if self.is_sqlite:
+                    _sqlite_begin(conn, mode)
                 yield conn
 
     def upgrade(self) -> None:
@@ -60,6 +64,8 @@ class Database:
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.connect() as conn:
+            if self.is_sqlite:             # the migrations run inside a transaction
+                event.listen(conn, "begin", lambda c: _sqlite_begin(c, "DEFERRED"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()
@@ -82,9 +88,15 @@ def _sqlite_connect(dbapi_conn, _record):
     cur.close()
 
 
-def _sqlite_begin(conn: Connection):
-    mode = conn.get_execution_options().get("coffer_begin", "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {mode}")
+def _sqlite_begin(conn: Connection, mode: str):
+    # Straight on the driver's connection (the SQLAlchemy transaction is open,
+    # and pysqlite itself never begins one: see _sqlite_connect); through
+    # exec_driver_sql the BEGIN cost as much as a query.
+    sql = f"BEGIN {mode}"
+    try:
+        conn.connection.driver_connection.execute(sql)
+    except sqlite3.Error as e:
+        raise exc.OperationalError(sql, None, e) from e
 
 
 IntegrityViolation = exc.IntegrityError
