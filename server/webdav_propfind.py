@@ -79,6 +79,11 @@ class Request:
         names = [child.tag for child in node if isinstance(child.tag, str)]
         return cls(names, False)
 
+    @property
+    def wants_dead(self) -> bool:
+        """Whether the answer includes dead properties (allprop, or names outside DAV: and oc:)."""
+        return self.allprop or any(not n.startswith((DAV, OC_NS)) for n in self.names)
+
 
 def handle(environ, start_response, lock_view):
     """Answer the PROPFIND, or return None to let wsgidav answer it."""
@@ -101,10 +106,13 @@ def handle(environ, start_response, lock_view):
         view = lock_view()
         if view is not None and view.has_locks():
             return _replay(environ, body)
-    members = []
+    members = []                      # (entry, its dead properties or None to look them up)
     if depth == "1" and entry.is_dir:
         try:
-            members = vfs.list(path)
+            if req.wants_dead:        # the members' properties in one go, not a lookup per member
+                members = vfs.list_with_props(path)
+            else:
+                members = [(m, None) for m in vfs.list(path)]
         except errors.CofferError as e:
             raise dav_error(e) from None
     writer = _Writer(vfs, req, environ)
@@ -114,7 +122,7 @@ def handle(environ, start_response, lock_view):
     headers = [("Content-Type", "application/xml; charset=utf-8")]
     if len(members) <= CHUNK_ENTRIES:
         # small answers carry a length, so the connection stays open without chunking
-        body = "".join([head, first, *(writer.response(base + "/" + m.name, m) for m in members),
+        body = "".join([head, first, *(writer.response(base + "/" + m.name, m, dead) for m, dead in members),
                         "</D:multistatus>"]).encode("utf-8")
         start_response("207 Multi-Status", headers + [("Content-Length", str(len(body)))])
         return [body]
@@ -122,8 +130,8 @@ def handle(environ, start_response, lock_view):
 
     def generate():
         out = [head, first]
-        for i, m in enumerate(members):
-            out.append(writer.response(base + "/" + m.name, m))
+        for i, (m, dead) in enumerate(members):
+            out.append(writer.response(base + "/" + m.name, m, dead))
             if i % CHUNK_ENTRIES == CHUNK_ENTRIES - 1:
                 yield "".join(out).encode("utf-8")
                 out = []
@@ -213,7 +221,9 @@ class _Writer:
         except errors.CofferError:
             return {}
 
-    def response(self, path: str, e) -> str:
+    def response(self, path: str, e, dead: dict | None = None) -> str:
+        """One <D:response>; `dead` holds the entry's dead properties when
+        the caller has them already."""
         href = path.rstrip("/") + "/" if e.is_dir else path
         found, missing = [], []
         if self.req.allprop:
@@ -221,9 +231,8 @@ class _Writer:
                 x = self.live(local, path, e)
                 if x is not None:
                     found.append(x)
-            found.extend(v.decode("utf-8") for v in self.dead_props(path).values())
+            found.extend(v.decode("utf-8") for v in (self.dead_props(path) if dead is None else dead).values())
         else:
-            dead = None
             for name in self.req.names:
                 if name.startswith(DAV):
                     x = self.live(name[len(DAV):], path, e)
