@@ -315,9 +315,9 @@ class Accounts:
         credential caches compare it. None: no such account, or not active."""
         with self.db.read() as c:
             row = q.generation(c, normalize_name(name))
-        if row is None or row.status != "active":
+        if row is None or row["status"] != "active":
             return None
-        return row.credential_gen
+        return row["credential_gen"]
 
 
 class Throttle:

@@ -99,4 +99,41 @@ def _sqlite_begin(conn: Connection, mode: str):
         raise exc.OperationalError(sql, None, e) from e
 
 
+class HotQuery:
+    """A single-row SELECT run on every request (path lookups, the credential
+    check). On SQLite it runs straight on the driver's connection, inside the
+    caller's transaction: SQLAlchemy's execution path costs several times the
+    query itself. Rows come back as dicts, with SQLAlchemy's conversions of
+    the column types applied; other databases take the ordinary path."""
+
+    def __init__(self, stmt):
+        self.stmt = stmt
+        self._sqlite = None               # (SQL text, parameter names, column names, converters)
+
+    def first(self, c: Connection, params: dict) -> dict | None:
+        if c.dialect.name != "sqlite":
+            row = c.execute(self.stmt, params).mappings().first()
+            return None if row is None else dict(row)
+        plan = self._sqlite
+        if plan is None:
+            plan = self._sqlite = self._plan(c.dialect)
+        sql, names, columns, converters = plan
+        try:
+            row = c.connection.driver_connection.execute(sql, [params[n] for n in names]).fetchone()
+        except sqlite3.Error as e:
+            raise exc.OperationalError(sql, params, e) from e
+        if row is None:
+            return None
+        if converters:
+            row = [v if f is None or v is None else f(v) for f, v in zip(converters, row)]
+        return dict(zip(columns, row))
+
+    def _plan(self, dialect):
+        compiled = self.stmt.compile(dialect=dialect)
+        cols = list(self.stmt.selected_columns)
+        converters = [col.type.dialect_impl(dialect).result_processor(dialect, None) for col in cols]
+        return (str(compiled), list(compiled.positiontup), [col.key for col in cols],
+                converters if any(converters) else None)
+
+
 IntegrityViolation = exc.IntegrityError

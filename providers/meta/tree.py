@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
 
+from .db import HotQuery
 from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
 
 NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.kind, nodes.c.mode,
@@ -20,12 +21,16 @@ _VERSIONS_OF = select(versions).where(versions.c.node_id == bindparam("n")).orde
 _CHUNK_BY_DEDUP = select(chunks).where(chunks.c.domain_id == bindparam("d"), chunks.c.dedup_id == bindparam("x"))
 
 
+_HOT_NODE = HotQuery(_NODE)
+_HOT_CHILD = HotQuery(_CHILD)
+
+
 def node(c, node_id: int):
-    return c.execute(_NODE, {"i": node_id}).mappings().first()
+    return _HOT_NODE.first(c, {"i": node_id})
 
 
 def child(c, parent_id: int, lookup: str):
-    return c.execute(_CHILD, {"p": parent_id, "l": lookup}).mappings().first()
+    return _HOT_CHILD.first(c, {"p": parent_id, "l": lookup})
 
 
 def children(c, parent_id: int):

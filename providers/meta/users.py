@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 
-from .db import now_us
+from .db import HotQuery, now_us
 from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
 
 
@@ -18,12 +18,12 @@ _MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindpar
     domain_members.c.key_gen.desc())
 
 
-_GENERATION = select(users.c.status, users.c.credential_gen).where(users.c.name == bindparam("n"))
+_GENERATION = HotQuery(select(users.c.status, users.c.credential_gen).where(users.c.name == bindparam("n")))
 
 
 def generation(c, name: str):
-    """(status, credential generation) of an account, or None."""
-    return c.execute(_GENERATION, {"n": name}).first()
+    """{status, credential_gen} of an account, or None."""
+    return _GENERATION.first(c, {"n": name})
 
 
 def user_by_id(c, user_id: int):
