@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import time
 import uuid
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import defusedxml.ElementTree as safe_xml
+from lxml import etree
 from wsgidav.error_printer import ErrorPrinter
 from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.request_resolver import RequestResolver
@@ -406,13 +408,44 @@ class CofferWebDAV:
             return ("413 Request Entity Too Large", f"XML bodies are limited to {MAX_XML_BODY} bytes.")
         if body.strip():
             try:
-                safe_xml.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-            except Exception:
+                root = parse_xml_body(body)
+            except ValueError:
                 return ("400 Bad Request", "The XML body is malformed or declares a DTD or entities.")
+            if root is not None:
+                environ["coffer.xml"] = root      # the PROPFIND fast path does not parse it again
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         return None
+
+
+_XML_ENCODING = re.compile(rb'^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*["\']([^"\']*)["\']')
+_PLAIN_ENCODINGS = {b"utf-8", b"utf8", b"us-ascii", b"ascii"}
+
+
+def parse_xml_body(body: bytes):
+    """Check a request's XML body: raise ValueError when it is malformed or
+    declares a DTD or entities (entity bombs, XXE).
+
+    A body in UTF-8 or ASCII without any "<!" cannot hold a DTD (nor an
+    entity declaration): lxml only checks that it is well-formed, and its
+    root element is returned for reuse. Anything else goes through
+    defusedxml, which refuses a DTD outright; then None is returned."""
+    m = _XML_ENCODING.match(body)
+    if b"<!" not in body and b"\x00" not in body and (m is None or m.group(1).lower() in _PLAIN_ENCODINGS):
+        try:
+            root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
+        except etree.XMLSyntaxError:
+            raise ValueError("malformed XML") from None
+        info = root.getroottree().docinfo
+        if info.doctype or info.internalDTD is not None:
+            raise ValueError("a DTD")
+        return root
+    try:
+        safe_xml.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except Exception:
+        raise ValueError("malformed XML, or a DTD or entities") from None
+    return None
 
 
 def default_lock_view(store):

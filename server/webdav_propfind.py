@@ -62,13 +62,15 @@ class Request:
         self.allprop = allprop
 
     @classmethod
-    def parse(cls, body: bytes):
+    def parse(cls, body: bytes, root=None):
+        """From the body, or from its root element when it was parsed already."""
         if not body.strip():
             return cls([], True)
-        try:
-            root = etree.fromstring(body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
-        except etree.XMLSyntaxError:
-            return None
+        if root is None:
+            try:
+                root = etree.fromstring(body, parser=etree.XMLParser(resolve_entities=False, no_network=True))
+            except etree.XMLSyntaxError:
+                return None
         if root.tag != DAV + "propfind" or len(root) != 1:
             return None
         node = root[0]
@@ -91,7 +93,7 @@ def handle(environ, start_response, lock_view):
     if depth not in ("0", "1") or environ.get("HTTP_IF"):
         return None
     body = environ["wsgi.input"].read() if environ.get("CONTENT_LENGTH", "0") not in ("", "0") else b""
-    req = Request.parse(body)
+    req = Request.parse(body, environ.get("coffer.xml"))
     if req is None:
         return _replay(environ, body)
     vfs = environ["coffer.vfs"]
