@@ -21,12 +21,10 @@ try:
     _syncfs = ctypes.CDLL(None, use_errno=True).syncfs
 except (OSError, AttributeError):
     _syncfs = None
-_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 class BlobStore:
-    def put(self, name: str, data: bytes | list[bytes]) -> None:
-        """Store a new blob: bytes, or parts to store one after the other."""
+    def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
     def sync(self, names=()) -> None:
@@ -72,13 +70,9 @@ class LocalBlobStore(BlobStore):
                 final.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             try:
-                parts = [memoryview(p) for p in (data if isinstance(data, list) else [data]) if len(p)]
-                while parts:
-                    done = os.writev(fd, parts[:_IOV_MAX])
-                    while parts and done >= len(parts[0]):
-                        done -= len(parts.pop(0))
-                    if done:
-                        parts[0] = parts[0][done:]
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
             finally:
                 os.close(fd)
         except OSError as e:
@@ -151,9 +145,8 @@ class S3BlobStore(BlobStore):
         except Exception:
             self.s3.create_bucket(Bucket=bucket)
 
-    def put(self, name: str, data: bytes | list[bytes]) -> None:
-        body = b"".join(data) if isinstance(data, list) else bytes(data)
-        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=body)
+    def put(self, name: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=bytes(data))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         kw = {}

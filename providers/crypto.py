@@ -172,15 +172,25 @@ def _nonce(index: int, last: bool) -> bytes:
     return index.to_bytes(NONCE_BYTES - 1, "big") + (b"\x01" if last else b"\x00")
 
 
-def encrypt_chunk(key: bytes, plaintext) -> list[bytes]:
+def encrypt_chunk(key: bytes, plaintext, out: bytearray | None = None) -> memoryview:
     """Seal a chunk (at most a few MiB) as 64 KiB blocks behind a format byte.
-    Returns the stored form in parts (the format byte, then each sealed block),
-    for writing without joining them into one more copy."""
+
+    The sealed form is written into `out` when it is large enough (a caller
+    sealing chunk after chunk reuses one buffer instead of allocating and
+    page-faulting a fresh one each time); returns a view of it."""
     aead = AESGCM(key)
     mv = memoryview(plaintext)
+    size = sealed_size(len(mv))
+    if out is None or len(out) < size:
+        out = bytearray(size)
+    view = memoryview(out)[:size]
+    view[:HEADER] = CHUNK_FORMAT
     n = max(1, -(-len(mv) // BLOCK))
-    return [CHUNK_FORMAT] + [aead.encrypt(_nonce(i, i == n - 1), mv[i * BLOCK:(i + 1) * BLOCK], None)
-                             for i in range(n)]
+    for i in range(n):
+        block = mv[i * BLOCK:(i + 1) * BLOCK]
+        at = HEADER + i * SEALED_BLOCK
+        aead.encrypt_into(_nonce(i, i == n - 1), block, None, view[at:at + len(block) + TAG_BYTES])
+    return view
 
 
 def sealed_size(plain_size: int) -> int:

@@ -106,6 +106,7 @@ class Writer:
         self._final = False
         self._stored: list[str] = []
         self._lock = threading.Lock()
+        self._scratch = threading.local()     # a sealing buffer per helper thread, reused chunk after chunk
 
     def _hash(self, data) -> None:
         self.md5.update(data)
@@ -183,16 +184,14 @@ class Writer:
             pc = PendingChunk(did, len(data), existing_id=existing)
         else:
             key = crypto.random_key()
-            stored = crypto.encrypt_chunk(key, data)
-            digest = hashlib.sha256()
-            for part in stored:
-                digest.update(part)
+            stored = crypto.encrypt_chunk(key, data, getattr(self._scratch, "buf", None))
+            self._scratch.buf = stored.obj                      # this thread's buffer for its next chunk
             name = os.urandom(16).hex()
-            pc = PendingChunk(did, len(data), blob_name=name, stored_size=sum(map(len, stored)),
+            pc = PendingChunk(did, len(data), blob_name=name, stored_size=len(stored),
                               wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
-                              stored_sha256=digest.hexdigest(), key=key)
+                              stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
             with self._lock:
-                self.new_bytes += pc.stored_size
+                self.new_bytes += len(stored)
                 self._stored.append(name)      # before the put: abort() must know it even if the put fails
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
                     self._quota_room, self._quota_known = self.vfs._quota_room(self.domain), True

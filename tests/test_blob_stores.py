@@ -77,11 +77,6 @@ def test_conformance(store):
     assert not store.exists(name)
     with pytest.raises(NotFound):
         store.get(name)
-    # a blob given in parts is stored as their concatenation
-    parts = [b"\x01", b"", os.urandom(70_000), os.urandom(65_552)]
-    store.put(name, parts)
-    assert store.get(name) == b"".join(parts)
-    store.delete(name)
 
 
 def test_vfs_on_s3(tmp_path):
