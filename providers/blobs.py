@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -23,7 +24,21 @@ except (OSError, AttributeError):
     _syncfs = None
 
 
+_PREFETCH = None
+_PREFETCH_LOCK = threading.Lock()
+
+
+def _prefetcher():
+    global _PREFETCH
+    with _PREFETCH_LOCK:
+        if _PREFETCH is None:
+            from concurrent.futures import ThreadPoolExecutor
+            _PREFETCH = ThreadPoolExecutor(8, thread_name_prefix="coffer-readahead")
+    return _PREFETCH
+
+
 class BlobStore:
+    READ_AHEAD_CHUNKS = 0       # how many chunks a sequential reader announces ahead
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
@@ -36,6 +51,11 @@ class BlobStore:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def read_ahead(self, name: str, offset: int, length: int):
+        """A hint that `get(name, offset, length)` comes next. Returns None, or
+        a future whose result that `get` may take instead of asking again."""
+        return None
+
     def names(self) -> Iterator[tuple[str, float]]:
         """Every stored name with its modification time (seconds)."""
         raise NotImplementedError
@@ -46,6 +66,8 @@ class BlobStore:
 
 class LocalBlobStore(BlobStore):
     """Files under a folder, fanned out by the first two byte pairs of the name."""
+
+    READ_AHEAD_CHUNKS = 8
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -109,6 +131,21 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             raise NotFound(f"stored chunk {name} is missing from the blob store") from None
 
+    def read_ahead(self, name: str, offset: int, length: int):
+        # the kernel reads it in meanwhile; no thread, no interpreter lock
+        if hasattr(os, "posix_fadvise"):
+            try:
+                fd = os.open(self._path(name), os.O_RDONLY)
+            except OSError:
+                return None                 # the real read reports it
+            try:
+                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return None
+
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
@@ -129,6 +166,8 @@ class LocalBlobStore(BlobStore):
 
 class S3BlobStore(BlobStore):
     """An S3-compatible bucket (AWS, MinIO, SeaweedFS...), path-style addressing."""
+
+    READ_AHEAD_CHUNKS = 4       # requests in flight per sequential reader
 
     def __init__(self, endpoint: str, bucket: str, region: str, access_key: str, secret_key: str,
                  prefix: str = "blobs/"):
@@ -157,6 +196,10 @@ class S3BlobStore(BlobStore):
             return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name, **kw)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             raise NotFound(f"stored chunk {name} is missing from the blob store") from None
+
+    def read_ahead(self, name: str, offset: int, length: int):
+        # a request waits on the network without the interpreter lock: start it now
+        return _prefetcher().submit(self.get, name, offset, length)
 
     def delete(self, name: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)

@@ -207,25 +207,36 @@ def block_span(plain_size: int, offset: int, length: int) -> tuple[int, int, int
     return first, start, end - start
 
 
-def decrypt_blocks(key: bytes, stored, first_block: int, plain_size: int, what: str = "chunk") -> bytes:
+def decrypt_blocks(key: bytes, stored, first_block: int, plain_size: int, what: str = "chunk",
+                   out: bytearray | None = None):
     """Open consecutive sealed blocks starting at `first_block`; any tampering
-    (or a block from elsewhere, or a truncation) raises IntegrityError."""
+    (or a block from elsewhere, or a truncation) raises IntegrityError.
+
+    Returns the plaintext as bytes, or, given a large enough `out` buffer, a
+    view of it holding the plaintext (a reader reuses one buffer)."""
     aead = AESGCM(key)
     nblocks = max(1, -(-plain_size // BLOCK))
     mv = memoryview(stored)
-    out = []
+    count = -(-len(mv) // SEALED_BLOCK)
+    size = len(mv) - count * TAG_BYTES
+    into = out is not None and len(out) >= size >= 0
+    view = memoryview(out if into else bytearray(max(size, 0)))[:max(size, 0)]
     i = first_block
-    pos = 0
+    pos = at = 0
     while pos < len(mv):
         piece = mv[pos:pos + SEALED_BLOCK]
+        n = len(piece) - TAG_BYTES
         try:
-            out.append(aead.decrypt(_nonce(i, i == nblocks - 1), piece, None))
+            if n < 0:
+                raise ValueError("short block")
+            aead.decrypt_into(_nonce(i, i == nblocks - 1), piece, None, view[at:at + n])
         except (InvalidTag, ValueError):
             raise IntegrityError(f"{what} block {i} failed authentication: the stored data is damaged "
                                  "or was tampered with") from None
         pos += SEALED_BLOCK
+        at += n
         i += 1
-    return b"".join(out)
+    return view if into else bytes(view)
 
 
 def decrypt_chunk(key: bytes, stored, plain_size: int, what: str = "chunk") -> bytes:

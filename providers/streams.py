@@ -273,7 +273,11 @@ class Writer:
 
 class Reader:
     """Reads one version, with seeking; decrypts only the 64 KiB blocks a read
-    touches and checks every block's authentication tag."""
+    touches and checks every block's authentication tag.
+
+    A sequential reader tells the blob store which chunks come next, so it
+    can fetch them meanwhile; blocks are decrypted into one buffer the
+    reader keeps."""
 
     READAHEAD = 256 * 1024
 
@@ -288,8 +292,12 @@ class Reader:
             self.starts.append(pos)
             pos += r["plain_size"]
         self.pos = 0
-        self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, bytes)
+        self._cache = (None, 0, b"")        # (chunk index, plaintext offset in chunk, plaintext view)
+        self._buf: bytearray | None = None
         self._keys: dict[int, bytes] = {}
+        self._ahead: dict[int, object] = {}  # chunk index -> future of its whole stored form
+        self._hinted = -1                   # the last chunk the blob store was told about
+        self._next = 0                      # where a sequential read goes on
 
     def seek(self, offset: int, whence: int = 0) -> int:
         if whence == 1:
@@ -309,22 +317,55 @@ class Reader:
                                                r["dedup_id"].encode(), f"{self.what}: chunk key")
         return self._keys[i]
 
+    def _span(self, i: int, off: int, want: int) -> tuple[int, int, int]:
+        plain_size = self.rows[i]["plain_size"]
+        return crypto.block_span(plain_size, off, min(max(want, self.READAHEAD), plain_size - off))
+
+    def _fetch(self, i: int, start: int, n: int):
+        for j in [j for j in self._ahead if j < i]:
+            self._ahead.pop(j).cancel()
+        fut = self._ahead.get(i)
+        if fut is not None:
+            try:
+                return memoryview(fut.result())[start:start + n]
+            except Exception:
+                del self._ahead[i]          # fetched again below, where an error is reported
+        return self.vfs.st.blobs.get(self.rows[i]["blob_name"], start, n)
+
+    def _read_ahead(self, i: int) -> None:
+        """Reading on sequentially: tell the blob store which chunks come next,
+        so it can fetch them meanwhile (the kernel reads files ahead; an S3
+        request waits without holding the interpreter)."""
+        blobs = self.vfs.st.blobs
+        last = min(i + blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
+        for j in range(max(i + 1, self._hinted + 1), last + 1):
+            r = self.rows[j]
+            fut = blobs.read_ahead(r["blob_name"], 0, crypto.sealed_size(r["plain_size"]))
+            if fut is not None:
+                self._ahead[j] = fut
+        self._hinted = max(self._hinted, last)
+
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache
         if ci == i and coff <= off and off + min(want, 1) <= coff + len(data):
-            return data[off - coff:off - coff + want]
+            return bytes(data[off - coff:off - coff + want])
         r = self.rows[i]
-        length = max(want, self.READAHEAD)
-        first, start, n = crypto.block_span(r["plain_size"], off, min(length, r["plain_size"] - off))
-        stored = self.vfs.st.blobs.get(r["blob_name"], start, n)
+        if self.starts[i] + off == self._next:
+            self._read_ahead(i)
+        first, start, n = self._span(i, off, want)
+        stored = self._fetch(i, start, n)
         if len(stored) != n:
             from .errors import IntegrityError
             raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
-        data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what)
+        plain = n - (-(-n // crypto.SEALED_BLOCK)) * crypto.TAG_BYTES
+        if self._buf is None or len(self._buf) < plain:
+            self._buf = bytearray(plain)
+        data = crypto.decrypt_blocks(self._key(i), stored, first, r["plain_size"], self.what, out=self._buf)
         coff = first * crypto.BLOCK
         self._cache = (i, coff, data)
+        self._next = self.starts[i] + coff + len(data)
         _malloc_trim(len(data))
-        return data[off - coff:off - coff + want]
+        return bytes(data[off - coff:off - coff + want])
 
     def read(self, n: int = -1) -> bytes:
         if self.domain.permission != "owner":
@@ -355,7 +396,11 @@ class Reader:
             yield data
 
     def close(self) -> None:
+        for fut in self._ahead.values():
+            fut.cancel()
+        self._ahead.clear()
         self._cache = (None, 0, b"")
+        self._buf = None
         self._keys.clear()
 
     def __enter__(self):

@@ -113,6 +113,10 @@ def run_vfs_on_s3(st, endpoint, access, secret):
         assert r.read(100) == data[1_500_000:1_500_100]
     for name, _ in st.blobs.names():
         assert marker not in st.blobs.get(name)
+    # sequential reads fetch the next chunks ahead, in whatever piece size the client reads
+    for size in (65536, 1024 * 1024):
+        with v.open_read("/a.bin") as r:
+            assert b"".join(iter(lambda: r.read(size), b"")) == data
     v.write_bytes("/a.bin", b"small")
     v.delete("/.coffer/versions/a.bin/" + v.list("/.coffer/versions/a.bin")[1].name)
     assert v.read_bytes("/a.bin") == b"small"

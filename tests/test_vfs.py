@@ -206,6 +206,12 @@ def test_ranges_and_hashes(alice):
         assert b"".join(r.iter_range(len(data) - 50)) == data[-50:]
     assert alice.hashes("/r") == {"md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
                                   "sha256": hashlib.sha256(data).hexdigest()}
+    # sequential reads of every size (the blob store is told what comes next), and a jump back
+    for size in (1000, 65536, 300_000, 1024 * 1024, 5 * 1024 * 1024):
+        with alice.open_read("/r") as r:
+            assert b"".join(iter(lambda: r.read(size), b"")) == data
+            r.seek(17)
+            assert r.read(1024 * 1024) == data[17:17 + 1024 * 1024]
 
 
 def test_random_writes_out_of_order_and_resume(alice):
