@@ -810,8 +810,7 @@ class Vfs:
 
     def _find_chunk(self, domain, dedup_id):
         with self._tx() as c:
-            row = t.chunk_by_dedup(c, domain.id, dedup_id)
-        return None if row is None else row["id"]
+            return t.chunk_id_by_dedup(c, domain.id, dedup_id)
 
     def _chunk_plaintext(self, domain, pc) -> bytes:
         if pc.key is not None:
@@ -839,13 +838,15 @@ class Vfs:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
             ids: dict[str, int] = {}
             used_blobs: set[str] = set()
+            existing = t.chunks_by_dedup(c, dom.id, {pc.dedup_id for pc in w.chunks})
+            new_rows = []
             for pc in w.chunks:
                 if pc.dedup_id in ids:
                     if pc.blob_name and pc.blob_name not in used_blobs:
                         drop_blobs.append(pc.blob_name)      # the same chunk stored twice in parallel
                         used_blobs.add(pc.blob_name)
                     continue
-                row = t.chunk_by_dedup(c, dom.id, pc.dedup_id)
+                row = existing.get(pc.dedup_id)
                 if row is not None:
                     ids[pc.dedup_id] = row["id"]
                     if pc.blob_name and row["blob_name"] != pc.blob_name:
@@ -854,10 +855,12 @@ class Vfs:
                 if pc.blob_name is None:
                     raise Conflict("a chunk this upload relied on was purged meanwhile; retry the upload")
                 used_blobs.add(pc.blob_name)
-                ids[pc.dedup_id] = t.insert_chunk(
-                    c, domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
-                    plain_size=pc.plain_size, stored_size=pc.stored_size, wrapped_key=pc.wrapped_key,
-                    stored_sha256=pc.stored_sha256, refcount=0, created_us=now)
+                ids[pc.dedup_id] = 0
+                new_rows.append(dict(domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
+                                     plain_size=pc.plain_size, stored_size=pc.stored_size,
+                                     wrapped_key=pc.wrapped_key, stored_sha256=pc.stored_sha256,
+                                     refcount=0, created_us=now))
+            ids.update(t.insert_chunks(c, new_rows))
             refs = Counter(ids[pc.dedup_id] for pc in w.chunks)
             gained = t.add_refs(c, refs)
             t.add_usage(c, dom.id, gained)

@@ -19,10 +19,14 @@ _CHILD = select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.n
 _VERSIONS_OF = select(versions).where(versions.c.node_id == bindparam("n")).order_by(
     versions.c.created_us.desc(), versions.c.id.desc())
 _CHUNK_BY_DEDUP = select(chunks).where(chunks.c.domain_id == bindparam("d"), chunks.c.dedup_id == bindparam("x"))
+_CHUNK_ID_BY_DEDUP = select(chunks.c.id).where(chunks.c.domain_id == bindparam("d"),
+                                               chunks.c.dedup_id == bindparam("x"))
+_BATCH = 500                # ids per IN (...) list: well under every database's parameter limit
 
 
 _HOT_NODE = HotQuery(_NODE)
 _HOT_CHILD = HotQuery(_CHILD)
+_HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
 
 
 def node(c, node_id: int):
@@ -165,18 +169,48 @@ def chunk_by_dedup(c, domain_id: int, dedup_id: str):
     return c.execute(_CHUNK_BY_DEDUP, {"d": domain_id, "x": dedup_id}).mappings().first()
 
 
+def chunk_id_by_dedup(c, domain_id: int, dedup_id: str) -> int | None:
+    row = _HOT_CHUNK_ID.first(c, {"d": domain_id, "x": dedup_id})
+    return None if row is None else row["id"]
+
+
+def chunks_by_dedup(c, domain_id: int, dedup_ids) -> dict[str, dict]:
+    """The domain's chunks with these dedup ids, by dedup id (a query per 500)."""
+    ids, found = list(dedup_ids), {}
+    for i in range(0, len(ids), _BATCH):
+        for row in c.execute(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name)
+                             .where(chunks.c.domain_id == domain_id,
+                                    chunks.c.dedup_id.in_(ids[i:i + _BATCH]))).mappings():
+            found[row["dedup_id"]] = dict(row)
+    return found
+
+
 def insert_chunk(c, **values) -> int:
     return c.execute(insert(chunks).values(**values)).inserted_primary_key[0]
 
 
+def insert_chunks(c, rows: list[dict]) -> dict[str, int]:
+    """Insert chunks of one domain in one statement per batch; their ids by dedup id."""
+    out = {}
+    for i in range(0, len(rows), _BATCH):
+        for r in c.execute(insert(chunks).returning(chunks.c.id, chunks.c.dedup_id), rows[i:i + _BATCH]):
+            out[r.dedup_id] = r.id
+    return out
+
+
+_ADD_REFS = update(chunks).where(chunks.c.id == bindparam("cid")).values(
+    refcount=chunks.c.refcount + bindparam("n"))
+
+
 def add_refs(c, counts: dict[int, int]) -> int:
     """Add references; returns the stored bytes of chunks that went from 0 to >0."""
-    gained = 0
-    for cid, n in counts.items():
-        row = c.execute(select(chunks.c.refcount, chunks.c.stored_size).where(chunks.c.id == cid)).first()
-        if row.refcount == 0:
+    ids, gained = list(counts), 0
+    for i in range(0, len(ids), _BATCH):
+        for row in c.execute(select(chunks.c.refcount, chunks.c.stored_size)
+                             .where(chunks.c.id.in_(ids[i:i + _BATCH]), chunks.c.refcount == 0)):
             gained += row.stored_size
-        c.execute(update(chunks).where(chunks.c.id == cid).values(refcount=chunks.c.refcount + n))
+    if ids:
+        c.execute(_ADD_REFS, [{"cid": cid, "n": n} for cid, n in counts.items()])
     return gained
 
 
