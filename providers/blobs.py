@@ -39,6 +39,7 @@ def _prefetcher():
 
 class BlobStore:
     READ_AHEAD_CHUNKS = 0       # how many chunks a sequential reader announces ahead
+
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
 
@@ -141,7 +142,7 @@ class LocalBlobStore(BlobStore):
             try:
                 os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
             except OSError:
-                pass
+                pass                        # only a hint: the read itself still works
             finally:
                 os.close(fd)
         return None
