@@ -46,6 +46,11 @@ class QuotaExceeded(CofferError):
     """The account's quota would be exceeded; nothing was changed."""
 
 
+class ChecksumMismatch(CofferError):
+    """The content received does not hash to the checksum the client sent
+    with it; nothing was changed."""
+
+
 class IntegrityError(CofferError):
     """Stored data failed authentication or hashing: tampered or damaged."""
 

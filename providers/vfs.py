@@ -15,6 +15,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import fnmatch
+import hashlib
 import json
 import logging
 import re
@@ -677,19 +678,38 @@ class Vfs:
         with self.open_read(path) as r:
             return r.read()
 
-    def hashes(self, path) -> dict:
+    def hashes(self, path, compute=()) -> dict:
+        """Whole-file checksums of the file's version ({"md5": hex, "sha1": …,
+        "sha256": …}) as far as they are known. Those named in `compute` that
+        are not known yet are computed by reading the version, and kept."""
         parts = paths.parse(path)
         with self._tx() as c:
             it = self._resolve(c, parts)
             if it.is_dir:
                 raise IsADirectory(f"{paths.join(parts)} is a folder")
             v = it.version or (t.version(c, it.node["version_id"]) if it.node["version_id"] else None)
-            if v is not None:
-                keys = self._domain(c, v["domain_id"]).keys
-        if v is None:
-            return {"md5": "d41d8cd98f00b204e9800998ecf8427e", "sha1": "da39a3ee5e6b4b0d3255bfef95601890afd80709",
-                    "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}
-        return json.loads(crypto.open_sealed(keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
+            if v is None:
+                return {algo: hashlib.new(algo).hexdigest() for algo in ("md5", "sha1", "sha256")}
+            keys = self._domain(c, v["domain_id"]).keys
+            known = json.loads(crypto.open_sealed(keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
+            missing = [algo for algo in compute if algo not in known]
+            if missing:
+                reader = self._reader_for(c, it)
+        if not missing:
+            return known
+        hs = {algo: hashlib.new(algo) for algo in missing}
+        with reader:
+            for data in reader.iter_range(0):
+                for h in hs.values():
+                    h.update(data)
+        with self._tx(True) as c:
+            row = t.version(c, v["id"])
+            if row is not None:     # purged meanwhile: nothing to keep
+                known = json.loads(crypto.open_sealed(keys.meta, bytes(row["hashes_enc"]), b"hashes", "hashes"))
+                known.update({algo: h.hexdigest() for algo, h in hs.items()})
+                t.update_version(c, v["id"], hashes_enc=crypto.seal(keys.meta, json.dumps(known).encode(), b"hashes"))
+        known.update({algo: h.hexdigest() for algo, h in hs.items()})
+        return known
 
     def quota(self) -> Quota:
         """The principal's own quota: bytes used (after dedup, versions
@@ -765,7 +785,13 @@ class Vfs:
         self._need_write(c, dom, f"writing {paths.join(parts)}")
         return parent, dom
 
-    def open_write(self, path, mtime: float | None = None, exclusive: bool = False) -> Writer:
+    def open_write(self, path, mtime: float | None = None, exclusive: bool = False,
+                   checksums: bool = False, expect: dict | None = None) -> Writer:
+        """A write stream for `path`, published by its `commit()`.
+
+        Whole-file checksums of a large stream are computed while writing
+        only with `checksums`, or `expect` ({"sha1": hex, ...}: what the client
+        says it sent; a mismatch refuses the upload); otherwise on first request."""
         parts = paths.parse(path)
         self._writable(parts)
         with self._tx() as c:
@@ -776,7 +802,7 @@ class Vfs:
             if cur is not None and exclusive:
                 raise AlreadyExists(f"{paths.join(parts)} already exists")
         return Writer(self, dom, parts, None if mtime is None else int(mtime * 1e6),
-                      self.cfg.storage.chunk_size, exclusive)
+                      self.cfg.storage.chunk_size, exclusive, checksums, expect)
 
     def write_bytes(self, path, data: bytes, mtime: float | None = None) -> Entry:
         w = self.open_write(path, mtime)

@@ -3,8 +3,8 @@
 rclone asks `md5sum` / `sha1sum` for hash checks (first with no argument on
 empty input, to see whether the command works, then with a shell-quoted
 path) and some clients call `df`. These are answered from the account's
-filesystem — hashes were computed when each version was written — never by a
-shell. `coffer share …` lets an owner manage their shared folders
+filesystem — a version's checksum is computed on the first request and kept
+with the version — never by a shell. `coffer share …` lets an owner manage their shared folders
 (server/sftp_share.py). Anything else, and a shell, is refused with a message
 on stderr.
 """
@@ -98,19 +98,7 @@ def hash_files(channel, vfs, name: str, args: list[str]) -> int:
 
 
 def _file_hash(vfs, path: str, algo: str) -> str:
-    try:
-        value = vfs.hashes(path).get(algo)
-        if value:
-            return value
-    except (NotFound, IsADirectory, PermissionDenied):
-        raise
-    except CofferError:
-        log.debug("stored hashes unavailable; reading the file", exc_info=True)
-    h = hashlib.new(algo)
-    with vfs.open_read(path) as r:
-        for data in r.iter_range(0):
-            h.update(data)
-    return h.hexdigest()
+    return vfs.hashes(path, compute=(algo,))[algo]
 
 
 def df(channel, vfs, args: list[str], disk_space=None) -> int:

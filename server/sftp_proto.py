@@ -62,6 +62,7 @@ ERROR_CODES = (
     (errors.DirectoryNotEmpty, FAILURE),
     (errors.Conflict, FAILURE),
     (errors.QuotaExceeded, FAILURE),
+    (errors.ChecksumMismatch, FAILURE),
     (errors.IntegrityError, FAILURE),
     (errors.StorageUnavailable, FAILURE),
     (errors.AuthenticationFailed, PERMISSION_DENIED),

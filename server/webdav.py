@@ -12,6 +12,7 @@ import queue
 import threading
 import email.utils
 import logging
+import string
 import time
 
 from lxml import etree
@@ -40,6 +41,7 @@ STATUS = [
     (errors.PermissionDenied, HTTP_FORBIDDEN),
     (errors.Conflict, HTTP_CONFLICT),
     (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
+    (errors.ChecksumMismatch, HTTP_BAD_REQUEST),
     (errors.IntegrityError, HTTP_INTERNAL_ERROR),
     (errors.Locked, HTTP_LOCKED),
     (errors.AuthenticationFailed, 401),
@@ -47,6 +49,7 @@ STATUS = [
 ]
 
 OC_NS = "{http://owncloud.org/ns}"
+HASH_HEX = {"md5": 32, "sha1": 40, "sha256": 64}
 MS_NS = "{urn:schemas-microsoft-com:}"
 WIN32_PROPS = ("Win32CreationTime", "Win32LastAccessTime", "Win32LastModifiedTime", "Win32FileAttributes")
 
@@ -96,6 +99,29 @@ def core():
         yield
     except errors.CofferError as e:
         raise dav_error(e) from None
+
+
+def oc_checksum(header: str | None) -> dict | None:
+    """The checksums an `OC-Checksum: SHA1:<hex>` header announces (ownCloud
+    and Nextcloud clients, rclone's owncloud/nextcloud modes), as {"sha1": hex};
+    None without the header. Algorithms Coffer does not compute are ignored.
+    Such uploads keep all their checksums, the way those servers do."""
+    if header is None:
+        return None
+    out = {}
+    for token in header.split():
+        algo, _, value = token.partition(":")
+        algo = algo.lower()
+        if algo in HASH_HEX and len(value) == HASH_HEX[algo] and all(ch in string.hexdigits for ch in value):
+            out[algo] = value.lower()
+    return out
+
+
+def checksums_text(hashes: dict) -> str:
+    """oc:checksum's text: the known checksums, SHA1 first as ownCloud lists
+    them. A listing never computes any: a large file uploaded without one
+    has none until something asks for it (md5sum over SSH, for example)."""
+    return " ".join(f"{alg.upper()}:{hashes[alg]}" for alg in ("sha1", "md5", "sha256") if hashes.get(alg))
 
 
 def _etag(entry) -> str | None:
@@ -167,10 +193,11 @@ class _Props:
             return super().get_property_value(name)
         if name == OC_NS + "checksums" and not self.is_collection:
             with core():
-                h = self.vfs.hashes(self.path)
+                text = checksums_text(self.vfs.hashes(self.path))
+            if not text:
+                raise DAVError(HTTP_NOT_FOUND)
             el = etree.Element(name)
-            etree.SubElement(el, OC_NS + "checksum").text = " ".join(
-                f"{alg.upper()}:{h[alg]}" for alg in ("sha1", "md5", "sha256") if h.get(alg))
+            etree.SubElement(el, OC_NS + "checksum").text = text
             return el
         if name == OC_NS + "permissions":
             return oc_permissions(self.entry)
@@ -263,8 +290,10 @@ class CofferFile(_Props, DAVNonCollection):
             except ValueError:
                 raise DAVError(HTTP_BAD_REQUEST, "X-OC-Mtime must be a number of seconds") from None
             self.environ["coffer.oc_mtime"] = True
+        expect = oc_checksum(self.environ.get("HTTP_OC_CHECKSUM"))
         with core():
-            self._writer = self.vfs.open_write(self.path, mtime=mtime)
+            self._writer = self.vfs.open_write(self.path, mtime=mtime, checksums=expect is not None,
+                                               expect=expect)
         self._stream = _WriteStream(self._writer)
         return self._stream
 

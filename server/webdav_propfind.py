@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 from lxml import etree
 
 from providers import errors
-from .webdav import NO_QUOTA_AVAILABLE, OC_NS, dav_error, oc_permissions, privilege_set_xml
+from .webdav import NO_QUOTA_AVAILABLE, OC_NS, checksums_text, dav_error, oc_permissions, privilege_set_xml
 
 DAV = "{DAV:}"
 SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>"
@@ -205,10 +205,11 @@ class _Writer:
     def other(self, name: str, path: str, e, dead: dict | None) -> str | None:
         if name == OC_NS + "checksums" and not e.is_dir:
             try:
-                h = self.vfs.hashes(path)
+                text = checksums_text(self.vfs.hashes(path))
             except errors.CofferError:
                 return None
-            text = " ".join(f"{alg.upper()}:{h[alg]}" for alg in ("sha1", "md5", "sha256") if h.get(alg))
+            if not text:
+                return None
             return (f'<oc:checksums xmlns:oc="http://owncloud.org/ns"><oc:checksum>{text}</oc:checksum>'
                     '</oc:checksums>')
         if name == OC_NS + "permissions":

@@ -80,12 +80,15 @@ def test_scp_both_ways_and_hashes(server, tmp_path):
     for i in range(5):
         (src / f"f{i}.bin").write_bytes(os.urandom(10_000 * (i + 1)))
     (src / "sub" / "deep.txt").write_text("deep\n")
+    (src / "large.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 1))     # checksummed on first request
     opts = server.ssh_options()
     check(subprocess.run(["scp", "-q", "-r", "-P", str(server.port), *opts, str(src), "127.0.0.1:/scp"],
                          capture_output=True, text=True, timeout=120))
-    for i in range(5):
-        r = check(server.ssh(f"md5sum /scp/f{i}.bin"))
-        assert r.stdout.decode().split()[0] == md5(src / f"f{i}.bin")
+    for name in [f"f{i}.bin" for i in range(5)] + ["large.bin", "large.bin"]:
+        r = check(server.ssh(f"md5sum /scp/{name}"))
+        assert r.stdout.decode().split()[0] == md5(src / name)
+    r = check(server.ssh("sha256sum /scp/large.bin"))
+    assert r.stdout.decode().split()[0] == hashlib.sha256((src / "large.bin").read_bytes()).hexdigest()
     back = tmp_path / "back"
     check(subprocess.run(["scp", "-q", "-r", "-P", str(server.port), *opts, "127.0.0.1:/scp", str(back)],
                          capture_output=True, text=True, timeout=120))

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from providers.errors import (AlreadyExists, Conflict, DirectoryNotEmpty, InvalidPath, IsADirectory,
+from providers.errors import (AlreadyExists, ChecksumMismatch, Conflict, DirectoryNotEmpty, InvalidPath, IsADirectory,
                               NotADirectory, NotFound, PermissionDenied, QuotaExceeded)
 
 
@@ -187,6 +187,28 @@ def test_copy_shares_content_without_new_storage(alice):
     assert alice.hashes("/dir2/big2") == alice.hashes("/big")
 
 
+def test_checksums_while_writing_and_verified(alice):
+    import hashlib
+    small, big = b"small file", os.urandom(2 * 1024 * 1024 + 5)
+    alice.write_bytes("/small", small)        # small streams always get theirs
+    assert alice.hashes("/small") == {a: hashlib.new(a, small).hexdigest() for a in ("md5", "sha1", "sha256")}
+    with alice.open_write("/big", checksums=True) as w:
+        w.write(big)
+    assert alice.hashes("/big") == {a: hashlib.new(a, big).hexdigest() for a in ("md5", "sha1", "sha256")}
+    with alice.open_write("/big2", expect={"sha1": hashlib.sha1(big).hexdigest().upper()}) as w:
+        w.write(big)
+    assert alice.hashes("/big2")["md5"] == hashlib.md5(big).hexdigest()
+    # a client's checksum that does not match what arrived refuses the upload: nothing changes
+    used = alice.quota().used
+    for data in (big[:-1] + b"?", b"short"):
+        with pytest.raises(ChecksumMismatch, match="SHA1 checksum"):
+            with alice.open_write("/big", expect={"sha1": hashlib.sha1(big).hexdigest()}) as w:
+                w.write(data)
+    assert alice.read_bytes("/big") == big
+    assert len(alice.versions("/big")) == 1
+    assert alice.quota().used == used
+
+
 def test_unicode_names_nfc_nfd_same_file(alice):
     alice.write_bytes("/Cafe\u0301.txt", b"nfd")
     assert alice.read_bytes("/Caf\u00e9.txt") == b"nfd"
@@ -204,8 +226,13 @@ def test_ranges_and_hashes(alice):
         r.seek(1024 * 1024 - 10)
         assert r.read(100) == data[1024 * 1024 - 10:1024 * 1024 + 90]
         assert b"".join(r.iter_range(len(data) - 50)) == data[-50:]
-    assert alice.hashes("/r") == {"md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
-                                  "sha256": hashlib.sha256(data).hexdigest()}
+    # a large file written without asking for checksums has none until asked; then they are kept
+    assert alice.hashes("/r") == {}
+    assert alice.hashes("/r", compute=("md5",)) == {"md5": hashlib.md5(data).hexdigest()}
+    assert alice.hashes("/r", compute=("sha1", "sha256")) == {
+        "md5": hashlib.md5(data).hexdigest(), "sha1": hashlib.sha1(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest()}
+    assert alice.hashes("/r")["sha1"] == hashlib.sha1(data).hexdigest()
     # sequential reads of every size (the blob store is told what comes next), and a jump back
     for size in (1000, 65536, 300_000, 1024 * 1024, 5 * 1024 * 1024):
         with alice.open_read("/r") as r:

@@ -158,6 +158,26 @@ def test_owncloud_mtime_and_checksums(server):
     assert curl("GET", "/oc.txt")[2] == data
 
 
+def test_owncloud_upload_checksums_are_verified_and_kept(server):
+    curl = Curl(server, ua="rclone/v1.60")
+    big = os.urandom(3 * 1024 * 1024 + 7)
+    sha1, md5 = hashlib.sha1(big).hexdigest(), hashlib.md5(big).hexdigest()
+    checksums = ('<?xml version="1.0"?><d:propfind xmlns:d="DAV:" xmlns:oc="http://owncloud.org/ns"><d:prop>'
+                 '<oc:checksums/></d:prop></d:propfind>')
+    # a large upload without a checksum header has none to list (a listing never reads files)
+    assert curl("PUT", "/plain.bin", data=big)[0] == 201
+    code, _, body = curl("PROPFIND", "/plain.bin", "-H", "Depth: 0", data=checksums)
+    assert code == 207 and b"SHA1:" not in body
+    # with OC-Checksum the upload is verified, and its checksums are listed
+    assert curl("PUT", "/oc.bin", "-H", f"OC-Checksum: SHA1:{sha1}", data=big)[0] == 201
+    code, _, body = curl("PROPFIND", "/", "-H", "Depth: 1", data=checksums)
+    assert f"SHA1:{sha1}".encode() in body and f"MD5:{md5}".encode() in body
+    # a damaged upload is refused and the previous version stays
+    code, _, body = curl("PUT", "/oc.bin", "-H", f"OC-Checksum: SHA1:{sha1}", data=big[:-1] + b"!")
+    assert code == 400 and b"checksum" in body
+    assert hashlib.sha1(curl("GET", "/oc.bin")[2]).hexdigest() == sha1
+
+
 def test_quota_exceeded_is_507_and_keeps_the_old_version(server):
     curl = Curl(server, user="carol")
     old = b"the first version" * 100
