@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -28,21 +27,8 @@ except (OSError, AttributeError):
 SYNC_FILE_RANGE_WRITE = 2
 
 
-_PREFETCH = None
-_PREFETCH_LOCK = threading.Lock()
-
-
-def _prefetcher():
-    global _PREFETCH
-    with _PREFETCH_LOCK:
-        if _PREFETCH is None:
-            from concurrent.futures import ThreadPoolExecutor
-            _PREFETCH = ThreadPoolExecutor(8, thread_name_prefix="coffer-readahead")
-    return _PREFETCH
-
-
 class BlobStore:
-    READ_AHEAD_CHUNKS = 0       # how many chunks a sequential reader announces ahead
+    READ_AHEAD_CHUNKS = 0       # chunks a sequential reader fetches ahead (providers/streams.py)
 
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
@@ -56,11 +42,6 @@ class BlobStore:
     def delete(self, name: str) -> None:
         raise NotImplementedError
 
-    def read_ahead(self, name: str, offset: int, length: int):
-        """A hint that `get(name, offset, length)` comes next. Returns None, or
-        a future whose result that `get` may take instead of asking again."""
-        return None
-
     def names(self) -> Iterator[tuple[str, float]]:
         """Every stored name with its modification time (seconds)."""
         raise NotImplementedError
@@ -72,7 +53,7 @@ class BlobStore:
 class LocalBlobStore(BlobStore):
     """Files under a folder, fanned out by the first two byte pairs of the name."""
 
-    READ_AHEAD_CHUNKS = 8
+    READ_AHEAD_CHUNKS = 3       # chunk files read ahead per sequential reader
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -140,21 +121,6 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             raise NotFound(f"stored chunk {name} is missing from the blob store") from None
 
-    def read_ahead(self, name: str, offset: int, length: int):
-        # the kernel reads it in meanwhile; no thread, no interpreter lock
-        if hasattr(os, "posix_fadvise"):
-            try:
-                fd = os.open(self._path(name), os.O_RDONLY)
-            except OSError:
-                return None                 # the real read reports it
-            try:
-                os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
-            except OSError:
-                pass                        # only a hint: the read itself still works
-            finally:
-                os.close(fd)
-        return None
-
     def delete(self, name: str) -> None:
         self._path(name).unlink(missing_ok=True)
 
@@ -205,10 +171,6 @@ class S3BlobStore(BlobStore):
             return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name, **kw)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             raise NotFound(f"stored chunk {name} is missing from the blob store") from None
-
-    def read_ahead(self, name: str, offset: int, length: int):
-        # a request waits on the network without the interpreter lock: start it now
-        return _prefetcher().submit(self.get, name, offset, length)
 
     def delete(self, name: str) -> None:
         self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import crypto
-from .errors import ChecksumMismatch, QuotaExceeded
+from .errors import ChecksumMismatch, IntegrityError, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,18 @@ class _MallocTrim:
 
 
 _malloc_trim = _MallocTrim()
+
+_AHEAD = None
+_AHEAD_LOCK = threading.Lock()
+
+
+def _ahead_pool() -> ThreadPoolExecutor:
+    """Helper threads shared by every sequential reader."""
+    global _AHEAD
+    with _AHEAD_LOCK:
+        if _AHEAD is None:
+            _AHEAD = ThreadPoolExecutor(8, thread_name_prefix="coffer-readahead")
+    return _AHEAD
 
 
 @dataclass
@@ -347,29 +359,34 @@ class Reader:
         plain_size = self.rows[i]["plain_size"]
         return crypto.block_span(plain_size, off, min(max(want, self.READAHEAD), plain_size - off))
 
+    def _read_ahead(self, i: int) -> None:
+        """Reading on sequentially: the next chunks are fetched on helper
+        threads meanwhile (file reads and network waits release the
+        interpreter lock). Decryption stays on the reading thread: AES-GCM
+        releases the lock too, but once per 64 KiB block, and handing the
+        lock back and forth that often cost more than it gained (512 MiB from
+        the page cache: 1.1-1.2 GB/s decrypting ahead, 1.4-1.6 fetching only;
+        cold, 0.6-0.7 against 0.7-0.8)."""
+        last = min(i + self.vfs.st.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
+        for j in range(max(i + 1, self._hinted + 1), last + 1):
+            size = self.rows[j]["plain_size"]
+            _, start, n = crypto.block_span(size, 0, size)
+            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, self.rows[j]["blob_name"], start, n)
+        self._hinted = max(self._hinted, last)
+
     def _fetch(self, i: int, start: int, n: int):
+        """Stored bytes [start, start+n) of chunk i: from a fetch started
+        ahead (which covers the whole chunk) when there is one."""
         for j in [j for j in self._ahead if j < i]:
             self._ahead.pop(j).cancel()
         fut = self._ahead.get(i)
         if fut is not None:
             try:
-                return memoryview(fut.result())[start:start + n]
+                _, whole_start, _ = crypto.block_span(self.rows[i]["plain_size"], 0, 1)
+                return memoryview(fut.result())[start - whole_start:start - whole_start + n]
             except Exception:
                 del self._ahead[i]          # fetched again below, where an error is reported
         return self.vfs.st.blobs.get(self.rows[i]["blob_name"], start, n)
-
-    def _read_ahead(self, i: int) -> None:
-        """Reading on sequentially: tell the blob store which chunks come next,
-        so it can fetch them meanwhile (the kernel reads files ahead; an S3
-        request waits without holding the interpreter)."""
-        blobs = self.vfs.st.blobs
-        last = min(i + blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
-        for j in range(max(i + 1, self._hinted + 1), last + 1):
-            r = self.rows[j]
-            fut = blobs.read_ahead(r["blob_name"], 0, crypto.sealed_size(r["plain_size"]))
-            if fut is not None:
-                self._ahead[j] = fut
-        self._hinted = max(self._hinted, last)
 
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache
@@ -381,7 +398,6 @@ class Reader:
         first, start, n = self._span(i, off, want)
         stored = self._fetch(i, start, n)
         if len(stored) != n:
-            from .errors import IntegrityError
             raise IntegrityError(f"{self.what}: a stored chunk is truncated: the data is damaged")
         plain = n - (-(-n // crypto.SEALED_BLOCK)) * crypto.TAG_BYTES
         if self._buf is None or len(self._buf) < plain:
