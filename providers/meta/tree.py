@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
 
-from .db import HotQuery
+from .db import HotQuery, HotStatement
 from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
 
 NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.kind, nodes.c.mode,
@@ -27,6 +27,19 @@ _BATCH = 500                # ids per IN (...) list: well under every database's
 _HOT_NODE = HotQuery(_NODE)
 _HOT_CHILD = HotQuery(_CHILD)
 _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
+_HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
+_HOT_CHUNK_REF = HotQuery(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.refcount,
+                                 chunks.c.stored_size).where(chunks.c.domain_id == bindparam("d"),
+                                                             chunks.c.dedup_id == bindparam("x")))
+_HOT_REFCOUNT = HotQuery(select(chunks.c.refcount, chunks.c.stored_size).where(chunks.c.id == bindparam("i")))
+_INSERT_NODE = HotStatement(insert(nodes), returns_id=True)
+_UPDATE_NODE = HotStatement(update(nodes).where(nodes.c.id == bindparam("w_id")))
+_INSERT_VERSION = HotStatement(insert(versions), returns_id=True)
+_UPDATE_VERSION = HotStatement(update(versions).where(versions.c.id == bindparam("w_id")))
+_INSERT_CHUNK = HotStatement(insert(chunks), returns_id=True)
+_INSERT_VERSION_CHUNKS = HotStatement(insert(version_chunks))
+_ADD_USAGE = HotStatement(update(domains).where(domains.c.id == bindparam("w_id")).values(
+    used_bytes=domains.c.used_bytes + bindparam("delta")))
 
 
 def node(c, node_id: int):
@@ -48,11 +61,11 @@ def has_children(c, parent_id: int) -> bool:
 
 
 def insert_node(c, **values) -> int:
-    return c.execute(insert(nodes).values(**values)).inserted_primary_key[0]
+    return _INSERT_NODE.run(c, values)
 
 
 def update_node(c, node_id: int, **values) -> None:
-    c.execute(update(nodes).where(nodes.c.id == node_id).values(**values))
+    _UPDATE_NODE.run(c, {**values, "w_id": node_id})
 
 
 def subtree_ids(c, root_id: int, live_only: bool = False) -> list[int]:
@@ -115,7 +128,7 @@ def candidates_at(c, parent_id: int):
 # -- versions ------------------------------------------------------------------------------
 
 def insert_version(c, **values) -> int:
-    return c.execute(insert(versions).values(**values)).inserted_primary_key[0]
+    return _INSERT_VERSION.run(c, values)
 
 
 def version(c, version_id: int):
@@ -123,7 +136,7 @@ def version(c, version_id: int):
 
 
 def versions_of(c, node_id: int):
-    return c.execute(_VERSIONS_OF, {"n": node_id}).mappings().all()
+    return _HOT_VERSIONS_OF.all(c, {"n": node_id})
 
 
 def version_at(c, node_id: int, at_us: int):
@@ -149,9 +162,8 @@ def version_chunk_rows(c, version_id: int):
 
 
 def add_version_chunks(c, version_id: int, chunk_ids: list[int]) -> None:
-    if chunk_ids:
-        c.execute(insert(version_chunks), [{"version_id": version_id, "seq": i, "chunk_id": cid}
-                                           for i, cid in enumerate(chunk_ids)])
+    _INSERT_VERSION_CHUNKS.run_many(c, [{"version_id": version_id, "seq": i, "chunk_id": cid}
+                                        for i, cid in enumerate(chunk_ids)])
 
 
 def delete_version(c, version_id: int) -> list[int]:
@@ -177,6 +189,9 @@ def chunk_id_by_dedup(c, domain_id: int, dedup_id: str) -> int | None:
 def chunks_by_dedup(c, domain_id: int, dedup_ids) -> dict[str, dict]:
     """The domain's chunks with these dedup ids, by dedup id (a query per 500)."""
     ids, found = list(dedup_ids), {}
+    if len(ids) == 1:                  # a small file: the prepared single-row query
+        row = _HOT_CHUNK_REF.first(c, {"d": domain_id, "x": ids[0]})
+        return {} if row is None else {ids[0]: row}
     for i in range(0, len(ids), _BATCH):
         for row in c.execute(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name)
                              .where(chunks.c.domain_id == domain_id,
@@ -192,6 +207,8 @@ def insert_chunk(c, **values) -> int:
 def insert_chunks(c, rows: list[dict]) -> dict[str, int]:
     """Insert chunks of one domain in one statement per batch; their ids by dedup id."""
     out = {}
+    if len(rows) == 1:
+        return {rows[0]["dedup_id"]: _INSERT_CHUNK.run(c, rows[0])}
     for i in range(0, len(rows), _BATCH):
         for r in c.execute(insert(chunks).returning(chunks.c.id, chunks.c.dedup_id), rows[i:i + _BATCH]):
             out[r.dedup_id] = r.id
@@ -200,11 +217,16 @@ def insert_chunks(c, rows: list[dict]) -> dict[str, int]:
 
 _ADD_REFS = update(chunks).where(chunks.c.id == bindparam("cid")).values(
     refcount=chunks.c.refcount + bindparam("n"))
+_ADD_REFS_HOT = HotStatement(_ADD_REFS)
 
 
 def add_refs(c, counts: dict[int, int]) -> int:
     """Add references; returns the stored bytes of chunks that went from 0 to >0."""
     ids, gained = list(counts), 0
+    if len(ids) == 1:
+        row = _HOT_REFCOUNT.first(c, {"i": ids[0]})
+        _ADD_REFS_HOT.run(c, {"cid": ids[0], "n": counts[ids[0]]})
+        return row["stored_size"] if row is not None and row["refcount"] == 0 else 0
     for i in range(0, len(ids), _BATCH):
         for row in c.execute(select(chunks.c.refcount, chunks.c.stored_size)
                              .where(chunks.c.id.in_(ids[i:i + _BATCH]), chunks.c.refcount == 0)):
@@ -233,8 +255,7 @@ def drop_refs(c, counts: dict[int, int]) -> tuple[int, list[str]]:
 
 def add_usage(c, domain_id: int, delta: int) -> None:
     if delta:
-        c.execute(update(domains).where(domains.c.id == domain_id)
-                  .values(used_bytes=domains.c.used_bytes + delta))
+        _ADD_USAGE.run(c, {"w_id": domain_id, "delta": delta})
 
 
 def domain_chunks(c, domain_id=None):
@@ -327,7 +348,7 @@ def versions_of_nodes(c, node_ids):
 
 
 def update_version(c, version_id: int, **values) -> None:
-    c.execute(update(versions).where(versions.c.id == version_id).values(**values))
+    _UPDATE_VERSION.run(c, {**values, "w_id": version_id})
 
 
 def chunk_refs_of_versions(c, version_ids):

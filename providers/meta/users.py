@@ -1,7 +1,7 @@
 """Queries on accounts, key-domain membership, throttling, sessions, audit."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, literal_column, select, update
 
 from .db import HotQuery, now_us
 from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
@@ -11,8 +11,9 @@ def user_by_name(c, name: str):
     return c.execute(select(users).where(users.c.name == name)).mappings().first()
 
 
-_USER_BY_ID = select(users).where(users.c.id == bindparam("i"))
-_OWNER_USAGE = select(func.coalesce(func.sum(domains.c.used_bytes), 0)).where(domains.c.owner_id == bindparam("o"))
+_USER_BY_ID = HotQuery(select(users).where(users.c.id == bindparam("i")))
+_OWNER_USAGE = HotQuery(select(func.coalesce(func.sum(domains.c.used_bytes), literal_column("0")).label("used"))
+                        .where(domains.c.owner_id == bindparam("o")))
 _MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindparam("d"),
                                            domain_members.c.user_id == bindparam("u")).order_by(
     domain_members.c.key_gen.desc())
@@ -27,7 +28,7 @@ def generation(c, name: str):
 
 
 def user_by_id(c, user_id: int):
-    return c.execute(_USER_BY_ID, {"i": user_id}).mappings().first()
+    return _USER_BY_ID.first(c, {"i": user_id})
 
 
 def all_users(c):
@@ -72,7 +73,7 @@ def membership(c, domain_id: int, user_id: int):
 
 
 def owner_usage(c, owner_id: int) -> int:
-    return c.execute(_OWNER_USAGE, {"o": owner_id}).scalar_one()
+    return _OWNER_USAGE.first(c, {"o": owner_id})["used"]
 
 
 def make_root(c, domain_id: int, name_enc: bytes) -> int:
