@@ -28,6 +28,12 @@ _HOT_NODE = HotQuery(_NODE)
 _HOT_CHILD = HotQuery(_CHILD)
 _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
+_HOT_VERSION = HotQuery(select(versions).where(versions.c.id == bindparam("i")))
+_HOT_VERSION_CHUNKS = HotQuery(
+    select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.plain_size, chunks.c.stored_size,
+           chunks.c.wrapped_key)
+    .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id))
+    .where(version_chunks.c.version_id == bindparam("v")).order_by(version_chunks.c.seq))
 _HOT_CHUNK_REF = HotQuery(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.refcount,
                                  chunks.c.stored_size).where(chunks.c.domain_id == bindparam("d"),
                                                              chunks.c.dedup_id == bindparam("x")))
@@ -132,7 +138,7 @@ def insert_version(c, **values) -> int:
 
 
 def version(c, version_id: int):
-    return c.execute(select(versions).where(versions.c.id == version_id)).mappings().first()
+    return _HOT_VERSION.first(c, {"i": version_id})
 
 
 def versions_of(c, node_id: int):
@@ -154,11 +160,7 @@ def version_times(c, domain_id: int, limit: int = 2000) -> list[int]:
 
 
 def version_chunk_rows(c, version_id: int):
-    return c.execute(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.plain_size,
-                            chunks.c.stored_size, chunks.c.wrapped_key)
-                     .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id))
-                     .where(version_chunks.c.version_id == version_id).order_by(version_chunks.c.seq)
-                     ).mappings().all()
+    return _HOT_VERSION_CHUNKS.all(c, {"v": version_id})
 
 
 def add_version_chunks(c, version_id: int, chunk_ids: list[int]) -> None:
