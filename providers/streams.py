@@ -369,21 +369,18 @@ class Reader:
         cold, 0.6-0.7 against 0.7-0.8)."""
         last = min(i + self.vfs.st.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
         for j in range(max(i + 1, self._hinted + 1), last + 1):
-            size = self.rows[j]["plain_size"]
-            _, start, n = crypto.block_span(size, 0, size)
-            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, self.rows[j]["blob_name"], start, n)
+            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, self.rows[j]["blob_name"])
         self._hinted = max(self._hinted, last)
 
     def _fetch(self, i: int, start: int, n: int):
-        """Stored bytes [start, start+n) of chunk i: from a fetch started
-        ahead (which covers the whole chunk) when there is one."""
+        """Stored bytes [start, start+n) of chunk i: from the whole stored
+        chunk fetched ahead when there is one."""
         for j in [j for j in self._ahead if j < i]:
             self._ahead.pop(j).cancel()
         fut = self._ahead.get(i)
         if fut is not None:
             try:
-                _, whole_start, _ = crypto.block_span(self.rows[i]["plain_size"], 0, 1)
-                return memoryview(fut.result())[start - whole_start:start - whole_start + n]
+                return memoryview(fut.result())[start:start + n]
             except Exception:
                 del self._ahead[i]          # fetched again below, where an error is reported
         return self.vfs.st.blobs.get(self.rows[i]["blob_name"], start, n)
