@@ -203,14 +203,14 @@ def chunks_by_dedup(c, domain_id: int, dedup_ids) -> dict[str, dict]:
 
 
 def insert_chunk(c, **values) -> int:
-    return c.execute(insert(chunks).values(**values)).inserted_primary_key[0]
+    return _INSERT_CHUNK.run(c, values)
 
 
 def insert_chunks(c, rows: list[dict]) -> dict[str, int]:
     """Insert chunks of one domain in one statement per batch; their ids by dedup id."""
     out = {}
     if len(rows) == 1:
-        return {rows[0]["dedup_id"]: _INSERT_CHUNK.run(c, rows[0])}
+        return {rows[0]["dedup_id"]: insert_chunk(c, **rows[0])}
     for i in range(0, len(rows), _BATCH):
         for r in c.execute(insert(chunks).returning(chunks.c.id, chunks.c.dedup_id), rows[i:i + _BATCH]):
             out[r.dedup_id] = r.id
