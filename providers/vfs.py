@@ -702,14 +702,14 @@ class Vfs:
             for data in reader.iter_range(0):
                 for h in hs.values():
                     h.update(data)
+        computed = {algo: h.hexdigest() for algo, h in hs.items()}
         with self._tx(True) as c:
             row = t.version(c, v["id"])
             if row is not None:     # purged meanwhile: nothing to keep
                 known = json.loads(crypto.open_sealed(keys.meta, bytes(row["hashes_enc"]), b"hashes", "hashes"))
-                known.update({algo: h.hexdigest() for algo, h in hs.items()})
+                known.update(computed)
                 t.update_version(c, v["id"], hashes_enc=crypto.seal(keys.meta, json.dumps(known).encode(), b"hashes"))
-        known.update({algo: h.hexdigest() for algo, h in hs.items()})
-        return known
+        return {**known, **computed}
 
     def quota(self) -> Quota:
         """The principal's own quota: bytes used (after dedup, versions
