@@ -1,14 +1,23 @@
 """Blob stores: where encrypted chunks live, addressed by name. No crypto here.
 
-A store has five operations: put (atomic: a reader sees all or nothing),
-get (whole or a byte range), delete (idempotent), names (for gc) and
-exists. Names are opaque random hex strings chosen by the caller.
+A store has these operations: put (atomic: a reader sees all or nothing),
+get (whole or a byte range), delete (idempotent), entries and names (for
+gc) and exists. Names are opaque random hex strings (new_name).
+
+An upload stores its chunks through a pack (open_pack): on local disk one
+blob holds up to PACK_BYTES of consecutive chunks, each at its own offset,
+because a file per 1 MiB chunk made creating (and reading back) files the
+largest cost of a large upload. A chunk's location is (blob name, offset,
+stored size). A pack blob stays while any chunk in it is referenced; gc
+rewrites packs that are mostly dead space. Object stores keep one object
+per chunk.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -27,8 +36,37 @@ except (OSError, AttributeError):
 SYNC_FILE_RANGE_WRITE = 2
 
 
+def new_name() -> str:
+    return os.urandom(16).hex()
+
+
+class Pack:
+    """Where one upload's chunks go, in order: append() returns the chunk's
+    (blob name, offset). `names` lists every blob created, a failed one
+    included, so that an aborted upload can delete them all. Safe to call
+    from several helper threads. This one gives each chunk a blob of its own."""
+
+    def __init__(self, store: "BlobStore"):
+        self.store = store
+        self.names: list[str] = []
+        self._lock = threading.Lock()
+
+    def append(self, data) -> tuple[str, int]:
+        name = new_name()
+        with self._lock:
+            self.names.append(name)
+        self.store.put(name, data)
+        return name, 0
+
+    def close(self) -> None:
+        """No more appends (the blobs stay)."""
+
+
 class BlobStore:
     READ_AHEAD_CHUNKS = 0       # chunks a sequential reader fetches ahead (providers/streams.py)
+
+    def open_pack(self) -> Pack:
+        return Pack(self)
 
     def put(self, name: str, data: bytes) -> None:
         raise NotImplementedError
@@ -44,16 +82,65 @@ class BlobStore:
 
     def names(self) -> Iterator[tuple[str, float]]:
         """Every stored name with its modification time (seconds)."""
+        return ((name, mtime) for name, mtime, _size in self.entries())
+
+    def entries(self) -> Iterator[tuple[str, float, int]]:
+        """Every stored name with its modification time and size."""
         raise NotImplementedError
 
     def exists(self, name: str) -> bool:
         raise NotImplementedError
 
 
+def _write_error(e: OSError) -> StorageUnavailable:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageUnavailable("the blob store's disk is full: free space or add storage, then retry")
+    return StorageUnavailable(f"could not write to the blob store: {e.strerror}")
+
+
+class LocalPack(Pack):
+    """Consecutive chunks appended to one file until it holds PACK_BYTES,
+    then to a new one. Appends from helper threads take turns (the write is
+    a copy into the page cache; hashing and encryption stay parallel)."""
+
+    def __init__(self, store: "LocalBlobStore"):
+        super().__init__(store)
+        self._fd: int | None = None
+        self._name = ""
+        self._size = 0
+
+    def append(self, data) -> tuple[str, int]:
+        with self._lock:
+            try:
+                if self._fd is None:
+                    self._name = new_name()
+                    self.names.append(self._name)
+                    self._fd, self._size = self.store._create(self._name), 0
+                name, offset = self._name, self._size
+                self.store._write(self._fd, data, offset)
+            except OSError as e:
+                self._close()
+                raise _write_error(e) from None
+            self._size += len(data)
+            if self._size >= self.store.PACK_BYTES:
+                self._close()
+            return name, offset
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+
 class LocalBlobStore(BlobStore):
     """Files under a folder, fanned out by the first two byte pairs of the name."""
 
-    READ_AHEAD_CHUNKS = 3       # chunk files read ahead per sequential reader
+    READ_AHEAD_CHUNKS = 3       # chunks read ahead per sequential reader
+    PACK_BYTES = 16 * 1024 * 1024
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -64,35 +151,42 @@ class LocalBlobStore(BlobStore):
             raise ValueError(f"bad blob name {name!r}")
         return self.root / name[:2] / name[2:4] / name
 
-    def put(self, name: str, data: bytes) -> None:
-        # Names are random and never reused, so the blob is written in place:
-        # a crash mid-write leaves a partial blob that no metadata refers to,
-        # which gc reclaims. Durability comes from sync() before the metadata
-        # that refers to the blob commits (one syncfs instead of an fsync per
-        # blob).
+    # Names are random and never reused, so blobs are written in place: a
+    # crash mid-write leaves a partial blob that no metadata refers to, which
+    # gc reclaims. Durability comes from sync() before the metadata that
+    # refers to the blob commits (one syncfs instead of an fsync per blob).
+    def _create(self, name: str) -> int:
         final = self._path(name)
         try:
+            return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileNotFoundError:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+    @staticmethod
+    def _write(fd: int, data, offset: int) -> None:
+        view, at = memoryview(data), offset
+        while view:
+            n = os.pwrite(fd, view, at)
+            view, at = view[n:], at + n
+        if _sync_file_range is not None:
+            # start writing it to disk now, without waiting: the sync()
+            # before publishing then waits for little
+            _sync_file_range(fd, offset, len(data), SYNC_FILE_RANGE_WRITE)
+
+    def put(self, name: str, data: bytes) -> None:
+        try:
+            fd = self._create(name)
             try:
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileNotFoundError:
-                final.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if _sync_file_range is not None:
-                    # start writing it to disk now, without waiting: the
-                    # sync() before publishing then waits for little
-                    _sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+                self._write(fd, data, 0)
             finally:
                 os.close(fd)
         except OSError as e:
-            final.unlink(missing_ok=True)
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StorageUnavailable("the blob store's disk is full: free space or add storage, "
-                                         "then retry") from None
-            raise StorageUnavailable(f"could not write to the blob store: {e.strerror}") from None
+            self._path(name).unlink(missing_ok=True)
+            raise _write_error(e) from None
+
+    def open_pack(self) -> Pack:
+        return LocalPack(self)
 
     def sync(self, names=()) -> None:
         """Make these blobs durable: an fsync each for a few, else one syncfs
@@ -127,16 +221,17 @@ class LocalBlobStore(BlobStore):
     def exists(self, name: str) -> bool:
         return self._path(name).exists()
 
-    def names(self) -> Iterator[tuple[str, float]]:
+    def entries(self) -> Iterator[tuple[str, float, int]]:
         for top in sorted(self.root.iterdir()):
             if len(top.name) != 2 or not top.is_dir():
                 continue
             for sub in sorted(top.iterdir()):
                 for f in sorted(sub.iterdir()):
                     try:
-                        yield f.name, f.stat().st_mtime
+                        st = f.stat()
                     except FileNotFoundError:
                         continue
+                    yield f.name, st.st_mtime, st.st_size
 
 
 class S3BlobStore(BlobStore):
@@ -182,11 +277,11 @@ class S3BlobStore(BlobStore):
         except Exception:
             return False
 
-    def names(self) -> Iterator[tuple[str, float]]:
+    def entries(self) -> Iterator[tuple[str, float, int]]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix)
         for page in pages:
             for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix):], obj["LastModified"].timestamp()
+                yield obj["Key"][len(self.prefix):], obj["LastModified"].timestamp(), obj["Size"]
 
 
 def open_store(cfg) -> BlobStore:

@@ -196,7 +196,7 @@ def _erase_domain(st, user_id: int, did: int, progress, removed: int) -> int:
         while True:
             with st.db.read() as c:
                 batch = lq.chunk_batch(c, did, CHUNK_BATCH)
-                shared = lq.blobs_used_elsewhere(c, [b.blob_name for b in batch], did)
+                shared = lq.blobs_used_elsewhere(c, [b.blob_name for b in batch], [b.id for b in batch])
             if not batch:
                 break
             doomed = sorted({b.blob_name for b in batch} - shared)

@@ -30,7 +30,7 @@ def import_chunk(c, row, src: crypto.DomainKeys, dst_id: int, dst: crypto.Domain
         return found["id"]
     key = crypto.open_sealed(src.wrap, bytes(row["wrapped_key"]), row["dedup_id"].encode(), "chunk key")
     return t.insert_chunk(c, domain_id=dst_id, dedup_id=did, blob_name=row["blob_name"],
-                          plain_size=row["plain_size"], stored_size=row["stored_size"],
+                          blob_offset=row["blob_offset"], plain_size=row["plain_size"], stored_size=row["stored_size"],
                           wrapped_key=crypto.seal(dst.wrap, key, did.encode()),
                           stored_sha256=row["stored_sha256"], refcount=0, created_us=now)
 

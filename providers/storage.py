@@ -146,27 +146,67 @@ class Storage:
     def gc(self, grace_seconds: int = 3600, progress=None) -> dict:
         """Reclaim what a crash or an aborted upload left: blobs no chunk refers
         to (older than the grace period, so uploads in flight are spared),
-        and chunks no version refers to."""
+        and chunks no version refers to; then rewrite pack blobs that are at
+        least half dead space (chunks purged since they were written)."""
         with self.db.write() as c:
             fixed = t.recount_refs(c)
             drop = t.zero_ref_chunks(c)
             t.delete_chunk_rows(c, [cid for cid, _ in drop])
             t.recompute_usage(c)
-            known = t.all_blob_names(c)
+            live = t.live_bytes_by_blob(c)
         cutoff = time.time() - grace_seconds
         removed = freed = 0
-        for i, (name, mtime) in enumerate(self.blobs.names()):
+        sparse = []
+        for i, (name, mtime, size) in enumerate(self.blobs.entries()):
             if progress:
                 progress(i)
-            if name not in known and mtime < cutoff:
-                self.blobs.delete(name)
-                removed += 1
+            if name not in live:
+                if mtime < cutoff:
+                    self.blobs.delete(name)
+                    removed += 1
+            elif size - live[name] >= self.COMPACT_MIN_BYTES and live[name] * 2 <= size:
+                sparse.append((name, size))
         for _, name in drop:
-            if name not in known:
+            if name not in live:
                 self.blobs.delete(name)
                 freed += 1
+        rewritten = reclaimed = 0
+        for name, size in sparse:
+            kept = self._rewrite_pack(name)
+            if kept is not None:
+                rewritten += 1
+                reclaimed += size - kept
         return {"orphan_blobs_removed": removed + freed, "unreferenced_chunks": len(drop),
-                "refcounts_fixed": fixed}
+                "refcounts_fixed": fixed, "packs_rewritten": rewritten, "bytes_reclaimed": reclaimed}
+
+    COMPACT_MIN_BYTES = 1024 * 1024       # dead space worth a rewrite
+
+    def _rewrite_pack(self, name: str) -> int | None:
+        """Copy the chunks still in use out of a pack blob into a new one,
+        point their rows there, and delete the old blob (a reader that
+        opened the file before finds the new location and goes on). Returns
+        the bytes kept, or None when the blob is gone meanwhile."""
+        with self.db.read() as c:
+            locations = t.blob_locations(c, name)
+        pack = self.blobs.open_pack()
+        moves = []
+        try:
+            for offset, size in locations:
+                moves.append((offset, *pack.append(self.blobs.get(name, offset, size))))
+            pack.close()
+            self.blobs.sync(pack.names)
+        except BaseException as e:
+            pack.close()
+            for new in pack.names:
+                self.blobs.delete(new)
+            if isinstance(e, NotFound):
+                return None
+            raise
+        with self.db.write() as c:
+            for offset, new_name, new_offset in moves:
+                t.move_chunk(c, name, offset, new_name, new_offset)
+        self.blobs.delete(name)
+        return sum(size for _, size in locations)
 
     def fsck(self, user: str | None = None, password: str | None = None, progress=None) -> dict:
         """Read every chunk (of one account, or all) and check it: decrypt and
@@ -217,7 +257,7 @@ class Storage:
 
     def _check_chunk(self, r, keys) -> str | None:
         try:
-            stored = self.blobs.get(r["blob_name"])
+            stored = self.blobs.get(r["blob_name"], r["blob_offset"], r["stored_size"])
         except NotFound:
             return "missing from the blob store"
         if hashlib.sha256(stored).hexdigest() != r["stored_sha256"]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from . import crypto
-from .errors import ChecksumMismatch, IntegrityError, QuotaExceeded
+from .errors import ChecksumMismatch, IntegrityError, NotFound, QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ class PendingChunk:
     dedup_id: str
     plain_size: int
     existing_id: int | None = None    # a chunk already stored in the domain
-    blob_name: str | None = None      # or one this writer stored
+    blob_name: str | None = None      # or one this writer stored, at blob_offset
+    blob_offset: int = 0
     stored_size: int = 0
     wrapped_key: bytes = b""
     stored_sha256: str = ""
@@ -128,7 +129,7 @@ class Writer:
         self._storing: deque = deque()
         self._hash_queued = 0
         self._final = False
-        self._stored: list[str] = []
+        self._pack = None                     # where new chunks go (blobs.open_pack), opened at the first
         self._lock = threading.Lock()
         self._scratch = threading.local()     # a sealing buffer per helper thread, reused chunk after chunk
 
@@ -213,23 +214,27 @@ class Writer:
             key = crypto.random_key()
             stored = crypto.encrypt_chunk(key, data, getattr(self._scratch, "buf", None))
             self._scratch.buf = stored.obj                      # this thread's buffer for its next chunk
-            name = os.urandom(16).hex()
-            pc = PendingChunk(did, len(data), blob_name=name, stored_size=len(stored),
+            pc = PendingChunk(did, len(data), stored_size=len(stored),
                               wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
                               stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
             with self._lock:
                 self.new_bytes += len(stored)
-                self._stored.append(name)      # before the put: abort() must know it even if the put fails
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
                     self._quota_room, self._quota_known = self.vfs._quota_room(self.domain), True
                 over = self._quota_room is not None and self.new_bytes > self._quota_room
+                if self._pack is None:
+                    self._pack = self.vfs.st.blobs.open_pack()
             if over:
                 raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
                                     "versions, or ask for a larger plan; nothing was changed")
-            self.vfs.st.blobs.put(name, stored)
+            pc.blob_name, pc.blob_offset = self._pack.append(stored)
         self._seen[did] = pc
         _malloc_trim(len(data))
         return pc
+
+    def stored_blobs(self) -> list[str]:
+        """Every blob this upload created."""
+        return list(self._pack.names) if self._pack is not None else []
 
     def hashes(self) -> dict:
         """The whole-file checksums computed while writing (none for a large
@@ -255,8 +260,9 @@ class Writer:
             self._drain()
             self.chunks = [c.result() if hasattr(c, "result") else c for c in self.chunks]
             self._verify()
-            if self._stored:
-                self.vfs.st.blobs.sync(self._stored)
+            if self._pack is not None:
+                self._pack.close()
+                self.vfs.st.blobs.sync(self.stored_blobs())
             entry = self.vfs._publish(self)
         except BaseException:
             self.abort()
@@ -282,8 +288,9 @@ class Writer:
         except Exception:        # the upload is being dropped: its helpers' errors no longer matter
             pass
         self._shutdown()
-        for name in self._stored:
-            if name:
+        if self._pack is not None:
+            self._pack.close()
+            for name in self.stored_blobs():
                 try:
                     self.vfs.st.blobs.delete(name)
                 except Exception:    # gc reclaims it later
@@ -369,7 +376,9 @@ class Reader:
         cold, 0.6-0.7 against 0.7-0.8)."""
         last = min(i + self.vfs.st.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
         for j in range(max(i + 1, self._hinted + 1), last + 1):
-            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, self.rows[j]["blob_name"])
+            r = self.rows[j]
+            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, r["blob_name"], r["blob_offset"],
+                                                  r["stored_size"])
         self._hinted = max(self._hinted, last)
 
     def _fetch(self, i: int, start: int, n: int):
@@ -383,7 +392,16 @@ class Reader:
                 return memoryview(fut.result())[start:start + n]
             except Exception:
                 del self._ahead[i]          # fetched again below, where an error is reported
-        return self.vfs.st.blobs.get(self.rows[i]["blob_name"], start, n)
+        r = self.rows[i]
+        try:
+            return self.vfs.st.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
+        except NotFound:
+            # gc may have moved the chunk to another pack since this reader opened
+            moved = self.vfs._chunk_location(r["id"])
+            if moved is None or moved == (r["blob_name"], r["blob_offset"]):
+                raise
+            self.rows[i] = r = {**r, "blob_name": moved[0], "blob_offset": moved[1]}
+            return self.vfs.st.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
 
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache

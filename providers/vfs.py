@@ -840,12 +840,17 @@ class Vfs:
 
     def _chunk_plaintext(self, domain, pc) -> bytes:
         if pc.key is not None:
-            stored = self.st.blobs.get(pc.blob_name)
+            stored = self.st.blobs.get(pc.blob_name, pc.blob_offset, pc.stored_size)
             return crypto.decrypt_chunk(pc.key, stored, pc.plain_size)
         with self._tx() as c:
             row = t.chunk_by_dedup(c, domain.id, pc.dedup_id)
         key = crypto.open_sealed(domain.keys.wrap, bytes(row["wrapped_key"]), pc.dedup_id.encode())
-        return crypto.decrypt_chunk(key, self.st.blobs.get(row["blob_name"]), row["plain_size"])
+        stored = self.st.blobs.get(row["blob_name"], row["blob_offset"], row["stored_size"])
+        return crypto.decrypt_chunk(key, stored, row["plain_size"])
+
+    def _chunk_location(self, chunk_id: int) -> tuple[str, int] | None:
+        with self._tx() as c:
+            return t.chunk_location(c, chunk_id)
 
     def _publish(self, w: Writer) -> Entry:
         """Make a finished stream the file's current version, in one transaction."""
@@ -868,25 +873,24 @@ class Vfs:
             new_rows = []
             for pc in w.chunks:
                 if pc.dedup_id in ids:
-                    if pc.blob_name and pc.blob_name not in used_blobs:
-                        drop_blobs.append(pc.blob_name)      # the same chunk stored twice in parallel
-                        used_blobs.add(pc.blob_name)
                     continue
                 row = existing.get(pc.dedup_id)
-                if row is not None:
+                if row is not None:          # also when a concurrent upload stored it first
                     ids[pc.dedup_id] = row["id"]
-                    if pc.blob_name and row["blob_name"] != pc.blob_name:
-                        drop_blobs.append(pc.blob_name)      # stored twice by concurrent writers
                     continue
                 if pc.blob_name is None:
                     raise Conflict("a chunk this upload relied on was purged meanwhile; retry the upload")
                 used_blobs.add(pc.blob_name)
                 ids[pc.dedup_id] = 0
                 new_rows.append(dict(domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
-                                     plain_size=pc.plain_size, stored_size=pc.stored_size,
+                                     blob_offset=pc.blob_offset, plain_size=pc.plain_size,
+                                     stored_size=pc.stored_size,
                                      wrapped_key=pc.wrapped_key, stored_sha256=pc.stored_sha256,
                                      refcount=0, created_us=now))
             ids.update(t.insert_chunks(c, new_rows))
+            # blobs this upload wrote that hold none of its new chunks (a
+            # concurrent upload stored the same content first)
+            drop_blobs += [name for name in w.stored_blobs() if name not in used_blobs]
             refs = Counter(ids[pc.dedup_id] for pc in w.chunks)
             gained = t.add_refs(c, refs)
             t.add_usage(c, dom.id, gained)

@@ -62,12 +62,13 @@ def chunk_batch(c, domain_id: int, limit: int):
                      .where(chunks.c.domain_id == domain_id).order_by(chunks.c.id).limit(limit)).all()
 
 
-def blobs_used_elsewhere(c, names: list[str], domain_id: int) -> set[str]:
-    """Of these blob names, those a chunk of another domain also stores."""
+def blobs_used_elsewhere(c, names: list[str], chunk_ids: list[int]) -> set[str]:
+    """Of these blob names, those a chunk outside `chunk_ids` also stores: a
+    chunk of another domain, or one of a later batch in the same pack."""
     if not names:
         return set()
     return {r[0] for r in c.execute(select(chunks.c.blob_name).distinct()
-                                    .where(chunks.c.blob_name.in_(names), chunks.c.domain_id != domain_id))}
+                                    .where(chunks.c.blob_name.in_(names), chunks.c.id.not_in(chunk_ids)))}
 
 
 def delete_chunks(c, ids: list[int]) -> None:

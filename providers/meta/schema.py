@@ -114,6 +114,7 @@ chunks = Table(
     Column("domain_id", ForeignKey("domains.id", ondelete="CASCADE"), nullable=False),
     Column("dedup_id", String(64), nullable=False),
     Column("blob_name", String(64), nullable=False, index=True),
+    Column("blob_offset", BigInteger, nullable=False, default=0, server_default="0"),  # in a pack
     Column("plain_size", Integer, nullable=False),
     Column("stored_size", Integer, nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),

@@ -30,8 +30,8 @@ _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
 _HOT_VERSION = HotQuery(select(versions).where(versions.c.id == bindparam("i")))
 _HOT_VERSION_CHUNKS = HotQuery(
-    select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.plain_size, chunks.c.stored_size,
-           chunks.c.wrapped_key)
+    select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.blob_offset, chunks.c.plain_size,
+           chunks.c.stored_size, chunks.c.wrapped_key)
     .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id))
     .where(version_chunks.c.version_id == bindparam("v")).order_by(version_chunks.c.seq))
 _HOT_CHUNK_REF = HotQuery(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.refcount,
@@ -272,6 +272,29 @@ def chunk_users(c, chunk_id: int):
     return c.execute(select(versions.c.id, versions.c.node_id).select_from(
         version_chunks.join(versions, versions.c.id == version_chunks.c.version_id))
         .where(version_chunks.c.chunk_id == chunk_id).distinct()).all()
+
+
+def chunk_location(c, chunk_id: int) -> tuple[str, int] | None:
+    row = c.execute(select(chunks.c.blob_name, chunks.c.blob_offset).where(chunks.c.id == chunk_id)).first()
+    return None if row is None else (row.blob_name, row.blob_offset)
+
+
+def live_bytes_by_blob(c) -> dict[str, int]:
+    """Bytes of each blob that chunks still use (rows sharing a location,
+    as an imported chunk does, count once)."""
+    loc = select(chunks.c.blob_name, chunks.c.blob_offset, chunks.c.stored_size).distinct().subquery()
+    return dict(c.execute(select(loc.c.blob_name, func.sum(loc.c.stored_size)).group_by(loc.c.blob_name)).all())
+
+
+def blob_locations(c, blob_name: str) -> list[tuple[int, int]]:
+    """(offset, stored size) of every chunk location in use in one blob."""
+    return [tuple(r) for r in c.execute(select(chunks.c.blob_offset, chunks.c.stored_size).distinct()
+                                        .where(chunks.c.blob_name == blob_name).order_by(chunks.c.blob_offset))]
+
+
+def move_chunk(c, blob_name: str, offset: int, new_name: str, new_offset: int) -> None:
+    c.execute(update(chunks).where(chunks.c.blob_name == blob_name, chunks.c.blob_offset == offset)
+              .values(blob_name=new_name, blob_offset=new_offset))
 
 
 def all_blob_names(c) -> set[str]:

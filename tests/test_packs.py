@@ -1,0 +1,121 @@
+"""Pack blobs: an upload's chunks share a few blob files, gc rewrites packs
+that are mostly dead space, and reads, fsck and tampering behave as with a
+blob per chunk."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from providers.blobs import LocalBlobStore
+from providers.errors import IntegrityError
+from providers.storage import Storage
+
+from conftest import make_config
+
+CHUNK = 4096
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    """Storage with 4 KiB chunks and packs of four chunks, so a few hundred
+    KiB span many packs."""
+    monkeypatch.setattr(LocalBlobStore, "PACK_BYTES", 4 * CHUNK)
+    cfg = make_config(tmp_path, storage={"chunk_size": CHUNK})
+    if os.environ.get("COFFER_TEST_DATABASE_URL"):
+        from conftest import reset_database
+        reset_database(cfg.database_url)
+    st = Storage.open(cfg)
+    st.accounts.create("alice", "alice-password")
+    yield st, st.login("alice", "alice-password")
+    st.close()
+
+
+def blob_files(st):
+    return {name: size for name, _, size in st.blobs.entries()}
+
+
+def test_an_upload_fills_few_blobs_and_reads_back_across_them(small):
+    st, v = small
+    data = os.urandom(CHUNK * 40 + 123)
+    v.write_bytes("/big.bin", data)
+    files = blob_files(st)
+    assert len(files) == 11                       # 41 chunks, four to a blob
+    assert v.read_bytes("/big.bin") == data
+    with v.open_read("/big.bin") as r:            # ranges that cross chunk and pack boundaries
+        for off, n in ((0, 10), (CHUNK * 4 - 5, 10), (CHUNK * 7 + 3, CHUNK * 6), (len(data) - 50, 100)):
+            r.seek(off)
+            assert r.read(n) == data[off:off + n]
+
+
+def test_gc_rewrites_packs_that_are_mostly_dead(small):
+    st, v = small
+    keep = os.urandom(CHUNK * 16)
+    v.write_bytes("/keep.bin", keep)
+    first = os.urandom(CHUNK * 16)
+    v.write_bytes("/f.bin", first)
+    # three chunks of every four change: the first version's packs keep one live chunk each
+    second = bytearray(first)
+    for i in range(16):
+        if i % 4:
+            second[i * CHUNK:(i + 1) * CHUNK] = os.urandom(CHUNK)
+    v.write_bytes("/f.bin", bytes(second))
+    before = sum(blob_files(st).values())
+    old = [e for e in v.list("/.coffer/versions/f.bin")][1]
+    v.delete(old.path)                            # purge the first version: its packs are now mostly dead
+    assert sum(blob_files(st).values()) == before  # purging alone frees no pack space
+    st.COMPACT_MIN_BYTES = CHUNK
+    report = st.gc(grace_seconds=0)
+    assert report["packs_rewritten"] == 4
+    assert report["bytes_reclaimed"] >= 12 * CHUNK
+    assert sum(blob_files(st).values()) <= before - 12 * CHUNK
+    assert v.read_bytes("/f.bin") == bytes(second)
+    assert v.read_bytes("/keep.bin") == keep
+    assert st.fsck()["damaged"] == []
+    again = st.gc(grace_seconds=0)                # nothing left to rewrite
+    assert again["packs_rewritten"] == 0 and again["orphan_blobs_removed"] == 0
+
+
+def test_a_reader_goes_on_when_gc_moves_its_chunks(small):
+    st, v = small
+    data = os.urandom(CHUNK * 16)
+    v.write_bytes("/f.bin", data)
+    v.write_bytes("/f.bin", os.urandom(CHUNK * 15) + data[-CHUNK:])   # its last chunk stays in an old pack
+    with v.open_read("/f.bin") as r:
+        head = r.read(CHUNK)
+        v.delete(v.list("/.coffer/versions/f.bin")[1].path)
+        st.COMPACT_MIN_BYTES = CHUNK
+        assert st.gc(grace_seconds=0)["packs_rewritten"] >= 1
+        rest = r.read()
+    assert head + rest == v.read_bytes("/f.bin")
+
+
+def test_a_flipped_byte_inside_a_pack_names_only_its_file(small):
+    st, v = small
+    v.write_bytes("/a.bin", os.urandom(CHUNK * 4))
+    b = os.urandom(CHUNK * 4)
+    v.write_bytes("/b.bin", b)
+    with st.db.read() as c:
+        from sqlalchemy import select
+        from providers.meta.schema import chunks
+        rows = c.execute(select(chunks.c.blob_name, chunks.c.blob_offset).order_by(chunks.c.id)).all()
+    name, offset = rows[2]                         # the third chunk of a.bin, inside its pack
+    assert offset > 0
+    path = st.blobs._path(name)
+    raw = bytearray(path.read_bytes())
+    raw[offset + 100] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with pytest.raises(IntegrityError):
+        v.read_bytes("/a.bin")
+    assert v.read_bytes("/b.bin") == b
+    damaged = st.fsck()["damaged"]
+    assert [d["files"] for d in damaged] == [["/a.bin"]]
+
+
+def test_an_aborted_upload_leaves_no_pack(small):
+    st, v = small
+    w = v.open_write("/gone.bin")
+    w.write(os.urandom(CHUNK * 30))
+    w.abort()
+    assert blob_files(st) == {}
+    assert v.list("/") == []
