@@ -10,7 +10,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from providers.config import ConfigError
-from . import tls
+from . import http_io, tls
 from .webdav_app import CofferWebDAV
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def start_webdav(storage, cfg, app=None) -> WebDAVServer:
     server = wsgi.Server((w.host, w.port), app, numthreads=w.threads, server_name="Coffer",
                          request_queue_size=64, timeout=60, shutdown_timeout=5)
     server.max_request_body_size = 0
+    server.ConnectionClass = http_io.Connection
     fp = None
     if w.tls:
         cert, key, created = tls.ensure_certificate(cfg)

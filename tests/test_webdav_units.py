@@ -190,3 +190,39 @@ def test_destination_check(dest, ok):
     env = {"HTTP_HOST": "files.example", "wsgi.url_scheme": "https"}
     problem = CofferWebDAV._check_destination(None, env, dest)
     assert (problem is None) == ok, problem
+
+
+def test_socket_files_keep_stream_order_across_small_and_large_reads():
+    import os
+    import socket
+    import threading
+
+    from server.http_io import make_file
+    a, b = socket.socketpair()
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    head = b"PUT /f HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body)
+    sender = threading.Thread(target=lambda: (a.sendall(head + body), a.shutdown(socket.SHUT_WR)))
+    sender.start()
+    r = make_file(b, "rb")
+    assert r.readline() == b"PUT /f HTTP/1.1\r\n"
+    assert r.readline().startswith(b"Content-Length")
+    assert r.readline() == b"\r\n"
+    got = [r.read(10), r.read(1024 * 1024), r.read(100), r.read(2 * 1024 * 1024)]
+    assert all(type(x) is bytes for x in got)
+    assert b"".join(got) == body[:len(b"".join(got))]
+    rest = r.read(1024 * 1024)                    # the end of the stream: what is left, then nothing
+    assert b"".join(got) + rest == body and r.read(1024 * 1024) == b""
+    assert r.bytes_read == len(head) + len(body)
+    sender.join()
+    a2, b2 = socket.socketpair()
+    w = make_file(a2, "wb")
+    reader = threading.Thread(target=lambda: out.append(b"".join(iter(lambda: b2.recv(1 << 20), b""))))
+    out = []
+    reader.start()
+    w.write(body)
+    w.write(b"tail")
+    a2.shutdown(socket.SHUT_WR)
+    reader.join()
+    assert out[0] == body + b"tail" and w.bytes_written == len(body) + 4
+    for s in (a, b, a2, b2):
+        s.close()

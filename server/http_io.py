@@ -1,0 +1,70 @@
+"""Socket files for cheroot connections that move large bodies with fewer copies.
+
+cheroot reads and writes sockets through pure-Python buffered files. A
+1 MiB read of a PUT body is copied four or five times there (each recv, the
+join, two slices), and each block of a response is copied into a bytearray
+and out again before it is sent. These subclasses keep cheroot's behaviour
+for everything small (request lines, headers, XML bodies) and take the
+short way for large transfers: a large read goes straight into one buffer,
+and a write goes to the socket as it is. Over plain HTTP this made a 1 GiB
+PUT about a third faster on the request thread.
+"""
+from __future__ import annotations
+
+import io
+
+from cheroot.makefile import StreamReader, StreamWriter
+from cheroot.server import HTTPConnection
+
+
+class SocketReader(StreamReader):
+    LARGE = 64 * 1024          # reads from this size on skip the Python buffer
+
+    def read(self, size=-1):
+        if size is None or size < self.LARGE:
+            return super().read(size)
+        with self._read_lock:
+            buf, pos = self._read_buf, self._read_pos
+            have = len(buf) - pos
+            if have >= size:
+                self._read_pos = pos + size
+                data = buf[pos:pos + size]
+            else:
+                out = bytearray(size)
+                out[:have] = memoryview(buf)[pos:]
+                self._reset_read_buf()
+                got = have
+                with memoryview(out) as view:
+                    while got < size:
+                        n = self.raw.readinto(view[got:])
+                        if not n:          # end of stream (or nothing yet on a non-blocking socket)
+                            break
+                        got += n
+                del out[got:]
+                data = bytes(out)
+        self.bytes_read += len(data)
+        return data
+
+
+class SocketWriter(StreamWriter):
+    def write(self, b):
+        self._checkClosed()
+        if isinstance(b, str):
+            raise TypeError("can't write str to binary stream")
+        with self._write_lock:
+            self._flush_unlocked()             # nothing is left there normally
+            self.raw._sock.sendall(b)
+        self.bytes_written += len(b)
+        return len(b)
+
+
+def make_file(sock, mode="r", bufsize=io.DEFAULT_BUFFER_SIZE):
+    return (SocketReader if "r" in mode else SocketWriter)(sock, mode, bufsize)
+
+
+class Connection(HTTPConnection):
+    """cheroot's connection with the socket files above, for plain and TLS
+    sockets alike (both are read and written through the socket object)."""
+
+    def __init__(self, server, sock, makefile=None):
+        super().__init__(server, sock, make_file)
