@@ -313,8 +313,7 @@ class Accounts:
     def generation(self, name: str) -> int | None:
         """Changes whenever the password changes or the account is disabled:
         credential caches compare it. None: no such account, or not active."""
-        with self.db.read() as c:
-            row = q.generation(c, normalize_name(name))
+        row = q.generation(self.db, normalize_name(name))
         if row is None or row["status"] != "active":
             return None
         return row["credential_gen"]

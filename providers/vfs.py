@@ -835,8 +835,7 @@ class Vfs:
         return RandomFile(self, lambda: self.open_write(path), base, self.cfg.spool_dir)
 
     def _find_chunk(self, domain, dedup_id):
-        with self._tx() as c:
-            return t.chunk_id_by_dedup(c, domain.id, dedup_id)
+        return t.chunk_id_by_dedup(self.st.db, domain.id, dedup_id)
 
     def _chunk_plaintext(self, domain, pc) -> bytes:
         if pc.key is not None:

@@ -37,6 +37,10 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_connect)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
+        self._sqlite_file = (url.split("///", 1)[1] if self.is_sqlite and "///" in url else "").split("?")[0]
+        if self._sqlite_file == ":memory:":
+            self._sqlite_file = ""
+        self._spare: list[sqlite3.Connection] = []      # idle connections of lookup()
 
     def write(self):
         """A write transaction (committed on success, rolled back on error)."""
@@ -45,6 +49,37 @@ class Database:
     def read(self):
         """A read transaction: a consistent view for its duration."""
         return self._transaction("DEFERRED")
+
+    def lookup(self, query: "HotQuery", params: dict) -> dict | None:
+        """One row of one SELECT, outside any transaction of the caller's.
+
+        On SQLite this runs on a connection of its own, in autocommit (a
+        single statement sees one consistent state): taking a pooled
+        connection and beginning and ending a transaction cost several times
+        the query (the credential check on every WebDAV request paid about
+        as much as the request's path lookup). Other databases take a read
+        transaction."""
+        if not self._sqlite_file:
+            with self.read() as c:
+                return query.first(c, params)
+        try:
+            conn = self._spare.pop()
+        except IndexError:
+            conn = sqlite3.connect(self._sqlite_file, timeout=60, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("PRAGMA busy_timeout=60000")
+        try:
+            row = query.first_on(conn, self.engine.dialect, params)
+        except BaseException:
+            conn.close()
+            raise
+        if len(self._spare) < self.SPARE_LOOKUP_CONNECTIONS:
+            self._spare.append(conn)
+        else:
+            conn.close()
+        return row
+
+    SPARE_LOOKUP_CONNECTIONS = 16
 
     @contextlib.contextmanager
     def _transaction(self, mode: str):
@@ -74,6 +109,8 @@ class Database:
         return inspect(self.engine).get_table_names()
 
     def dispose(self) -> None:
+        while self._spare:
+            self._spare.pop().close()
         self.engine.dispose()
 
 
@@ -114,12 +151,16 @@ class HotQuery:
         if c.dialect.name != "sqlite":
             row = c.execute(self.stmt, params).mappings().first()
             return None if row is None else dict(row)
+        return self.first_on(c.connection.driver_connection, c.dialect, params)
+
+    def first_on(self, driver_conn: sqlite3.Connection, dialect, params: dict) -> dict | None:
+        """The row, run on an SQLite driver connection."""
         plan = self._sqlite
         if plan is None:
-            plan = self._sqlite = self._plan(c.dialect)
+            plan = self._sqlite = self._plan(dialect)
         sql, names, columns, converters = plan
         try:
-            row = c.connection.driver_connection.execute(sql, [params[n] for n in names]).fetchone()
+            row = driver_conn.execute(sql, [params[n] for n in names]).fetchone()
         except sqlite3.Error as e:
             raise exc.OperationalError(sql, params, e) from e
         if row is None:

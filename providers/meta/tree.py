@@ -183,8 +183,9 @@ def chunk_by_dedup(c, domain_id: int, dedup_id: str):
     return c.execute(_CHUNK_BY_DEDUP, {"d": domain_id, "x": dedup_id}).mappings().first()
 
 
-def chunk_id_by_dedup(c, domain_id: int, dedup_id: str) -> int | None:
-    row = _HOT_CHUNK_ID.first(c, {"d": domain_id, "x": dedup_id})
+def chunk_id_by_dedup(db, domain_id: int, dedup_id: str) -> int | None:
+    """Looked up for each chunk an upload makes: a lookup of its own."""
+    row = db.lookup(_HOT_CHUNK_ID, {"d": domain_id, "x": dedup_id})
     return None if row is None else row["id"]
 
 

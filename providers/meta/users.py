@@ -22,9 +22,10 @@ _MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindpar
 _GENERATION = HotQuery(select(users.c.status, users.c.credential_gen).where(users.c.name == bindparam("n")))
 
 
-def generation(c, name: str):
-    """{status, credential_gen} of an account, or None."""
-    return _GENERATION.first(c, {"n": name})
+def generation(db, name: str):
+    """{status, credential_gen} of an account, or None (checked on every
+    request that a cached login serves: a lookup of its own)."""
+    return db.lookup(_GENERATION, {"n": name})
 
 
 def user_by_id(c, user_id: int):
