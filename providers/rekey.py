@@ -32,7 +32,7 @@ def import_chunk(c, row, src: crypto.DomainKeys, dst_id: int, dst: crypto.Domain
     return t.insert_chunk(c, domain_id=dst_id, dedup_id=did, blob_name=row["blob_name"],
                           blob_offset=row["blob_offset"], plain_size=row["plain_size"], stored_size=row["stored_size"],
                           wrapped_key=crypto.seal(dst.wrap, key, did.encode()),
-                          stored_sha256=row["stored_sha256"], refcount=0, created_us=now)
+                          stored_hash=row["stored_hash"], refcount=0, created_us=now)
 
 
 def move_versions(c, version_rows, src_id: int, src: crypto.DomainKeys, dst_id: int,

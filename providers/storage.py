@@ -9,7 +9,6 @@ their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -260,7 +259,7 @@ class Storage:
             stored = self.blobs.get(r["blob_name"], r["blob_offset"], r["stored_size"])
         except NotFound:
             return "missing from the blob store"
-        if hashlib.sha256(stored).hexdigest() != r["stored_sha256"]:
+        if not crypto.stored_hash_matches(stored, r["stored_hash"]):
             return "stored bytes do not match their recorded hash (damaged or tampered with)"
         if keys is None:
             return None

@@ -80,7 +80,7 @@ class PendingChunk:
     blob_offset: int = 0
     stored_size: int = 0
     wrapped_key: bytes = b""
-    stored_sha256: str = ""
+    stored_hash: str = ""
     key: bytes | None = field(default=None, repr=False)
 
 
@@ -216,7 +216,7 @@ class Writer:
             self._scratch.buf = stored.obj                      # this thread's buffer for its next chunk
             pc = PendingChunk(did, len(data), stored_size=len(stored),
                               wrapped_key=crypto.seal(keys.wrap, key, did.encode()),
-                              stored_sha256=hashlib.sha256(stored).hexdigest(), key=key)
+                              stored_hash=crypto.stored_hash(stored), key=key)
             with self._lock:
                 self.new_bytes += len(stored)
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:

@@ -884,7 +884,7 @@ class Vfs:
                 new_rows.append(dict(domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
                                      blob_offset=pc.blob_offset, plain_size=pc.plain_size,
                                      stored_size=pc.stored_size,
-                                     wrapped_key=pc.wrapped_key, stored_sha256=pc.stored_sha256,
+                                     wrapped_key=pc.wrapped_key, stored_hash=pc.stored_hash,
                                      refcount=0, created_us=now))
             ids.update(t.insert_chunks(c, new_rows))
             # blobs this upload wrote that hold none of its new chunks (a

@@ -85,3 +85,27 @@ def test_fsck_of_private_account_without_password_checks_ciphertext(storage, cfg
     report = storage.fsck(user="priv")
     assert report["chunks_decrypted"] == 0
     assert len(report["damaged"]) == 1 and "hash" in report["damaged"][0]["problem"]
+
+
+def test_fsck_still_checks_chunks_recorded_with_sha256(storage, cfg):
+    """Chunks written before the stored hash became BLAKE3 keep their
+    SHA-256; fsck checks each against the hash it was recorded with."""
+    import hashlib
+
+    from sqlalchemy import select, update
+
+    from providers.meta.schema import chunks
+    storage.accounts.create("old", "old-password", mode="private")
+    storage.login("old", "old-password").write_bytes("/x", os.urandom(50_000))
+    with storage.db.write() as c:
+        cid, name, recorded = c.execute(select(chunks.c.id, chunks.c.blob_name, chunks.c.stored_hash)).one()
+        assert recorded.startswith("blake3:")
+        stored = storage.blobs.get(name)
+        c.execute(update(chunks).where(chunks.c.id == cid).values(stored_hash=hashlib.sha256(stored).hexdigest()))
+    assert storage.fsck(user="old")["damaged"] == []
+    path = storage.blobs._path(name)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(raw))
+    damaged = storage.fsck(user="old")["damaged"]
+    assert len(damaged) == 1 and "hash" in damaged[0]["problem"]

@@ -94,16 +94,35 @@ class Database:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
+        self.migrate("upgrade", "head")
+
+    def migrate(self, how: str, revision: str) -> None:
+        """Run Alembic's upgrade or downgrade to a revision, in one transaction.
+
+        On SQLite, a migration that changes a column rebuilds its table
+        (copy, drop, rename), which foreign keys would refuse: they are off
+        while it runs, and checked once it has committed."""
         from alembic import command
         from alembic.config import Config as AlembicConfig
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.connect() as conn:
             if self.is_sqlite:             # the migrations run inside a transaction
+                driver = conn.connection.driver_connection
+                driver.execute("PRAGMA foreign_keys=OFF")        # only takes effect outside a transaction
                 event.listen(conn, "begin", lambda c: _sqlite_begin(c, "DEFERRED"))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                getattr(command, how)(cfg, revision)
+                conn.commit()
+            finally:
+                if self.is_sqlite:
+                    driver.execute("PRAGMA foreign_keys=ON")
+            if self.is_sqlite:
+                broken = driver.execute("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the schema migration left {len(broken)} rows whose references "
+                                       f"are broken (first: {broken[0]}); restore the database backup")
 
     def table_names(self) -> list[str]:
         return inspect(self.engine).get_table_names()

@@ -118,7 +118,7 @@ chunks = Table(
     Column("plain_size", Integer, nullable=False),
     Column("stored_size", Integer, nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
-    Column("stored_sha256", String(64), nullable=False),             # of the ciphertext, for fsck
+    Column("stored_hash", String(80), nullable=False),   # of the ciphertext, for fsck: blake3:<hex> (or SHA-256 hex)
     Column("refcount", Integer, nullable=False, default=0),
     Column("created_us", BigInteger, nullable=False),
     UniqueConstraint("domain_id", "dedup_id", name="uq_chunks_domain_dedup"),
