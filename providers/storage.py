@@ -170,7 +170,9 @@ class Storage:
                 self.blobs.delete(name)
                 freed += 1
         rewritten = reclaimed = 0
-        for name, size in sparse:
+        for i, (name, size) in enumerate(sparse):
+            if progress:
+                progress(i, f"packs rewritten (of {len(sparse)})")
             kept = self._rewrite_pack(name)
             if kept is not None:
                 rewritten += 1

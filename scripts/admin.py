@@ -78,11 +78,12 @@ class Progress:
         self.on = sys.stderr.isatty() and not getattr(args, "json", False)
         self.label, self.last = label, 0.0
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, label: str | None = None) -> None:
+        """Show a count; a job with several phases names the current one."""
         now = time.monotonic()
         if self.on and now - self.last > 0.2:
             self.last = now
-            sys.stderr.write(f"\r{self.label}: {n}")
+            sys.stderr.write(f"\r{label or self.label}: {n}\x1b[K")
             sys.stderr.flush()
 
     def done(self) -> None:
