@@ -47,7 +47,7 @@ def move_versions(c, version_rows, src_id: int, src: crypto.DomainKeys, dst_id: 
     old, new = Counter(), Counter()
     for vid, seq, cid in t.chunk_refs_of_versions(c, vids):
         if cid not in mapping:
-            mapping[cid] = import_chunk(c, t.chunk(c, cid), src, dst_id, dst, now)
+            mapping[cid] = import_chunk(c, t.chunk(c, cid, lock=True), src, dst_id, dst, now)
         t.set_version_chunk(c, vid, seq, mapping[cid])
         old[cid] += 1
         new[mapping[cid]] += 1

@@ -203,9 +203,13 @@ class Storage:
             if isinstance(e, NotFound):
                 return None
             raise
-        with self.db.write() as c:
-            for offset, new_name, new_offset in moves:
-                t.move_chunk(c, name, offset, new_name, new_offset)
+        # Twice: a chunk imported into another domain copies its source row's
+        # location, and an import that held that row (locked) while the first
+        # pass waited for it has committed by the second.
+        for _ in range(2):
+            with self.db.write() as c:
+                for offset, new_name, new_offset in moves:
+                    t.move_chunk(c, name, offset, new_name, new_offset)
         self.blobs.delete(name)
         return sum(size for _, size in locations)
 

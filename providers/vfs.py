@@ -1106,7 +1106,7 @@ class Vfs:
             mapping: dict[int, int] = {}
             for r in rows:
                 if r["id"] not in mapping:
-                    mapping[r["id"]] = rekey.import_chunk(c, t.chunk(c, r["id"]), src_dom.keys, dom.id,
+                    mapping[r["id"]] = rekey.import_chunk(c, t.chunk(c, r["id"], lock=True), src_dom.keys, dom.id,
                                                           dom.keys, now)
             chunk_ids = [mapping[r["id"]] for r in rows]
             hashes = crypto.seal(dom.keys.meta, crypto.open_sealed(src_dom.keys.meta, bytes(v["hashes_enc"]),

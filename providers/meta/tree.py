@@ -387,8 +387,11 @@ def set_version_chunk(c, version_id: int, seq: int, chunk_id: int) -> None:
                                            version_chunks.c.seq == seq).values(chunk_id=chunk_id))
 
 
-def chunk(c, chunk_id: int):
-    return c.execute(select(chunks).where(chunks.c.id == chunk_id)).mappings().first()
+def chunk(c, chunk_id: int, lock: bool = False):
+    """A chunk row; `lock` holds it until the transaction ends (PostgreSQL:
+    a gc moving it to another pack waits, or is waited for)."""
+    q = select(chunks).where(chunks.c.id == chunk_id)
+    return c.execute(q.with_for_update() if lock else q).mappings().first()
 
 
 def update_chunk(c, chunk_id: int, **values) -> None:
