@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -101,16 +102,26 @@ def _write_error(e: OSError) -> StorageUnavailable:
 class LocalPack(Pack):
     """Consecutive chunks appended to one file until it holds PACK_BYTES,
     then to a new one. Appends from helper threads take turns (the write is
-    a copy into the page cache; hashing and encryption stay parallel)."""
+    a copy into the page cache; hashing and encryption stay parallel).
+
+    gc spares blobs modified within its grace period (an hour by default)
+    and takes older ones nothing refers to for leftovers of a crash. An
+    upload that runs longer than that therefore refreshes the modification
+    time of the packs it filled earlier, every KEEPALIVE seconds."""
+
+    KEEPALIVE = 600.0
 
     def __init__(self, store: "LocalBlobStore"):
         super().__init__(store)
         self._fd: int | None = None
         self._name = ""
         self._size = 0
+        self._touched = time.monotonic()
 
     def append(self, data) -> tuple[str, int]:
         with self._lock:
+            if time.monotonic() - self._touched >= self.KEEPALIVE:
+                self._keep_alive()
             try:
                 if self._fd is None:
                     self._name = new_name()
@@ -125,6 +136,14 @@ class LocalPack(Pack):
             if self._size >= self.store.PACK_BYTES:
                 self._close()
             return name, offset
+
+    def _keep_alive(self) -> None:
+        self._touched = time.monotonic()
+        for name in self.names:
+            try:
+                os.utime(self.store._path(name))
+            except OSError:
+                pass             # a failed pack, already gone
 
     def _close(self) -> None:
         if self._fd is not None:

@@ -4,6 +4,7 @@ blob per chunk."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -119,3 +120,26 @@ def test_an_aborted_upload_leaves_no_pack(small):
     w.abort()
     assert blob_files(st) == {}
     assert v.list("/") == []
+
+
+def test_gc_spares_the_packs_of_an_upload_older_than_its_grace(small, monkeypatch):
+    """An upload that outlasts gc's grace period keeps its early packs fresh,
+    so a gc run meanwhile (from cron, say) takes nothing it still needs."""
+    from providers.blobs import LocalPack
+    st, v = small
+    data = os.urandom(CHUNK * 24)
+    w = v.open_write("/long.bin")
+    w.write(data[:CHUNK * 12])
+    w._drain()
+    early = blob_files(st)
+    assert len(early) == 3
+    two_hours_ago = time.time() - 7200
+    for name in early:                               # as if written two hours ago
+        os.utime(st.blobs._path(name), (two_hours_ago, two_hours_ago))
+    monkeypatch.setattr(LocalPack, "KEEPALIVE", 0.0)  # the upload goes on long after
+    w.write(data[CHUNK * 12:])
+    w._drain()
+    assert st.gc(grace_seconds=3600)["orphan_blobs_removed"] == 0
+    w.commit()
+    assert v.read_bytes("/long.bin") == data
+    assert st.fsck()["damaged"] == []
