@@ -154,7 +154,7 @@ class Storage:
             t.recompute_usage(c)
             live = t.live_bytes_by_blob(c)
         cutoff = time.time() - grace_seconds
-        removed = freed = 0
+        removed: set[str] = set()
         sparse = []
         for i, (name, mtime, size) in enumerate(self.blobs.entries()):
             if progress:
@@ -162,13 +162,12 @@ class Storage:
             if name not in live:
                 if mtime < cutoff:
                     self.blobs.delete(name)
-                    removed += 1
+                    removed.add(name)
             elif size - live[name] >= self.COMPACT_MIN_BYTES and live[name] * 2 <= size:
                 sparse.append((name, size))
-        for _, name in drop:
-            if name not in live:
-                self.blobs.delete(name)
-                freed += 1
+        for name in {name for _, name in drop} - removed - set(live):
+            self.blobs.delete(name)           # the unreferenced chunks' blobs, young ones too
+            removed.add(name)
         rewritten = reclaimed = 0
         for i, (name, size) in enumerate(sparse):
             if progress:
@@ -177,7 +176,7 @@ class Storage:
             if kept is not None:
                 rewritten += 1
                 reclaimed += size - kept
-        return {"orphan_blobs_removed": removed + freed, "unreferenced_chunks": len(drop),
+        return {"orphan_blobs_removed": len(removed), "unreferenced_chunks": len(drop),
                 "refcounts_fixed": fixed, "packs_rewritten": rewritten, "bytes_reclaimed": reclaimed}
 
     COMPACT_MIN_BYTES = 1024 * 1024       # dead space worth a rewrite
