@@ -62,6 +62,16 @@ class Pack:
     def close(self) -> None:
         """No more appends (the blobs stay)."""
 
+    def discard(self) -> None:
+        """Close, and delete every blob this pack created (what a crash
+        leaves instead, gc reclaims)."""
+        self.close()
+        for name in self.names:
+            try:
+                self.store.delete(name)
+            except Exception:
+                log.warning("could not delete a blob of an abandoned upload; gc will reclaim it")
+
 
 class BlobStore:
     READ_AHEAD_CHUNKS = 0       # chunks a sequential reader fetches ahead (providers/streams.py)

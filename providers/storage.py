@@ -196,9 +196,7 @@ class Storage:
             pack.close()
             self.blobs.sync(pack.names)
         except BaseException as e:
-            pack.close()
-            for new in pack.names:
-                self.blobs.delete(new)
+            pack.discard()
             if isinstance(e, NotFound):
                 return None
             raise

@@ -289,12 +289,7 @@ class Writer:
             pass
         self._shutdown()
         if self._pack is not None:
-            self._pack.close()
-            for name in self.stored_blobs():
-                try:
-                    self.vfs.st.blobs.delete(name)
-                except Exception:    # gc reclaims it later
-                    log.warning("could not delete an aborted upload's chunk; gc will reclaim it")
+            self._pack.discard()
         self.buf, self.buffered = [], 0
 
     def readback(self):

@@ -28,19 +28,17 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        path = (url.split("///", 1)[1] if self.is_sqlite and "///" in url else "").split("?")[0]
+        self._sqlite_file = "" if path == ":memory:" else path      # lookup() opens it on its own
+        self._spare: list[sqlite3.Connection] = []      # idle connections of lookup()
         if self.is_sqlite:
-            path = url.split("///", 1)[1] if "///" in url else ""
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if self._sqlite_file:
+                Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
                                                 pool_size=20, max_overflow=40)
             event.listen(self.engine, "connect", _sqlite_connect)
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
-        self._sqlite_file = (url.split("///", 1)[1] if self.is_sqlite and "///" in url else "").split("?")[0]
-        if self._sqlite_file == ":memory:":
-            self._sqlite_file = ""
-        self._spare: list[sqlite3.Connection] = []      # idle connections of lookup()
 
     def write(self):
         """A write transaction (committed on success, rolled back on error)."""
