@@ -271,7 +271,7 @@ class Storage:
             plain = crypto.decrypt_chunk(key, stored, r["plain_size"])
         except IntegrityError:
             return "does not decrypt (damaged or tampered with)"
-        if not r["dedup_id"].startswith(_IMPORTED) and crypto.chunk_id(keys, plain) != r["dedup_id"]:
+        if not r["dedup_id"].startswith(_IMPORTED) and not crypto.chunk_id_matches(keys, plain, r["dedup_id"]):
             return "decrypts to content that does not match its id"
         return None
 

@@ -109,3 +109,51 @@ def test_fsck_still_checks_chunks_recorded_with_sha256(storage, cfg):
     path.write_bytes(bytes(raw))
     damaged = storage.fsck(user="old")["damaged"]
     assert len(damaged) == 1 and "hash" in damaged[0]["problem"]
+
+
+def _legacy_chunk_id(keys, plaintext):
+    import hashlib
+    import hmac
+    return hmac.new(keys.dedup, plaintext, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize("scheme", ["blake3", "hmac-sha256"])
+def test_fsck_checks_each_chunk_id_against_the_scheme_that_made_it(storage, monkeypatch, scheme):
+    """Dedup ids are keyed BLAKE3; chunks stored before keep their
+    HMAC-SHA256 ids. fsck recomputes each id the way it was made: a chunk
+    whose content does not match its id is named, under either scheme."""
+    from providers import crypto
+    make = crypto.chunk_id if scheme == "blake3" else _legacy_chunk_id
+    storage.accounts.create("ids", "ids-password")
+    v = storage.login("ids", "ids-password")
+    good, bad = os.urandom(300_000), os.urandom(300_000)
+    monkeypatch.setattr(crypto, "chunk_id", make)
+    v.write_bytes("/good.bin", good)
+    monkeypatch.setattr(crypto, "chunk_id", lambda keys, p: make(keys, bytes(p) + b"!"))
+    v.write_bytes("/bad.bin", bad)
+    monkeypatch.undo()
+    assert v.read_bytes("/good.bin") == good and v.read_bytes("/bad.bin") == bad
+    damaged = storage.fsck(user="ids")["damaged"]
+    assert [(d["files"], d["problem"]) for d in damaged] == [
+        (["/bad.bin"], "decrypts to content that does not match its id")]
+
+
+def test_chunks_with_old_ids_stay_readable_and_new_writes_get_blake3_ids(storage, monkeypatch):
+    from sqlalchemy import select
+
+    from providers import crypto
+    from providers.meta.schema import chunks
+    storage.accounts.create("mix", "mix-password")
+    v = storage.login("mix", "mix-password")
+    data = os.urandom(3 * 1024 * 1024)
+    monkeypatch.setattr(crypto, "chunk_id", _legacy_chunk_id)
+    v.write_bytes("/a.bin", data)
+    monkeypatch.undo()
+    v.write_bytes("/b.bin", data)
+    v.write_bytes("/c.bin", data)
+    with storage.db.read() as c:
+        ids = [r[0] for r in c.execute(select(chunks.c.dedup_id))]
+    assert len(ids) == 6              # the old ids no longer match new writes; new ones dedup among themselves
+    assert sum(i.startswith("b:") and len(i) == 64 for i in ids) == 3
+    assert all(v.read_bytes(p) == data for p in ("/a.bin", "/b.bin", "/c.bin"))
+    assert storage.fsck(user="mix")["damaged"] == []
