@@ -33,6 +33,8 @@ class StorageConfig:
     s3_prefix: str = "blobs/"         # key prefix inside the bucket (several servers can share one)
     chunk_size: int = 1024 * 1024     # bytes of plaintext per chunk (max 4 MiB)
     spool_dir: str = ""               # encrypted scratch for random-access writes; "" = <data_dir>/spool
+    gc_every_hours: int = 24          # `coffer serve` runs gc this often; 0 = only `coffer-admin gc`
+    gc_grace_seconds: int = 3600      # unreferenced blobs younger than this are spared (uploads in flight)
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,11 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[storage] chunk_size must be between 4096 and 4194304 bytes")
     if cfg.storage.blob_backend not in ("local", "s3"):
         raise ConfigError("[storage] blob_backend must be \"local\" or \"s3\"")
+    if cfg.storage.gc_every_hours < 0:
+        raise ConfigError("[storage] gc_every_hours must be 0 (never) or more")
+    if cfg.storage.gc_grace_seconds < 900:
+        # an upload refreshes its local packs every 10 minutes; a shorter grace could take them
+        raise ConfigError("[storage] gc_grace_seconds must be at least 900")
     if cfg.accounts.default_plan not in cfg.accounts.plans:
         raise ConfigError(f"[accounts] default_plan {cfg.accounts.default_plan!r} is not in [accounts] plans")
     for plan, size in cfg.accounts.plans.items():

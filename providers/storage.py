@@ -137,8 +137,8 @@ class Storage:
     # -- store-wide jobs -----------------------------------------------------------------
     def maintenance(self) -> dict:
         """The periodic job `coffer serve` runs on its timer: erasures that are
-        due or stalled, record retention, and hourly version and trash
-        retention (see providers/lifecycle.py)."""
+        due or stalled, record retention, hourly version and trash
+        retention, and gc when due (see providers/lifecycle.py)."""
         from .lifecycle import periodic
         return periodic(self)
 

@@ -225,7 +225,8 @@ def cmd_fsck(st, args):
 
 def cmd_gc(st, args):
     prog = Progress(args, "blobs scanned")
-    report = st.gc(grace_seconds=args.grace, progress=prog)
+    grace = st.cfg.storage.gc_grace_seconds if args.grace is None else args.grace
+    report = st.gc(grace_seconds=grace, progress=prog)
     prog.done()
     out(args, report, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.items()))
 
@@ -287,8 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--password-stdin", action="store_true",
                     help="private account: its password on stdin, to decrypt and re-hash too")
     sp = add(sub, "gc", cmd_gc, "reclaim blobs and chunks nothing refers to (left by crashes)", True)
-    sp.add_argument("--grace", type=int, default=3600,
-                    help="spare unreferenced blobs younger than this many seconds (uploads in flight)")
+    sp.add_argument("--grace", type=int, default=None,
+                    help="spare unreferenced blobs younger than this many seconds (uploads in flight; "
+                    "default: [storage] gc_grace_seconds)")
     db = sub.add_parser("db", help="database schema")
     ds = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     add(ds, "upgrade", cmd_db_upgrade, "apply schema migrations", True)

@@ -5,7 +5,8 @@
 `--init` creates a first account when none exists and prints its password
 once, on this terminal, with how to connect each kind of client. The server
 runs until SIGINT or SIGTERM; periodic maintenance (cached logins, idle
-session records, expired locks, retention and trash) runs in the background.
+session records, expired locks, retention and trash, and a daily gc) runs in
+the background.
 """
 from __future__ import annotations
 
@@ -118,8 +119,9 @@ def serve(args) -> int:
 
 def _maintain(st, running) -> None:
     """Every minute: the front-ends' housekeeping, then the storage core's
-    periodic job (`Storage.maintenance`: due erasures, record retention, and
-    hourly version and trash retention for every account)."""
+    periodic job (`Storage.maintenance`: due erasures, record retention,
+    hourly version and trash retention for every account, and gc every
+    `[storage] gc_every_hours`)."""
     for srv in running:
         app = getattr(srv, "app", None)
         if app is not None and hasattr(app, "maintain"):

@@ -30,6 +30,8 @@ def test_example_holds_every_option_at_its_default():
     ({"security": {"default_mode": "open"}}, "default_mode"),
     ({"storage": {"chunk_size": 10}}, "chunk_size"),
     ({"accounts": {"default_plan": "gold"}}, "gold"),
+    ({"storage": {"gc_grace_seconds": 60}}, "gc_grace_seconds"),
+    ({"storage": {"gc_every_hours": -1}}, "gc_every_hours"),
 ])
 def test_mistakes_name_the_option(raw, words):
     with pytest.raises(config.ConfigError) as e:

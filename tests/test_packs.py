@@ -49,8 +49,9 @@ def test_an_upload_fills_few_blobs_and_reads_back_across_them(small):
             assert r.read(n) == data[off:off + n]
 
 
-def test_gc_rewrites_packs_that_are_mostly_dead(small):
-    st, v = small
+def leave_mostly_dead_packs(st, v):
+    """Four packs with one live chunk each; returns what /keep.bin and
+    /f.bin hold, and the bytes stored before."""
     keep = os.urandom(CHUNK * 16)
     v.write_bytes("/keep.bin", keep)
     first = os.urandom(CHUNK * 16)
@@ -66,6 +67,12 @@ def test_gc_rewrites_packs_that_are_mostly_dead(small):
     v.delete(old.path)                            # purge the first version: its packs are now mostly dead
     assert sum(blob_files(st).values()) == before  # purging alone frees no pack space
     st.COMPACT_MIN_BYTES = CHUNK
+    return keep, bytes(second), before
+
+
+def test_gc_rewrites_packs_that_are_mostly_dead(small):
+    st, v = small
+    keep, second, before = leave_mostly_dead_packs(st, v)
     report = st.gc(grace_seconds=0)
     assert report["packs_rewritten"] == 4
     assert report["bytes_reclaimed"] >= 12 * CHUNK
@@ -143,3 +150,42 @@ def test_gc_spares_the_packs_of_an_upload_older_than_its_grace(small, monkeypatc
     w.commit()
     assert v.read_bytes("/long.bin") == data
     assert st.fsck()["damaged"] == []
+
+
+def test_the_server_runs_gc_an_hour_after_it_starts_then_every_day(small):
+    """`coffer serve`'s timer: no one has to remember a cron job for the
+    space of thinned versions and the leftovers of a crash to come back."""
+    from providers import lifecycle
+    st, v = small
+    keep, second, before = leave_mostly_dead_packs(st, v)
+    st.blobs.put("ab" * 16, b"left by a crash")
+    two_hours_ago = time.time() - 7200
+    os.utime(st.blobs._path("ab" * 16), (two_hours_ago, two_hours_ago))
+
+    def gc_at(clock):
+        started = lifecycle._start_gc_when_due(st, clock)
+        if started:
+            lifecycle._gc_threads[id(st)].join(60)
+        return started
+
+    lifecycle._next_gc.pop(id(st), None)
+    assert not gc_at(0.0)                         # the server has just started
+    assert not gc_at(3599.0)
+    assert st.blobs.exists("ab" * 16)
+    assert gc_at(3600.0)
+    assert not st.blobs.exists("ab" * 16)
+    assert sum(blob_files(st).values()) <= before - 12 * CHUNK
+    assert v.read_bytes("/f.bin") == second and v.read_bytes("/keep.bin") == keep
+    assert not gc_at(3700.0)                      # the next one a day later
+    assert gc_at(3600.0 + 86400)
+    assert st.fsck()["damaged"] == []
+    lifecycle._next_gc.pop(id(st), None)
+
+
+def test_the_server_timer_leaves_gc_to_cron_when_told(tmp_path):
+    from providers import lifecycle
+    st = Storage.open(make_config(tmp_path, storage={"gc_every_hours": 0}))
+    try:
+        assert not any(lifecycle._start_gc_when_due(st, clock) for clock in (0.0, 3600.0, 1e9))
+    finally:
+        st.close()
