@@ -29,12 +29,19 @@ log = logging.getLogger(__name__)
 try:
     import ctypes
     _libc = ctypes.CDLL(None, use_errno=True)
-    _syncfs = _libc.syncfs
     _sync_file_range = _libc.sync_file_range
     _sync_file_range.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
 except (OSError, AttributeError):
-    _syncfs = _sync_file_range = None
+    _sync_file_range = None
 SYNC_FILE_RANGE_WRITE = 2
+
+
+def _fsync_path(path: Path, data_only: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (os.fdatasync if data_only else os.fsync)(fd)
+    finally:
+        os.close(fd)
 
 
 def new_name() -> str:
@@ -183,7 +190,7 @@ class LocalBlobStore(BlobStore):
     # Names are random and never reused, so blobs are written in place: a
     # crash mid-write leaves a partial blob that no metadata refers to, which
     # gc reclaims. Durability comes from sync() before the metadata that
-    # refers to the blob commits (one syncfs instead of an fsync per blob).
+    # refers to the blob commits.
     def _create(self, name: str) -> int:
         final = self._path(name)
         try:
@@ -218,22 +225,20 @@ class LocalBlobStore(BlobStore):
         return LocalPack(self)
 
     def sync(self, names=()) -> None:
-        """Make these blobs durable: an fsync each for a few, else one syncfs
-        of the store's filesystem (falls back to sync)."""
-        if 0 < len(names) <= 4:
-            for name in names:
-                fd = os.open(self._path(name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            return
-        fd = os.open(self.root, os.O_RDONLY)
-        try:
-            if _syncfs is None or _syncfs(fd) != 0:
-                os.sync()
-        finally:
-            os.close(fd)
+        """Make these blobs durable, and their folder entries: an fdatasync
+        each (their bytes were sent to disk as they were written, so this
+        mostly waits), then an fsync of the fan-out folders on their way (a
+        folder may be new too). Not a syncfs of the whole filesystem, which
+        would also wait for whatever else on it has unwritten data."""
+        folders = set()
+        for name in names:
+            path = self._path(name)
+            folders.update((path.parent, path.parent.parent))
+            _fsync_path(path, data_only=True)
+        if folders:
+            folders.add(self.root)
+        for folder in sorted(folders, reverse=True):      # deepest first
+            _fsync_path(folder)
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:

@@ -189,3 +189,38 @@ def test_the_server_timer_leaves_gc_to_cron_when_told(tmp_path):
         assert not any(lifecycle._start_gc_when_due(st, clock) for clock in (0.0, 3600.0, 1e9))
     finally:
         st.close()
+
+
+def test_an_upload_is_on_disk_before_it_is_published(small, monkeypatch):
+    """Every blob an upload wrote is flushed (fdatasync), and the folders
+    it was created in (fsync), before the version is published; nothing
+    syncs the whole filesystem, so unrelated writes elsewhere on the disk
+    do not hold the upload up."""
+    from providers import blobs as blobs_module
+    st, v = small
+    events = []
+
+    def recorder(kind, real):
+        def call(fd):
+            events.append((kind, os.readlink(f"/proc/self/fd/{fd}")))
+            return real(fd)
+        return call
+
+    monkeypatch.setattr(blobs_module.os, "fdatasync", recorder("data", os.fdatasync))
+    monkeypatch.setattr(blobs_module.os, "fsync", recorder("full", os.fsync))
+    monkeypatch.setattr(blobs_module.os, "sync", lambda: events.append(("everything", "")))
+    publish = v._publish
+    monkeypatch.setattr(v, "_publish", lambda w: (events.append(("publish", "")), publish(w))[1])
+    data = os.urandom(CHUNK * 10)
+    v.write_bytes("/f.bin", data)
+    monkeypatch.undo()
+    packs = {str(st.blobs._path(name)) for name in blob_files(st)}
+    assert len(packs) == 3
+    assert events[-1] == ("publish", "")
+    before = events[:-1]
+    assert {p for kind, p in before if kind == "data"} == packs
+    folders = {p for kind, p in before if kind == "full"}
+    for p in packs:
+        assert os.path.dirname(p) in folders and os.path.dirname(os.path.dirname(p)) in folders
+    assert all(kind != "everything" for kind, _ in events)
+    assert v.read_bytes("/f.bin") == data
