@@ -5,11 +5,17 @@
 For each run, side by side: write a stream of SIZE random bytes through the
 VFS (encrypt, chunk, dedup-hash, version) and copy the same bytes to a plain
 file; then read both back (page cache dropped first when running as root).
-Each phase runs in a fresh process so its peak RSS is its own. Prints MB/s
-(medians over the runs), the Coffer/plain ratio (the median of each run's
-ratio, since a run's pair shares its noise) and peak RSS per phase; then the
-stored size of 30 versions of a 64 MiB file with 1 MiB changed in place each
-time. Pass --json for machine-readable output.
+Each phase runs in a fresh process so its peak RSS is its own.
+
+Each run does every phase twice in a balanced order (A B B A, starting with
+either side in turn): what ran just before matters on a VM whose host
+caches the disk (a plain read right after the other side's read of 1 GiB
+found its file evicted there, and ran at a third of its speed). A run's
+figure for a side is its total bytes over its total time; the ratio is the
+median of the runs' ratios. Prints MB/s, the ratio, each side's median by
+position (first or second of its pair) and peak RSS; then the stored size of
+30 versions of a 64 MiB file with 1 MiB changed in place each time. Pass
+--json for machine-readable output.
 """
 from __future__ import annotations
 
@@ -124,32 +130,42 @@ def main() -> int:
                 f.write(os.urandom(BLOCK))
         for run in range(args.runs):
             for pair in (("plain-write", "vfs-write"), ("plain-read", "vfs-read")):
-                order = pair if run % 2 == 0 else pair[::-1]      # interleave to share the noise
-                for kind in order:
+                a, b = pair if run % 2 == 0 else pair[::-1]
+                for position, kind in enumerate((a, b, b, a)):      # each side once first, once second
                     work = os.path.join(tmp, kind.split("-")[0])
                     os.makedirs(work, exist_ok=True)
                     if kind.endswith("write"):
                         shutil.rmtree(work)
                         os.makedirs(work)
                     drop_caches()
-                    results[kind].append(phase(kind, src, work))
+                    r = phase(kind, src, work)
+                    r["run"], r["first"] = run, position in (0, 2)
+                    results[kind].append(r)
         dedup = dedup_case(os.path.join(tmp, "dedup"))
 
-    def mbps(rs):
-        return statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in rs)
+    def rate(rs):
+        return sum(r["bytes"] for r in rs) / sum(r["seconds"] for r in rs) / 1e6
 
-    def ratios(op):
-        # each run's pair ran back to back on the same cache and disk state, so
-        # its ratio shares that run's noise; the median of those is the figure
-        return [(v["bytes"] / v["seconds"]) / (p["bytes"] / p["seconds"])
-                for p, v in zip(results[f"plain-{op}"], results[f"vfs-{op}"])]
+    def per_run(kind):
+        return [rate([r for r in results[kind] if r["run"] == run]) for run in range(args.runs)]
+
+    def by_position(kind, first):
+        return round(statistics.median(r["bytes"] / r["seconds"] / 1e6 for r in results[kind]
+                                       if r["first"] == first), 1)
 
     summary = {}
     for op in ("write", "read"):
-        plain, vfs = mbps(results[f"plain-{op}"]), mbps(results[f"vfs-{op}"])
-        summary[op] = {"plain_MBps": round(plain, 1), "coffer_MBps": round(vfs, 1),
-                       "ratio": round(statistics.median(ratios(op)), 2),
-                       "ratio_per_run": [round(r, 2) for r in ratios(op)],
+        plain, vfs = per_run(f"plain-{op}"), per_run(f"vfs-{op}")
+        # a run's two sides share its noise, so the figure is the median of the runs' ratios
+        ratios = [v / p for p, v in zip(plain, vfs)]
+        summary[op] = {"plain_MBps": round(statistics.median(plain), 1),
+                       "coffer_MBps": round(statistics.median(vfs), 1),
+                       "ratio": round(statistics.median(ratios), 2),
+                       "ratio_per_run": [round(r, 2) for r in ratios],
+                       "plain_MBps_first_second": [by_position(f"plain-{op}", True),
+                                                   by_position(f"plain-{op}", False)],
+                       "coffer_MBps_first_second": [by_position(f"vfs-{op}", True),
+                                                    by_position(f"vfs-{op}", False)],
                        "coffer_peak_rss_MB": round(max(r["peak_rss"] for r in results[f"vfs-{op}"]) / 1e6, 1)}
     summary["dedup_30_versions_64MiB"] = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in dedup.items()}
     summary["size_MiB"], summary["runs"] = args.size_mib, args.runs
@@ -160,7 +176,11 @@ def main() -> int:
         for op in ("write", "read"):
             s = summary[op]
             print(f"  {op:5}: plain {s['plain_MBps']:8.1f} MB/s   coffer {s['coffer_MBps']:8.1f} MB/s   "
-                  f"ratio {s['ratio']:.2f} (runs: {', '.join(f'{r:.2f}' for r in s['ratio_per_run'])})   coffer peak RSS {s['coffer_peak_rss_MB']:.0f} MB")
+                  f"ratio {s['ratio']:.2f} (runs: {', '.join(f'{r:.2f}' for r in s['ratio_per_run'])})   "
+                  f"coffer peak RSS {s['coffer_peak_rss_MB']:.0f} MB")
+            print(f"         by position, first / second of a pair: plain {s['plain_MBps_first_second'][0]:.0f} / "
+                  f"{s['plain_MBps_first_second'][1]:.0f} MB/s, coffer {s['coffer_MBps_first_second'][0]:.0f} / "
+                  f"{s['coffer_MBps_first_second'][1]:.0f} MB/s")
         d = summary["dedup_30_versions_64MiB"]
         print(f"  30 versions of a 64 MiB file, 1 MiB changed each: stored {d['stored_bytes'] / 2**20:.1f} MiB "
               f"= {d['ratio']:.2f}x the file ({d['versions']} versions kept)")
