@@ -309,6 +309,7 @@ class CofferFile(_Props, DAVNonCollection):
             return
         try:
             self._stream.drain()
+            self._check_whole_body(w.size)
             with core():
                 self.entry = w.commit()
         except BaseException:
@@ -316,6 +317,21 @@ class CofferFile(_Props, DAVNonCollection):
                 w.abort()
             raise
         self.pending = False
+
+    def _check_whole_body(self, received: int) -> None:
+        """wsgidav ends a body at the first empty read, so a client that hangs
+        up mid-upload would otherwise publish what came until then. With a
+        Content-Length, all of it must have come (a chunked body's framing
+        is checked by cheroot, which fails on a body cut short)."""
+        if "chunked" in self.environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            return
+        try:
+            expected = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return                      # cheroot refuses a malformed length before this
+        if received < expected:
+            raise DAVError(HTTP_BAD_REQUEST, f"the request body ended after {received} of {expected} bytes "
+                           "(the connection was cut): nothing was changed; upload it again")
 
     def delete(self):
         with core():

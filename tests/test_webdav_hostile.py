@@ -200,3 +200,66 @@ def test_lock_token_of_one_account_is_useless_to_the_other(server):
         st, _, _ = server.request("UNLOCK", "/docs/secret.txt", headers={"Lock-Token": token})
         assert st == 204
     unchanged(server)
+
+
+@pytest.fixture(scope="module")
+def servers(server, tmp_path_factory):
+    """The module's HTTPS server, and one on plain HTTP (where large bodies
+    take another read path)."""
+    with CofferServer(tmp_path_factory.mktemp("plain"), tls=False) as plain:
+        yield {"https": server, "http": plain}
+
+
+def blob_files(srv):
+    return sorted(p for p in (srv.folder / "var" / "blobs").rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("hangup", ["reset", "close"])
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_client_that_vanishes_mid_upload_changes_nothing(servers, scheme, framing, hangup):
+    """Cut off mid-body, by a reset or an orderly close: the file keeps its
+    old content and versions, the upload's packs are deleted, and the
+    server goes on serving."""
+    import hashlib
+    import os
+    import struct
+    import time
+    srv = servers[scheme]
+    path = f"/vanish-{framing}.bin"
+    old = os.urandom(3 * 1024 * 1024 + 7)
+    assert srv.request("PUT", path, body=old)[0] in (201, 204)
+    versions = srv.request("PROPFIND", f"/.coffer/versions{path}", headers={"Depth": "1"})[2].count(b"<D:response>")
+    blobs = blob_files(srv)
+    head = (f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+            f"Authorization: {srv.auth()['Authorization']}\r\n").encode()
+    part = os.urandom(6 * 1024 * 1024)                  # six chunks on their way into packs
+    if framing == "length":
+        head += b"Content-Length: 20000000\r\n\r\n"
+        body = part
+    else:
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        body = b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in (part[i:i + 65536] for i in range(0, len(part), 65536)))
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    if scheme == "https":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        s = ctx.wrap_socket(s)
+    s.sendall(head + body)
+    time.sleep(0.5)                                     # the server is reading and storing
+    if hangup == "reset":
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))   # gone, no goodbye
+    s.close()
+    st, _, got = srv.request("GET", path)
+    assert st == 200 and hashlib.sha256(got).digest() == hashlib.sha256(old).digest()
+    after = srv.request("PROPFIND", f"/.coffer/versions{path}", headers={"Depth": "1"})[2].count(b"<D:response>")
+    assert after == versions                            # no version half-made
+    deadline = time.monotonic() + 20
+    while blob_files(srv) != blobs and time.monotonic() < deadline:
+        time.sleep(0.2)                                 # the abandoned upload's packs are deleted
+    assert blob_files(srv) == blobs
+    assert srv.alive()
+    new = os.urandom(2 * 1024 * 1024)
+    assert srv.request("PUT", path, body=new)[0] in (201, 204)
+    assert srv.request("GET", path)[2] == new
