@@ -12,6 +12,8 @@ PUT about a third faster on the request thread.
 from __future__ import annotations
 
 import io
+import socket
+import ssl
 
 from cheroot.makefile import StreamReader, StreamWriter
 from cheroot.server import HTTPConnection
@@ -29,7 +31,28 @@ class SocketReader(StreamReader):
             if have >= size:
                 self._read_pos = pos + size
                 data = buf[pos:pos + size]
+            elif not isinstance(self.raw._sock, ssl.SSLSocket):
+                # each recv fills a fresh bytes object: nothing is zeroed
+                # first, and when the block arrives in one piece (the usual
+                # case while the server is the slower side) nothing is copied
+                # at all; these ran with the interpreter lock held, a fifth
+                # of a 1 GiB PUT's time on the request thread
+                pieces = [buf[pos:]] if have else []
+                self._reset_read_buf()
+                got = have
+                while got < size:
+                    try:
+                        piece = self.raw._sock.recv(size - got)
+                    except socket.timeout:
+                        self.raw._timeout_occurred = True       # as SocketIO does
+                        raise
+                    if not piece:          # end of stream
+                        break
+                    pieces.append(piece)
+                    got += len(piece)
+                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             else:
+                # TLS hands out a record (16 KiB) per read: into one buffer
                 out = bytearray(size)
                 out[:have] = memoryview(buf)[pos:]
                 self._reset_read_buf()
