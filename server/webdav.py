@@ -19,7 +19,7 @@ from lxml import etree
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR,
                                HTTP_LOCKED, HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND,
-                               DAVError)
+                               PRECONDITION_CODE_PropfindFiniteDepth, DAVError)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from providers import errors
@@ -523,6 +523,13 @@ class CofferProvider(DAVProvider):
 
     def custom_request_handler(self, environ, start_response, default_handler):
         if environ["REQUEST_METHOD"] == "PROPFIND":
+            if environ.get("HTTP_DEPTH", "infinity").strip().lower() == "infinity":
+                # RFC 4918 9.1: a server may refuse; one request would walk
+                # every file of the account into one answer (Apache refuses
+                # by default too). Explorer, Finder, davfs2, rclone and
+                # Cyberduck all ask for Depth 0 or 1.
+                raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity (or no Depth) is not served: "
+                               "ask for Depth 0 or 1", err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
             from . import webdav_propfind
             answer = webdav_propfind.handle(environ, start_response, self._lock_view)
             if answer is not None:

@@ -263,3 +263,13 @@ def test_a_client_that_vanishes_mid_upload_changes_nothing(servers, scheme, fram
     new = os.urandom(2 * 1024 * 1024)
     assert srv.request("PUT", path, body=new)[0] in (201, 204)
     assert srv.request("GET", path)[2] == new
+
+
+@pytest.mark.parametrize("depth", ["infinity", "Infinity", None])
+def test_propfind_of_the_whole_tree_is_refused(server, depth):
+    """One request must not walk every file of an account (RFC 4918 9.1)."""
+    headers = {"Depth": depth} if depth else {}
+    st, _, body = server.request("PROPFIND", "/", headers=headers)
+    assert st == 403 and b"propfind-finite-depth" in body
+    st, _, body = server.request("PROPFIND", "/", headers={"Depth": "1"})
+    assert st == 207 and b"/docs/" in body
