@@ -531,9 +531,10 @@ class RandomFile:
 
     WINDOW = 16 * 1024 * 1024
 
-    def __init__(self, vfs, opener, base_reader=None, spool_dir=None):
+    def __init__(self, vfs, opener, base_reader=None, spool_dir=None, max_size: int | None = None):
         self.vfs = vfs
         self._opener = opener                 # () -> Writer for the target
+        self.max_size = max_size              # no write or truncate may make the file longer
         self.spool_dir = spool_dir
         self.writer = None if base_reader is not None else opener()
         self.spool: Spool | None = None
@@ -571,7 +572,13 @@ class RandomFile:
         self.pending.clear()
         self.pending_bytes = 0
 
+    def _check_size(self, size: int) -> None:
+        if self.max_size is not None and size > self.max_size:
+            raise QuotaExceeded(f"this would make the file {size} bytes long, more than the whole storage "
+                                f"quota ({self.max_size} bytes); nothing was written")
+
     def pwrite(self, offset: int, data) -> int:
+        self._check_size(offset + len(data))
         self.dirty = True
         data = bytes(data)
         if self.spool is None:
@@ -598,6 +605,7 @@ class RandomFile:
         return self.spool.pread(offset, n)
 
     def truncate(self, n: int) -> None:
+        self._check_size(n)
         self.dirty = True
         if self.spool is None and n == self.size and not self.pending:
             return

@@ -439,3 +439,26 @@ def test_quota_error_reaches_the_client_and_nothing_is_published(sftp, storage, 
     assert failures and all("quota" in m for m in failures)
     assert codes[-1][0] == P.FAILURE                    # the close says so too
     assert alice.read_bytes("/doc") == b"old"
+
+
+def test_a_write_far_past_the_end_cannot_outgrow_the_quota(sftp, storage, alice):
+    """One byte written at 1 TiB would leave a hole that dedups to nothing
+    but costs minutes to publish: a file may not outgrow its owner's whole
+    quota, by a write or by setting its size. Holes within it still work."""
+    import time
+    alice.write_bytes("/doc", b"old")
+    storage.accounts.update("alice", quota_bytes=8 * 1024 * 1024)
+    started = time.monotonic()
+    h = sftp.open("/doc", P.FXF_WRITE)
+    code, msg = sftp.status(P.WRITE, s(h) + struct.pack(">Q", 2 ** 40) + s(b"x"))
+    assert code == P.FAILURE and "quota" in msg and str(2 ** 40 + 1) in msg
+    code, msg = sftp.status(P.CLOSE, s(h))               # the close says so too, and publishes nothing
+    assert code == P.FAILURE and "quota" in msg
+    code, msg = sftp.status(P.SETSTAT, s("/doc") + attrs(size=2 ** 40))
+    assert code == P.FAILURE and "quota" in msg
+    assert time.monotonic() - started < 10
+    assert alice.read_bytes("/doc") == b"old" and len(alice.versions("/doc")) == 1
+    h = sftp.open("/sparse", P.FXF_WRITE | P.FXF_CREAT)
+    sftp.write(h, 3 * 1024 * 1024, b"end")
+    sftp.close(h)
+    assert alice.read_bytes("/sparse") == bytes(3 * 1024 * 1024) + b"end"
