@@ -28,13 +28,11 @@ class Database:
     def __init__(self, url: str):
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
-        path = (url.split("///", 1)[1] if self.is_sqlite and "///" in url else "").split("?")[0]
-        self._sqlite_file = "" if path == ":memory:" else path      # lookup() opens it on its own
-        self._spare: list[sqlite3.Connection] = []      # idle connections of lookup()
-        self._idle: list[Connection] = []               # idle connections of read() and write() on SQLite
+        self._idle: list[Connection] = []               # idle connections on SQLite (see _take)
         if self.is_sqlite:
-            if self._sqlite_file:
-                Path(self._sqlite_file).parent.mkdir(parents=True, exist_ok=True)
+            path = (url.split("///", 1)[1] if "///" in url else "").split("?")[0]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
                                                 pool_size=20, max_overflow=40)
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -55,67 +53,59 @@ class Database:
 
     IDLE_CONNECTIONS = 16
 
+    def _take(self) -> Connection:
+        """On SQLite, an idle connection kept checked out of the pool, or a
+        new one: a checkout and checkin cost about 40 µs, several times the
+        BEGIN and COMMIT themselves, and most requests are one small read."""
+        try:
+            return self._idle.pop()
+        except IndexError:
+            return self.engine.connect()
+
+    def _give_back(self, conn: Connection, clean: bool) -> None:
+        """Keep a connection for the next caller only when it ended cleanly
+        and outside a transaction (an error of the caller's, such as a missing
+        path, rolls back first); one that saw a database error is closed."""
+        if (clean and not conn.closed and not conn.invalidated
+                and not conn.connection.driver_connection.in_transaction
+                and len(self._idle) < self.IDLE_CONNECTIONS):
+            self._idle.append(conn)
+        else:
+            conn.close()
+
     @contextlib.contextmanager
     def _sqlite_transaction(self, mode: str):
-        """On SQLite, transactions reuse connections kept checked out of the
-        pool: a checkout and checkin cost about 40 µs, several times the
-        BEGIN and COMMIT themselves, and most requests are one small read.
-        A connection goes back only when its transaction ended cleanly (an
-        error of the caller's, such as a missing path, rolls back first); one
-        that saw a database error is closed."""
-        try:
-            conn = self._idle.pop()
-        except IndexError:
-            conn = self.engine.connect()
-        keep = False
+        conn = self._take()
+        clean = True
         try:
             with conn.begin():
                 _sqlite_begin(conn, mode)
                 yield conn
-            keep = True
         except (exc.DBAPIError, sqlite3.Error):
-            raise
-        except BaseException:
-            keep = True
+            clean = False
             raise
         finally:
-            if (keep and not conn.closed and not conn.invalidated
-                    and not conn.connection.driver_connection.in_transaction
-                    and len(self._idle) < self.IDLE_CONNECTIONS):
-                self._idle.append(conn)
-            else:
-                conn.close()
+            self._give_back(conn, clean)
 
     def lookup(self, query: "HotQuery", params: dict) -> dict | None:
         """One row of one SELECT, outside any transaction of the caller's.
 
-        On SQLite this runs on a connection of its own, in autocommit (a
-        single statement sees one consistent state): taking a pooled
-        connection and beginning and ending a transaction cost several times
-        the query (the credential check on every WebDAV request paid about
-        as much as the request's path lookup). Other databases take a read
-        transaction."""
-        if not self._sqlite_file:
+        On SQLite this runs on an idle connection in autocommit (a single
+        statement sees one consistent state): beginning and ending a
+        transaction cost several times the query (the credential check on
+        every WebDAV request paid about as much as the request's path
+        lookup). Other databases take a read transaction."""
+        if not self.is_sqlite:
             with self.read() as c:
                 return query.first(c, params)
+        conn = self._take()
+        clean = False
         try:
-            conn = self._spare.pop()
-        except IndexError:
-            conn = sqlite3.connect(self._sqlite_file, timeout=60, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA query_only=ON")
-            conn.execute("PRAGMA busy_timeout=60000")
-        try:
-            row = query.first_on(conn, self.engine.dialect, params)
-        except BaseException:
-            conn.close()
-            raise
-        if len(self._spare) < self.SPARE_LOOKUP_CONNECTIONS:
-            self._spare.append(conn)
-        else:
-            conn.close()
+            row = query.first_on(conn.connection.driver_connection, self.engine.dialect, params)
+            clean = True
+        finally:
+            self._give_back(conn, clean)
         return row
-
-    SPARE_LOOKUP_CONNECTIONS = 16
 
     @contextlib.contextmanager
     def _transaction(self, mode: str):
@@ -164,8 +154,6 @@ class Database:
         return inspect(self.engine).get_table_names()
 
     def dispose(self) -> None:
-        while self._spare:
-            self._spare.pop().close()
         while self._idle:
             self._idle.pop().close()
         self.engine.dispose()
