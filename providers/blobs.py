@@ -286,7 +286,10 @@ class S3BlobStore(BlobStore):
         try:
             self.s3.head_bucket(Bucket=bucket)
         except Exception:
-            self.s3.create_bucket(Bucket=bucket)
+            try:
+                self.s3.create_bucket(Bucket=bucket)
+            except self.s3.exceptions.BucketAlreadyOwnedByYou:
+                pass                # another process or node made it a moment ago
 
     def put(self, name: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=bytes(data))
