@@ -180,7 +180,7 @@ class LocalBlobStore(BlobStore):
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def _path(self, name: str) -> Path:
         if len(name) < 8 or not all(c in "0123456789abcdef" for c in name):
@@ -196,7 +196,7 @@ class LocalBlobStore(BlobStore):
         try:
             return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileNotFoundError:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     @staticmethod

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import crypto, meta, rekey
 from .accounts import Accounts, MasterKey, Throttle, User, normalize_name
@@ -57,6 +58,17 @@ class Damage:
     files: list
 
 
+def make_private(folder: Path) -> None:
+    """Create the data folder readable by its owner only, and take group and
+    other access away from one made before (it holds the database, with
+    profiles, e-mail and session addresses, and the keys)."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = folder.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("the data folder was open to other local users (mode %o): made it 0700", mode)
+        folder.chmod(mode & 0o700)
+
+
 class Storage:
     def __init__(self, cfg, db: meta.Database, blobs, master: MasterKey):
         self.cfg, self.db, self.blobs, self.master = cfg, db, blobs, master
@@ -67,7 +79,7 @@ class Storage:
 
     @classmethod
     def open(cls, cfg, upgrade: bool = True) -> "Storage":
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        make_private(cfg.data_dir)
         db = meta.Database(cfg.database_url)
         if upgrade:
             db.upgrade()

@@ -12,6 +12,7 @@ import argparse
 import getpass
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -320,6 +321,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _load_extensions()
     args = build_parser().parse_args(argv)
+    os.umask(0o077)                  # files it makes under the data folder stay the server's alone
     try:
         cfg = config.load(args.config)
         st = Storage.open(cfg)

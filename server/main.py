@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -61,6 +62,7 @@ def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None) -> st
 
 
 def serve(args) -> int:
+    os.umask(0o077)                  # everything under the data folder is the server's alone
     cfg = config_mod.load(args.config)
     _setup_logging(args.log_level)
     from providers.storage import Storage

@@ -1,5 +1,6 @@
 """`coffer serve`: first-run output, refusing unsafe plain HTTP, login throttling."""
 import base64
+import os
 import subprocess
 import sys
 
@@ -71,3 +72,35 @@ def test_repeated_failures_block_new_logins(tmp_path):
     finally:
         st.close()
     assert n >= 3          # then the delays refuse before the password is even checked
+
+
+def test_data_folder_is_private_to_the_server(tmp_path):
+    """Profiles, e-mail and session addresses (the database) and the keys are
+    not readable by other local users, whatever the umask, and an install
+    made before with open modes is tightened on start."""
+    srv = CofferServer(tmp_path)
+    srv.create_accounts()
+    var = tmp_path / "var"
+    var.chmod(0o755)                               # as an older release left it under umask 022
+    (var / "coffer.db").chmod(0o644)
+    srv.prepare = lambda: None
+    old = os.umask(0o022)
+    try:
+        srv.start()
+    finally:
+        os.umask(old)
+    try:
+        status, _, _ = srv.request("PUT", "/notes.txt", body=b"private")
+        assert status == 201
+        assert srv.request("GET", "/notes.txt")[2] == b"private"
+    finally:
+        srv.stop()
+    seen = []
+    for folder, dirs, files in os.walk(var):
+        for name in dirs + files:
+            p = os.path.join(folder, name)
+            mode = os.stat(p).st_mode & 0o777
+            seen.append(os.path.relpath(p, var))
+            assert mode & 0o077 == 0, f"{os.path.relpath(p, var)} is mode {mode:o}"
+    assert os.stat(var).st_mode & 0o077 == 0
+    assert "coffer.db" in seen and any(s.startswith("tls") for s in seen) and any("blobs" in s for s in seen)

@@ -8,6 +8,7 @@ and `read()`.
 from __future__ import annotations
 
 import contextlib
+import os
 import logging
 import sqlite3
 import time
@@ -24,6 +25,20 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _private_sqlite_file(path: Path) -> None:
+    """Create the SQLite file mode 0600 (SQLite gives its -wal and -shm files
+    the same mode) and tighten one made before, whatever the umask: it holds
+    profiles, e-mail addresses and session addresses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if p.stat().st_mode & 0o077:
+                p.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -32,7 +47,7 @@ class Database:
         if self.is_sqlite:
             path = (url.split("///", 1)[1] if "///" in url else "").split("?")[0]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                _private_sqlite_file(Path(path))
             self.engine: Engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False},
                                                 pool_size=20, max_overflow=40)
             event.listen(self.engine, "connect", _sqlite_connect)
