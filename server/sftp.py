@@ -269,7 +269,8 @@ class SshServer(paramiko.ServerInterface):
         st, name = self.srv.storage, self.conn.account or ""
         gen = st.account_generation(name)
         s = SftpSession(channel, self.conn.vfs, name or "user", self.srv.disk_space, self.conn.touch,
-                        still_valid=lambda: gen is not None and st.account_generation(name) == gen)
+                        still_valid=lambda: gen is not None and st.account_generation(name) == gen,
+                        tag=f"{self.conn.tag} session={self.conn.sid}")
         with self.conn.lock:
             self.conn.live.add(s)
         try:

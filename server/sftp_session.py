@@ -33,6 +33,12 @@ _u32 = struct.Struct(">I")
 _handle = struct.Struct(">I")
 
 
+# Requests logged at INFO, one line each: those that open, finish or change
+# something (reads, writes, stats and listings only at DEBUG).
+LOGGED = frozenset({P.OPEN, P.CLOSE, P.OPENDIR, P.REMOVE, P.MKDIR, P.RMDIR, P.RENAME, P.SETSTAT,
+                    P.FSETSTAT, P.SYMLINK, P.EXTENDED})
+
+
 class ProtocolError(Exception):
     """The byte stream cannot be framed any more: the channel must end."""
 
@@ -70,8 +76,9 @@ class SftpSession:
 
     CHECK_ACCOUNT_EVERY = 2.0      # seconds between checks that the login still stands
 
-    def __init__(self, channel, vfs, owner: str, disk_space=None, touch=None, still_valid=None):
+    def __init__(self, channel, vfs, owner: str, disk_space=None, touch=None, still_valid=None, tag="-"):
         self.chan, self.vfs, self.owner = channel, vfs, owner
+        self.tag = tag                 # names the connection and session record in logs
         self.still_valid = still_valid
         self._checked = time.monotonic()
         self.disk_space = disk_space
@@ -195,16 +202,26 @@ class SftpSession:
         if handler is None:
             self.send(P.status(rid, P.OP_UNSUPPORTED, f"request type {ptype} is not supported"))
             return
+        level = logging.INFO if ptype in LOGGED else logging.DEBUG
+        began = time.monotonic() if log.isEnabledFor(level) else None
+        outcome = "ok"
         try:
             handler(rid, P.Reader(pkt, 5))
         except P.BadPacket as e:
+            outcome = "malformed"
             self.send(P.status(rid, P.BAD_MESSAGE, f"malformed request: {e}"))
         except CofferError as e:
+            outcome = type(e).__name__
             code, msg = P.status_for(e)
             self.send(P.status(rid, code, msg))
         except Exception:
+            outcome = "error"
             log.exception("sftp request type %d failed", ptype)
             self.send(P.status(rid, P.FAILURE, "internal error"))
+        if began is not None:
+            # one line per operation: what, how it ended, how long; never a path or a name
+            log.log(level, "sftp[%s] %s %s %.1fms", self.tag, P.NAMES.get(ptype, ptype), outcome,
+                    (time.monotonic() - began) * 1000)
 
     def send(self, data: bytes) -> None:
         self.out.append(data)

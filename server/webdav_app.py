@@ -32,6 +32,7 @@ from .auth import CredentialCache, parse_basic
 from .webdav import CofferProvider
 
 log = logging.getLogger(__name__)
+access = logging.getLogger(__name__ + ".access")     # one line per request
 
 REALM = "Coffer"
 MAX_XML_BODY = 1024 * 1024
@@ -294,6 +295,31 @@ class CofferWebDAV:
             log.exception("purging expired locks failed")
 
     def __call__(self, environ, start_response):
+        """Serve one request and log one line for it when it ends: method,
+        status, bytes in and out, time and session record id (never a path or
+        a name: logs outlive an erasure)."""
+        began = time.monotonic()
+        status = ["-"]
+
+        def start(line, headers, exc_info=None):
+            status[0] = line.split(" ", 1)[0]
+            return start_response(line, headers, exc_info)
+
+        def done(bytes_out):
+            if access.isEnabledFor(logging.INFO):
+                counted = environ.get("wsgi.input")
+                access.info("%s %s in=%d out=%d %.1fms session=%s", environ.get("REQUEST_METHOD", "-"),
+                            status[0], getattr(counted, "count", 0), bytes_out,
+                            (time.monotonic() - began) * 1000, environ.get("coffer.session", "-"))
+
+        try:
+            body = self._serve(environ, start)
+        except BaseException:
+            done(0)
+            raise
+        return _Response(body, done)
+
+    def _serve(self, environ, start_response):
         method = environ.get("REQUEST_METHOD", "")
         try:
             _check_url_path(environ.get("PATH_INFO", "/"))
@@ -332,6 +358,7 @@ class CofferWebDAV:
         session = self.sessions.touch((addr, environ.get("REMOTE_PORT"), vfs.user.id), vfs.user.id, addr)
         counting = _CountingInput(environ["wsgi.input"])
         environ["wsgi.input"] = counting
+        environ["coffer.session"] = session[0] if session[0] is not None else "-"
         environ["coffer.vfs"] = vfs
         environ["coffer.login"] = login
         environ["wsgidav.auth.user_name"] = vfs.user.name
