@@ -1,7 +1,7 @@
 """Queries on the file tree: nodes, versions, chunks, history, dead properties."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, func, insert, literal, or_, select, update
+from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal, or_, select, update
 
 from .db import HotQuery, HotStatement
 from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
@@ -284,7 +284,7 @@ def live_bytes_by_blob(c) -> dict[str, int]:
     """Bytes of each blob that chunks still use (rows sharing a location,
     as an imported chunk does, count once)."""
     loc = select(chunks.c.blob_name, chunks.c.blob_offset, chunks.c.stored_size).distinct().subquery()
-    return dict(c.execute(select(loc.c.blob_name, func.sum(loc.c.stored_size)).group_by(loc.c.blob_name)).all())
+    return dict(c.execute(select(loc.c.blob_name, cast(func.sum(loc.c.stored_size), BigInteger)).group_by(loc.c.blob_name)).all())
 
 
 def blob_locations(c, blob_name: str) -> list[tuple[int, int]]:
@@ -325,7 +325,7 @@ def recount_refs(c) -> int:
 
 def recompute_usage(c) -> None:
     for did, in c.execute(select(domains.c.id)).all():
-        used = c.execute(select(func.coalesce(func.sum(chunks.c.stored_size), 0))
+        used = c.execute(select(cast(func.coalesce(func.sum(chunks.c.stored_size), 0), BigInteger))
                          .where(chunks.c.domain_id == did, chunks.c.refcount > 0)).scalar_one()
         c.execute(update(domains).where(domains.c.id == did).values(used_bytes=used))
 

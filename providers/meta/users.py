@@ -1,7 +1,7 @@
 """Queries on accounts, key-domain membership, throttling, sessions, audit."""
 from __future__ import annotations
 
-from sqlalchemy import bindparam, delete, func, insert, literal_column, select, update
+from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal_column, select, update
 
 from .db import HotQuery, now_us
 from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
@@ -12,7 +12,10 @@ def user_by_name(c, name: str):
 
 
 _USER_BY_ID = HotQuery(select(users).where(users.c.id == bindparam("i")))
-_OWNER_USAGE = HotQuery(select(func.coalesce(func.sum(domains.c.used_bytes), literal_column("0")).label("used"))
+# PostgreSQL sums integers to NUMERIC (Decimal in Python): cast back so every
+# backend gives an int, which SFTP statvfs and JSON output need.
+_OWNER_USAGE = HotQuery(select(cast(func.coalesce(func.sum(domains.c.used_bytes), literal_column("0")),
+                                    BigInteger).label("used"))
                         .where(domains.c.owner_id == bindparam("o")))
 _MEMBERSHIP = select(domain_members).where(domain_members.c.domain_id == bindparam("d"),
                                            domain_members.c.user_id == bindparam("u")).order_by(
