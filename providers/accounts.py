@@ -72,6 +72,18 @@ def check_name(name: str) -> str:
     return name
 
 
+PASSWORD_GROUPS = 5                      # of 5 base32 characters
+PASSWORD_BITS = PASSWORD_GROUPS * 5 * 5  # 125
+
+
+def generate_password() -> str:
+    """A password safe to paste anywhere: lowercase base32 in dash-separated
+    groups (`k3vq7-...`), PASSWORD_BITS bits; never a leading `-` (which rclone and other
+    tools read as an option) and nothing a shell would interpret."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567"
+    return "-".join("".join(secrets.choice(alphabet) for _ in range(5)) for _ in range(PASSWORD_GROUPS))
+
+
 def check_password(password: str) -> None:
     if not password or len(password) < 8:
         raise BadRequest("the password must have at least 8 characters")

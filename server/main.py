@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
 
 from providers import config as config_mod
+from providers.accounts import PASSWORD_BITS, generate_password
 from providers.errors import CofferError
 
 log = logging.getLogger("coffer")
@@ -36,9 +36,11 @@ def _init_account(st, cfg, name: str) -> None:
     if st.accounts.list():
         print("coffer: accounts already exist; --init created nothing", flush=True)
         return
-    password = secrets.token_urlsafe(15)
+    password = generate_password()
     st.accounts.create(name, password)
     print(f"coffer: created the account {name!r}; its password (shown only now): {password}", flush=True)
+    print(f"coffer: (a random {PASSWORD_BITS}-bit password; change it with "
+          f"`coffer-admin user passwd {name}`)", flush=True)
 
 
 def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None) -> str:

@@ -1,5 +1,6 @@
 """`coffer serve`: first-run output, refusing unsafe plain HTTP, login throttling."""
 import base64
+import re
 import os
 import subprocess
 import sys
@@ -34,7 +35,8 @@ def test_init_prints_account_certificate_and_help(tmp_path):
     assert "TLS certificate SHA-256 fingerprint" in out
     assert "Map network drive" in out and "davs://" in out and "rclone" in out
     password = out.split("(shown only now): ", 1)[1].split()[0]
-    assert password and len(password) >= 12
+    assert re.fullmatch(r"[a-z2-7]{5}(-[a-z2-7]{5}){4}", password), password
+    assert "125-bit password" in out
     assert proc.returncode == 0
 
 
@@ -104,3 +106,13 @@ def test_data_folder_is_private_to_the_server(tmp_path):
             assert mode & 0o077 == 0, f"{os.path.relpath(p, var)} is mode {mode:o}"
     assert os.stat(var).st_mode & 0o077 == 0
     assert "coffer.db" in seen and any(s.startswith("tls") for s in seen) and any("blobs" in s for s in seen)
+
+
+def test_generated_passwords_are_safe_to_paste():
+    """No leading '-' (read as an option by rclone obscure and others), nothing
+    a shell interprets, and no two alike."""
+    from providers.accounts import generate_password
+    seen = {generate_password() for _ in range(5000)}
+    assert len(seen) == 5000
+    for pw in seen:
+        assert not pw.startswith("-") and re.fullmatch(r"[a-z2-7-]+", pw) and len(pw) == 29
