@@ -466,15 +466,21 @@ class Reader:
 class Spool:
     """A scratch file for random-access writes, encrypted with a key that
     lives only in memory (AES-CTR, seekable), so no plaintext reaches the
-    disk. Tracks which ranges were written; the rest reads as zeros."""
+    disk. Tracks which ranges were written; the rest reads from `base` (the
+    version a file opened without truncation started from, kept by
+    reference: only changed ranges take disk) up to `base_len`, and as zeros
+    beyond it."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, base: "Reader | None" = None):
         os.makedirs(folder, exist_ok=True)
         self.f = tempfile.TemporaryFile(dir=folder)
         self.key = os.urandom(32)
         self.nonce = int.from_bytes(os.urandom(16), "big")
         self.extents: list[list[int]] = []     # sorted, merged [start, end)
-        self.size = 0
+        self.base = base
+        self.base_len = base.size if base is not None else 0
+        self.size = self.base_len
+        self.written = 0                       # bytes the extents cover: what the scratch file holds
 
     def _xor(self, offset: int, data) -> bytes:
         block, skip = divmod(offset, 16)
@@ -495,17 +501,35 @@ class Spool:
             j += 1
         ex[i:j] = [[start, end]]
 
+    def growth(self, offset: int, n: int) -> int:
+        """How many more bytes the scratch file would hold after writing n at offset."""
+        new, pos, end = 0, offset, offset + n
+        for s, e in self.extents[max(0, bisect.bisect_left(self.extents, [offset, offset]) - 1):]:
+            if s >= end:
+                break
+            if e <= pos:
+                continue
+            new += max(0, s - pos)
+            pos = max(pos, e)
+        return new + max(0, end - pos)
+
     def pwrite(self, offset: int, data) -> None:
         if not len(data):
             return
         self.f.seek(offset)
         self.f.write(self._xor(offset, data))
+        self.written += self.growth(offset, len(data))
         self._mark(offset, offset + len(data))
         self.size = max(self.size, offset + len(data))
 
     def pread(self, offset: int, n: int) -> bytes:
         n = max(0, min(n, self.size - offset))
-        out = bytearray(n)
+        if self.base is not None and offset < self.base_len and n:
+            self.base.seek(offset)
+            out = bytearray(self.base.read(min(n, self.base_len - offset)))
+            out.extend(bytes(n - len(out)))
+        else:
+            out = bytearray(n)
         for s, e in self.extents:
             lo, hi = max(s, offset), min(e, offset + n)
             if lo < hi:
@@ -516,26 +540,74 @@ class Spool:
 
     def truncate(self, n: int) -> None:
         self.size = n
+        self.base_len = min(self.base_len, n)
         self.f.truncate(n)
         self.extents = [[s, min(e, n)] for s, e in self.extents if s < n]
+        self.written = sum(e - s for s, e in self.extents)
 
     def close(self) -> None:
         self.f.close()
+        if self.base is not None:
+            self.base.close()
+            self.base = None
+
+
+class SpoolBudget:
+    """What the random-access writes of each account hold in scratch files
+    in this process. Their bytes are not stored yet, so the account's quota
+    does not count them; together they may not exceed what is left of it
+    (an account without a quota is bounded by the disk only)."""
+
+    RECHECK = 4 * 1024 * 1024         # the quota's room is looked up again after this much growth
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.held: dict[int, int] = {}
+
+    def take(self, owner_id: int, n: int, room) -> None:
+        with self._lock:
+            total = self.held.get(owner_id, 0) + n
+            if room is not None and total > room:
+                raise QuotaExceeded(f"the account's storage quota is full: {total} bytes of unfinished "
+                                    f"uploads would exceed the {room} bytes left; finish or close other "
+                                    "uploads, delete files or ask for a larger plan; nothing was written")
+            self.held[owner_id] = total
+
+    def give(self, owner_id: int, n: int) -> None:
+        with self._lock:
+            left = self.held.get(owner_id, 0) - n
+            if left > 0:
+                self.held[owner_id] = left
+            else:
+                self.held.pop(owner_id, None)
+
+
+spool_budget = SpoolBudget()
 
 
 class RandomFile:
     """A file open for writing at any offset (SFTP). Writes that arrive in
     order (or nearly: a bounded reorder window) stream straight into a Writer;
     anything else moves to an encrypted spool that is streamed into a Writer at
-    commit. Nothing is visible until `commit()`."""
+    commit. A file opened without truncation keeps its current version by
+    reference: the spool holds only the ranges written, and commit streams
+    the merged content (unchanged chunks dedup to what is stored). What the
+    spools of an account hold counts against the room left in its quota
+    (`owner_id`, `quota_room`: () -> bytes left, None without a quota).
+    Nothing is visible until `commit()`."""
 
     WINDOW = 16 * 1024 * 1024
 
-    def __init__(self, vfs, opener, base_reader=None, spool_dir=None, max_size: int | None = None):
+    def __init__(self, vfs, opener, base_reader=None, spool_dir=None, max_size: int | None = None,
+                 owner_id: int | None = None, quota_room=None):
         self.vfs = vfs
         self._opener = opener                 # () -> Writer for the target
         self.max_size = max_size              # no write or truncate may make the file longer
         self.spool_dir = spool_dir
+        self.owner_id, self._quota_room = owner_id, quota_room
+        self._held = 0                        # bytes taken from spool_budget
+        self._room: int | None = None
+        self._room_held = 0                   # _held when the room was looked up
         self.writer = None if base_reader is not None else opener()
         self.spool: Spool | None = None
         self.pos = 0
@@ -544,11 +616,7 @@ class RandomFile:
         self.dirty = base_reader is None      # a new or truncated file is written even if empty
         self.closed = False
         if base_reader is not None:
-            self._to_spool()
-            for data in base_reader.iter_range(0):
-                self.spool.pwrite(self.pos, data)
-                self.pos += len(data)
-            base_reader.close()
+            self.spool = Spool(self.spool_dir, base_reader)
 
     @property
     def size(self) -> int:
@@ -556,9 +624,29 @@ class RandomFile:
             return self.spool.size
         return max([self.pos] + [o + len(d) for o, d in self.pending.items()])
 
+    # -- the account's spool budget ------------------------------------------------------------
+    def _reserve(self, n: int) -> None:
+        if n <= 0 or self.owner_id is None:
+            return
+        room = None
+        if self._quota_room is not None:
+            if self._room is None or self._held - self._room_held >= SpoolBudget.RECHECK:
+                self._room, self._room_held = self._quota_room(), self._held
+            room = self._room
+        spool_budget.take(self.owner_id, n, room)
+        self._held += n
+
+    def _settle(self) -> None:
+        """Give back what the spool does not hold (any more)."""
+        holds = self.spool.written if self.spool is not None and not self.closed else 0
+        if self.owner_id is not None and self._held > holds:
+            spool_budget.give(self.owner_id, self._held - holds)
+            self._held = holds
+
     def _to_spool(self) -> None:
         if self.spool is not None:
             return
+        self._reserve((self.writer.size if self.writer is not None else 0) + self.pending_bytes)
         self.spool = Spool(self.spool_dir)
         if self.writer is not None:
             off = 0
@@ -571,6 +659,7 @@ class RandomFile:
             self.spool.pwrite(off, data)
         self.pending.clear()
         self.pending_bytes = 0
+        self._settle()
 
     def _check_size(self, size: int) -> None:
         if self.max_size is not None and size > self.max_size:
@@ -597,6 +686,7 @@ class RandomFile:
                 self.pending_bytes += len(data)
                 return len(data)
             self._to_spool()
+        self._reserve(self.spool.growth(offset, len(data)))
         self.spool.pwrite(offset, data)
         return len(data)
 
@@ -614,20 +704,18 @@ class RandomFile:
             self.spool.size = n
         else:
             self.spool.truncate(n)
+            self._settle()
 
     def commit(self):
         if self.closed:
             raise ValueError("file already closed")
-        self.closed = True
-        if not self.dirty:
-            if self.spool is not None:
-                self.spool.close()
-            return None
-        if self.spool is None and self.pending:
-            self._to_spool()
-        if self.spool is None:
-            return self.writer.commit()
         try:
+            if not self.dirty:
+                return None
+            if self.spool is None and self.pending:
+                self._to_spool()
+            if self.spool is None:
+                return self.writer.commit()
             w = self._opener()
             off = 0
             try:
@@ -640,7 +728,10 @@ class RandomFile:
                 raise
             return w.commit()
         finally:
-            self.spool.close()
+            self.closed = True
+            if self.spool is not None:
+                self.spool.close()
+            self._settle()
 
     def abort(self) -> None:
         if self.closed:
@@ -650,5 +741,4 @@ class RandomFile:
             self.writer.abort()
         if self.spool is not None:
             self.spool.close()
-
-
+        self._settle()

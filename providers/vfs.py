@@ -836,7 +836,8 @@ class Vfs:
             limit = self._quota_of(c, dom.owner_id).limit
         if not truncate and e is not None and e.size:
             base = self.open_read(path)
-        return RandomFile(self, lambda: self.open_write(path), base, self.cfg.spool_dir, max_size=limit)
+        return RandomFile(self, lambda: self.open_write(path), base, self.cfg.spool_dir, max_size=limit,
+                          owner_id=dom.owner_id, quota_room=lambda: self._quota_room(dom))
 
     def _find_chunk(self, domain, dedup_id):
         return t.chunk_id_by_dedup(self.st.db, domain.id, dedup_id)

@@ -6,8 +6,10 @@ own schema-free database by dropping all tables first.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -94,3 +96,19 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, which counts as a failure: {reason}"
+
+
+@contextlib.contextmanager
+def tmpfs(mnt, size: str):
+    """A small tmpfs mounted at `mnt` (a disk to fill up); skipped loudly
+    without root, a failure under CI."""
+    mnt.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                                            str(mnt)]).returncode:
+        if os.environ.get("CI"):
+            pytest.fail("could not mount a small tmpfs to fill up (needs root)")
+        pytest.skip("SKIPPED LOUDLY: mounting a small tmpfs needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

@@ -11,7 +11,7 @@ from providers import config
 from providers.errors import StorageUnavailable
 from providers.storage import Storage
 
-from conftest import FAST
+from conftest import FAST, tmpfs
 
 CHILD = textwrap.dedent("""
     import hashlib, os, resource, sys
@@ -59,14 +59,8 @@ def test_memory_stays_flat_for_large_files(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)]).returncode:
-        if os.environ.get("CI"):
-            pytest.fail("could not mount a small tmpfs to fill up (needs root)")
-        pytest.skip("SKIPPED LOUDLY: mounting a small tmpfs needs root")
-    yield mnt
-    subprocess.run(["umount", str(mnt)])
+    with tmpfs(tmp_path / "small", "3m") as mnt:
+        yield mnt
 
 
 def test_disk_full_is_a_clear_error_and_keeps_the_old_version(tmp_path, small_disk):
