@@ -634,6 +634,36 @@ class Vfs:
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
             return [self._entry(ch) for ch in self._children(c, it)]
 
+    def list_page(self, path, cursor=None, limit: int = 100) -> tuple[list[Entry], object]:
+        """A folder's members a page at a time: `cursor` is None for the
+        first page, then what the previous page returned; the last page
+        returns None. A live folder is read by node id from where the last
+        page ended, so a holder keeps a cursor, not the listing, and members
+        added meanwhile appear once; other (virtual) folders are small and
+        are sliced. The path is resolved, and access checked, on every page."""
+        parts = paths.parse(path)
+        with self._tx() as c:
+            it = self._resolve(c, parts)
+            if not it.is_dir:
+                raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
+            if it.tag in ("live", "vdir", "trashnode"):
+                after = cursor or 0
+                rows = t.children_page(c, it.node["id"], after, limit)
+                tag = "vdir" if it.tag == "vdir" else it.tag
+                out = [self._live_item(n, parts + (self._name(c, it.node, n),),
+                                       ("vdir" if n["kind"] == "d" else "vfile") if tag == "vdir" else tag,
+                                       c=c if tag == "live" else None)
+                       for n in rows]
+                if len(rows) == limit:
+                    return [self._entry(i) for i in out], rows[-1]["id"]
+                if it.tag == "live" and not parts and self._received(c):
+                    out.append(Item(SHARED, (SHARED,), "shared", True, mtime_us=it.mtime_us))
+                return [self._entry(i) for i in out], None
+            start = -(cursor or 0)            # a slice's cursor is a negative index
+            page = self._children(c, it)[start:start + limit]
+            more = len(page) == limit
+            return [self._entry(i) for i in page], -(start + limit) if more else None
+
     def list_with_props(self, path) -> list[tuple[Entry, dict[str, bytes]]]:
         """A folder's members, each with its dead properties as `get_props`
         gives them: one transaction, and one query per PROPS_BATCH members

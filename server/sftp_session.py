@@ -60,10 +60,11 @@ class WriteHandle:
 
 
 class DirHandle:
-    __slots__ = ("path", "entries", "pos")
+    """An open folder: where the listing goes on (a cursor), not the listing."""
+    __slots__ = ("path", "cursor", "done")
 
-    def __init__(self, path, entries):
-        self.path, self.entries, self.pos = path, entries, 0
+    def __init__(self, path):
+        self.path, self.cursor, self.done = path, None, False
 
 
 class SftpSession:
@@ -428,15 +429,17 @@ class SftpSession:
         entry = self.vfs.stat(path)
         if not entry.is_dir:
             raise NotADirectory("not a folder")
-        self.send(P.handle_reply(rid, self.new_handle(DirHandle(path, self.vfs.list(path)))))
+        self.send(P.handle_reply(rid, self.new_handle(DirHandle(path))))
 
     def do_readdir(self, rid, r):
         h = self.handle(r.string(), DirHandle)
-        if h.pos >= len(h.entries):
+        batch = []
+        while not batch and not h.done:
+            batch, h.cursor = self.vfs.list_page(h.path, h.cursor, READDIR_BATCH)
+            h.done = h.cursor is None
+        if not batch:
             self.send(P.status(rid, P.EOF, "end of folder"))
             return
-        batch = h.entries[h.pos:h.pos + READDIR_BATCH]
-        h.pos += len(batch)
         now = time.time()
         self.send(P.name_reply(rid, [(e.name.encode("utf-8"), P.longname(e, self.owner, now).encode("utf-8"),
                                       P.entry_attrs(e)) for e in batch]))

@@ -5,6 +5,7 @@ that must not suffer."""
 from __future__ import annotations
 
 import os
+import time
 
 import paramiko
 import pytest
@@ -132,3 +133,82 @@ def test_an_overlay_reads_and_publishes_what_was_written_over_the_old_version(al
     want[MiB + 3:MiB + 6] = b"new"
     want[2 * MiB + 50:2 * MiB + 54] = b"tail"
     assert alice.read_bytes("/f") == bytes(want)
+
+
+def rss(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def opendir(sftp, path: str) -> bytes:
+    t, msg = sftp._request(paramiko.sftp.CMD_OPENDIR, path)
+    return msg.get_binary()
+
+
+def readdir(sftp, handle: bytes) -> list[str] | None:
+    """One READDIR: the names it returned, None at the end."""
+    try:
+        t, msg = sftp._request(paramiko.sftp.CMD_READDIR, handle)
+    except EOFError:
+        return None
+    names = []
+    for _ in range(msg.get_int()):
+        names.append(msg.get_text())
+        msg.get_text()                                    # the long name
+        paramiko.SFTPAttributes._from_msg(msg)
+    return names
+
+
+def test_open_folders_hold_a_cursor_not_the_listing(tmp_path):
+    """40 OPENDIR handles on a folder of 5,000 entries each held a copy of
+    the listing (1.75 MiB a handle); now a handle holds where it is, each
+    READDIR reads a page, and every name comes exactly once, also while the
+    folder changes."""
+    names = {f"entry-{i:05d}-" + "x" * 60 for i in range(5000)}
+    srv = SftpServer(tmp_path / "srv", accounts=TWO)
+    srv.setup()
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config))
+    v = st.login("alice", TWO["alice"][0])
+    v.mkdir("/big")
+    for n in names:
+        v.mkdir("/big/" + n)
+    st.close()
+    srv.prepare = lambda: None
+    with srv:
+        c, a = sftp_client(srv, "alice")
+        c2, a2 = sftp_client(srv, "alice")
+        try:
+            assert set(a.listdir("/big")) == names           # warm up: every name, once
+            base = rss(srv.proc.pid)
+            t0 = time.monotonic()
+            handles = [opendir(a, "/big") for _ in range(40)]
+            firsts = [readdir(a, h) for h in handles]
+            took = time.monotonic() - t0
+            grown = rss(srv.proc.pid) - base
+            assert all(len(f) == 100 for f in firsts)
+            assert grown < 12 * MiB, f"40 open folders grew the server by {grown / MiB:.1f} MiB"
+            # read one handle to the end while another connection adds entries
+            seen = list(firsts[0])
+            added = set()
+            while (page := readdir(a, handles[0])) is not None:
+                seen += page
+                if len(added) < 300:
+                    for _ in range(30):
+                        name = f"added-{len(added):03d}"
+                        a2.mkdir("/big/" + name)
+                        added.add(name)
+            assert len(seen) == len(set(seen)), "a name came twice"
+            assert names <= set(seen) <= names | added
+            for h in handles[1:]:                            # the rest still list completely
+                got = list(firsts[handles.index(h)])
+                while (page := readdir(a, h)) is not None:
+                    got += page
+                assert sorted(got) == sorted(names | added)
+        finally:
+            c.close()
+            c2.close()
+    print(f"40 OPENDIR + READDIR on 5,000 entries: +{grown / MiB:.1f} MiB RSS, {took:.2f} s")

@@ -61,6 +61,15 @@ def children(c, parent_id: int):
                      ).mappings().all()
 
 
+def children_page(c, parent_id: int, after_id: int, limit: int):
+    """Up to `limit` live children with ids above `after_id`, by id (keyset
+    pagination: a folder changing meanwhile never repeats or skips a member
+    that stays)."""
+    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None),
+                                              nodes.c.id > after_id).order_by(nodes.c.id).limit(limit)
+                     ).mappings().all()
+
+
 def has_children(c, parent_id: int) -> bool:
     return c.execute(select(nodes.c.id).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None))
                      .limit(1)).first() is not None
