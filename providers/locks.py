@@ -8,6 +8,13 @@ the database holds no plaintext names here either. A lock is visible to
 everyone who reaches its domain, so in a shared folder the owner and the
 collaborators hold each other off; a token is invisible to everyone else.
 
+Paths are normalized by providers.paths like every other path (NFC names),
+so a lock taken on one spelling of a name holds off writes to any other.
+When a shared folder's key is rotated (a collaborator revoked), its lock
+rows are re-sealed under the new key in the same transaction
+(`reseal_domain`), so they stay readable and enforced; a lock is sealed only
+under the key generation its domain still has.
+
 `LockScope` carries what the caller's session already has unlocked; the
 store itself keeps no keys. `PrincipalLocks` is one principal's view: its
 domains at the paths where they appear in its tree.
@@ -18,15 +25,18 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import crypto
+from . import crypto, paths
+from .errors import Conflict, IntegrityError
 from .meta import locks as q
 
+log = logging.getLogger(__name__)
 MAX_TIMEOUT = 7 * 24 * 3600          # seconds; longer (or infinite) requests are cut to this
 
 
@@ -36,12 +46,13 @@ class LockScope:
     user_id: int | None
     meta: AESGCM                     # seals the lock body
     lookup: bytes                    # keys the path hash
+    key_gen: int = 1                 # the domain key generation `meta` and `lookup` belong to
 
 
 def normalize_root(path: str) -> str:
-    """`/a/b/` and `/a/b` name the same lock root."""
-    path = "/" + path.strip("/")
-    return path
+    """A lock root as the filesystem names it: `/a/b/` and `/a/b` are one
+    root, and so are the NFC and NFD spellings of a name."""
+    return paths.join(paths.parse(path))
 
 
 def _is_below(root: str, path: str) -> bool:
@@ -71,6 +82,29 @@ class LockStore:
         return {k: (base64.b64decode(v["b64"]) if isinstance(v, dict) and "b64" in v else v)
                 for k, v in body.items()}
 
+    def _open_rows(self, scope: LockScope, rows) -> list[dict]:
+        """The locks of these rows. A row its domain's key no longer opens
+        (sealed before a key rotation re-sealed locks) names no path anyone
+        can check: it is dropped rather than failing every request."""
+        out, stale = [], []
+        for row in rows:
+            try:
+                out.append(self._open(scope, row))
+            except IntegrityError:
+                stale.append(row.token)
+        if stale:
+            log.warning("dropping %d lock(s) sealed under a key their folder no longer has", len(stale))
+            with self.db.write() as conn:
+                for token in stale:
+                    q.remove(conn, scope.domain_id, token)
+        return out
+
+    @staticmethod
+    def _check_key(conn, scope: LockScope) -> None:
+        if q.key_gen(conn, scope.domain_id) != scope.key_gen:
+            raise Conflict("the shared folder's key changed meanwhile (a collaborator was removed); "
+                           "send the request again")
+
     def _now_us(self) -> int:
         return int(self.clock() * 1_000_000)
 
@@ -84,6 +118,7 @@ class LockStore:
         lock = dict(lock, root=root, timeout=timeout, expire=self.clock() + timeout,
                     token="opaquelocktoken:" + secrets.token_hex(16))
         with self.db.write() as conn:
+            self._check_key(conn, scope)
             q.insert(conn, token=lock["token"], domain_id=scope.domain_id, user_id=scope.user_id,
                      root_lookup=self._lookup(scope, root), expires_us=int(lock["expire"] * 1_000_000),
                      data_enc=self._seal(scope, lock))
@@ -97,10 +132,14 @@ class LockStore:
     def get(self, scope: LockScope, token: str) -> dict | None:
         with self.db.read() as conn:
             row = q.get(conn, scope.domain_id, token, self._now_us())
-        return self._open(scope, row) if row is not None else None
+        found = self._open_rows(scope, [row] if row is not None else [])
+        return found[0] if found else None
 
     def refresh(self, scope: LockScope, token: str, timeout: float | None) -> dict | None:
+        if self.get(scope, token) is None:
+            return None
         with self.db.write() as conn:
+            self._check_key(conn, scope)
             row = q.get(conn, scope.domain_id, token, self._now_us())
             if row is None:
                 return None
@@ -123,15 +162,16 @@ class LockStore:
         out = []
         with self.db.read() as conn:
             if include_children:
-                for row in q.by_domain(conn, scope.domain_id, now):
-                    lock = self._open(scope, row)
-                    if lock["root"] == root and not include_root:
-                        continue
-                    if _is_below(root, lock["root"]):
-                        out.append(lock)
+                rows = q.by_domain(conn, scope.domain_id, now)
             elif include_root:
-                out = [self._open(scope, row) for row in q.by_root(conn, scope.domain_id,
-                                                                    self._lookup(scope, root), now)]
+                rows = q.by_root(conn, scope.domain_id, self._lookup(scope, root), now)
+            else:
+                rows = []
+        for lock in self._open_rows(scope, rows):
+            if include_children and lock["root"] == root and not include_root:
+                continue
+            if not include_children or _is_below(root, lock["root"]):
+                out.append(lock)
         return out
 
     def has_locks(self, scope: LockScope) -> bool:
@@ -144,14 +184,47 @@ class LockStore:
             return q.purge_expired(conn, self._now_us())
 
 
+def rehome(conn, src_id: int, old: crypto.DomainKeys, dst_id: int, new: crypto.DomainKeys,
+           below: tuple = ()) -> None:
+    """Put lock rows under another key, inside the transaction that changes
+    the keys: a shared folder's rotation (same domain, every lock), or a
+    folder becoming a domain of its own (the locks at and below `below`, the
+    folder's path in the old domain, move into the new one, their roots made
+    relative to it). The domain row is locked first, so a lock being sealed
+    under the old key meanwhile either lands before (and is re-sealed here)
+    or finds the new key generation and is refused."""
+    q.key_gen(conn, src_id)
+    before, after = LockScope(src_id, None, old.meta, old.lookup), LockScope(dst_id, None, new.meta, new.lookup)
+    for row in q.of_domain(conn, src_id):
+        try:
+            lock = LockStore._open(before, row)
+        except IntegrityError:               # already unreadable: it protects nothing anyone can name
+            q.remove(conn, src_id, row.token)
+            continue
+        parts = paths.parse(lock["root"])
+        if parts[:len(below)] != below:
+            continue
+        lock["root"] = paths.join(parts[len(below):])
+        q.reseal(conn, row.token, dst_id, LockStore._lookup(after, lock["root"]), LockStore._seal(after, lock))
+
+
+def drop_of_user(conn, domain_id: int, user_id: int) -> int:
+    """Remove a user's locks in a domain (a collaborator removed from a
+    shared folder holds nobody off any more)."""
+    return q.remove_of_user(conn, domain_id, user_id)
+
+
+def scope_of(user_id: int, dom) -> LockScope:
+    """The lock scope of a key domain as an open filesystem holds it."""
+    return LockScope(dom.id, user_id, dom.keys.meta, dom.keys.lookup, dom.key_gen)
+
+
 def lock_scope_for(storage, vfs) -> LockScope:
     """The scope of an open account filesystem: its home domain and keys."""
-    home = vfs.home
-    return LockScope(home.id, vfs.user.id, home.keys.meta, home.keys.lookup)
+    return scope_of(vfs.user.id, vfs.home)
 
 
-def _parts(path: str) -> tuple:
-    return tuple(p for p in path.split("/") if p)
+_parts = paths.parse
 
 
 class PrincipalLocks:
@@ -177,7 +250,7 @@ class PrincipalLocks:
     def _outward(lock: dict | None, prefix: tuple) -> dict | None:
         if lock is None or not prefix:
             return lock
-        return dict(lock, root=normalize_root("/".join(prefix) + lock["root"]))
+        return dict(lock, root=paths.join(prefix + paths.parse(lock["root"])))
 
     def _scope_of_token(self, token: str):
         found = self.by_domain.get(self.store.domain_of(token))
@@ -217,5 +290,4 @@ class PrincipalLocks:
 
 def principal_locks(store: LockStore, vfs) -> PrincipalLocks:
     """The lock view of an open account filesystem."""
-    return PrincipalLocks(store, [(prefix, LockScope(dom.id, vfs.user.id, dom.keys.meta, dom.keys.lookup))
-                                  for prefix, dom in vfs.key_domains()])
+    return PrincipalLocks(store, [(prefix, scope_of(vfs.user.id, dom)) for prefix, dom in vfs.key_domains()])

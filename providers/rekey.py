@@ -2,7 +2,7 @@
 content: re-encrypt names, property values and hashes, recompute keyed
 lookups, and re-wrap chunk keys. Used when a file or folder moves into or out
 of a shared folder, when a folder becomes shared, and when a shared folder's
-key is rotated after a revocation.
+key is rotated after a revocation. WebDAV locks follow (providers/locks.py).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import hashlib
 import hmac
 from collections import Counter
 
-from . import crypto
+from . import crypto, locks
 from .meta import tree as t
 
 IMPORTED = "i:"      # marks dedup ids derived from another domain's id, not from the plaintext
@@ -97,8 +97,10 @@ def move_subtree(c, node_ids: list[int], top_id: int, src_id: int, src: crypto.D
 
 
 def rotate_domain(c, domain_id: int, root_id: int, old: crypto.DomainKeys, new: crypto.DomainKeys) -> None:
-    """Put everything of a domain under a new key, in place: names, lookups,
-    properties, hashes and every chunk key (the content stays as stored)."""
+    """Put everything of a domain under a new key, in place: WebDAV locks,
+    names, lookups, properties, hashes and every chunk key (the content
+    stays as stored)."""
+    locks.rehome(c, domain_id, old, domain_id, new)
     ids = t.domain_node_ids(c, domain_id)
     rekey_nodes(c, ids, {root_id}, old, new, domain_id)
     for v in t.versions_of_nodes(c, ids):

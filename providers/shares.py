@@ -4,13 +4,14 @@ A shared folder is a key domain of its own. Its key is held by the owner
 wrapped under the owner's user key, and by each collaborator sealed to their
 X25519 public key (so granting needs nothing secret of theirs; they open it
 with their own password-unlocked private key). Revoking removes the
-collaborator's copy and rotates the folder key: names, properties, hashes and
-chunk keys are re-wrapped under the new key, so an old copy of the key opens
-nothing written afterwards (content itself is never re-encrypted).
+collaborator's copy and rotates the folder key: names, properties, hashes,
+chunk keys and WebDAV locks are re-wrapped under the new key, so an old copy
+of the key opens nothing written afterwards (content itself is never
+re-encrypted).
 """
 from __future__ import annotations
 
-from . import crypto, meta, paths, rekey
+from . import crypto, locks, meta, paths, rekey
 from .errors import Conflict, NotFound, PermissionDenied
 from .meta import tree as t
 from .meta import users as uq
@@ -60,6 +61,7 @@ def grant(vfs, parts, grantee: str, permission: str, actor: str = "user") -> dic
             new = crypto.DomainKeys.derive(key)
             blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
                                        keep_top_name=True)
+            locks.rehome(c, vfs.home.id, vfs.home.keys, did, new, below=tuple(parts))
             dom = vfs._domain(c, did)
         existing = uq.membership(c, dom.id, who["id"])
         if existing is not None:
@@ -82,6 +84,7 @@ def revoke(vfs, parts, grantee: str, actor: str = "user") -> dict:
         if dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
             raise NotFound(f"{paths.join(parts)} is not shared with {who['name']}")
         uq.remove_member(c, dom.id, who["id"])
+        locks.drop_of_user(c, dom.id, who["id"])       # write intents of someone who can no longer write
         # Rotate: a new key for the folder, everything re-wrapped under it.
         key = crypto.random_key()
         new = crypto.DomainKeys.derive(key)

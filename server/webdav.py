@@ -14,15 +14,17 @@ import email.utils
 import logging
 import string
 import time
+from urllib.parse import quote
 
 from lxml import etree
 from wsgidav import util, xml_tools
 from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR,
                                HTTP_LOCKED, HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND,
-                               PRECONDITION_CODE_PropfindFiniteDepth, DAVError)
+                               PRECONDITION_CODE_LockConflict, PRECONDITION_CODE_PropfindFiniteDepth, DAVError,
+                               DAVErrorCondition)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
-from providers import errors
+from providers import errors, paths
 
 log = logging.getLogger(__name__)
 
@@ -239,14 +241,43 @@ class _Props:
     def is_locked(self):
         return False if self.provider.lock_manager is None else super().is_locked()
 
+    # COPY and MOVE are one core call each, a folder with everything in it:
+    # wsgidav's own way walks the tree resource by resource (recursively, and
+    # re-resolving every path from the top). Onto an existing file the old
+    # content becomes a version (wsgidav would delete the target first, and a
+    # version being restored over its own file would vanish with it).
+    # wsgidav has checked locks and Overwrite before calling these.
+    def handle_copy(self, dest_path, *, depth_infinity):
+        with core():
+            existed = self.vfs.exists(dest_path)
+            self.vfs.copy(self.path, dest_path, overwrite=True, recursive=depth_infinity)
+        self._created(existed)
+        return True
+
+    def handle_move(self, dest_path):
+        with core():
+            existed = self.vfs.exists(dest_path)
+            self.vfs.move(self.path, dest_path, overwrite=True)
+        self.remove_all_locks(recursive=True)
+        self._created(existed)
+        return True
+
+    def _created(self, existed: bool) -> None:
+        # wsgidav answers 204 after handle_copy/handle_move; the application
+        # turns it into 201 when the destination is new (RFC 4918 9.8.5, 9.9.4)
+        self.environ["coffer.created"] = not existed
+
     def prevent_locking(self):
         # a lock is a write intent: refused (403) where the principal may not write
         return self.entry is not None and not self.entry.writable
 
     def get_ref_url(self):
-        # Locks and ETags are per account; the account's lock scope is
-        # applied by the lock storage, so the plain path is the key here.
-        return super().get_ref_url()
+        # The key of locks and of writes in progress: the path as the
+        # filesystem names it (NFC, see providers.paths), so every spelling
+        # of a name meets the same locks. Locks are per account; the
+        # account's view is applied by the lock storage.
+        path = paths.join(paths.parse(self.path))
+        return quote(path + "/" if self.is_collection and path != "/" else path)
 
 
 class CofferFile(_Props, DAVNonCollection):
@@ -337,36 +368,6 @@ class CofferFile(_Props, DAVNonCollection):
         with core():
             self.vfs.delete(self.path)
         self.remove_all_locks(recursive=False)
-
-    def copy_move_single(self, dest_path, *, is_move):
-        with core():
-            if is_move:
-                self.vfs.move(self.path, dest_path, overwrite=True)
-            else:
-                self.vfs.copy(self.path, dest_path, overwrite=True)
-
-    def handle_copy(self, dest_path, *, depth_infinity):
-        # Onto an existing file: copy in one call, so the old content becomes a
-        # version. wsgidav would delete the target first, and a version being
-        # restored over its own file would vanish with it.
-        with core():
-            try:
-                target = self.vfs.stat(dest_path)
-            except (errors.NotFound, errors.NotADirectory):
-                return False
-            if target.is_dir:
-                return False
-            self.vfs.copy(self.path, dest_path, overwrite=True)
-        return True
-
-    def support_recursive_move(self, dest_path):
-        return True
-
-    def move_recursive(self, dest_path):
-        with core():
-            self.vfs.move(self.path, dest_path, overwrite=True)
-        self.remove_all_locks(recursive=False)
-        return []
 
 
 class _WriteStream:
@@ -482,37 +483,34 @@ class CofferFolder(_Props, DAVCollection):
         with core():
             self.vfs.mkdir(self.path.rstrip("/") + "/" + name)
 
-    def support_recursive_delete(self):
-        return True
-
-    def delete(self):
+    def handle_delete(self):
+        # One check of the locks of the whole folder and one core call, not
+        # wsgidav's check of every member down the tree (a deep tree cost it
+        # seconds and its recursion limit): a member locked by someone else,
+        # or by this principal without the token in If, refuses it all.
+        self._check_locks_below()
         with core():
             self.vfs.delete(self.path)
         self.remove_all_locks(recursive=True)
-
-    def copy_move_single(self, dest_path, *, is_move):
-        # wsgidav walks the tree for COPY: a folder is copied without members
-        if is_move:
-            with core():
-                self.vfs.move(self.path, dest_path, overwrite=True)
-            return
-        with core():
-            try:
-                self.vfs.mkdir(dest_path)
-            except errors.AlreadyExists:
-                pass
-            props = self.vfs.get_props(self.path)
-            if props:
-                self.vfs.set_props(dest_path, props)
-
-    def support_recursive_move(self, dest_path):
         return True
 
-    def move_recursive(self, dest_path):
-        with core():
-            self.vfs.move(self.path, dest_path, overwrite=True)
-        self.remove_all_locks(recursive=True)
-        return []
+    def _check_locks_below(self):
+        lock_man = self.provider.lock_manager
+        if lock_man is None:
+            return
+        env = self.environ
+        if "wsgidav.conditions.if" not in env:
+            util.parse_if_header_dict(env)
+        tokens, who = env["wsgidav.ifLockTokenList"], env["wsgidav.user_name"]
+        url = self.get_ref_url()
+        lock_man.check_write_permission(url=url, depth="0", token_list=tokens, principal=who)
+        cond = DAVErrorCondition(PRECONDITION_CODE_LockConflict)
+        for lock in lock_man.storage.get_lock_list(url, include_root=False, include_children=True,
+                                                   token_only=False):
+            if not (lock["principal"] == who and lock["token"] in tokens):
+                cond.add_href(lock["root"])
+        if cond.hrefs:
+            raise DAVError(HTTP_LOCKED, err_condition=cond)
 
 
 class CofferProvider(DAVProvider):

@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import uuid
-from urllib.parse import unquote_to_bytes, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 import defusedxml.ElementTree as safe_xml
 from lxml import etree
@@ -94,7 +94,12 @@ class ScopedLockManager(LockManager):
 class DatabaseLockStorage:
     """wsgidav's lock-storage interface over providers.locks, as the account
     of the request being served sees the locks: its own, and in shared
-    folders everyone's there (see providers.locks.PrincipalLocks)."""
+    folders everyone's there (see providers.locks.PrincipalLocks).
+
+    wsgidav names a lock root by its quoted URL; the store by the path the
+    filesystem uses (unquoted, names in NFC, see providers.paths). URLs are
+    unquoted on the way in and roots quoted on the way out, in the spelling
+    `CofferProvider` gives as every resource's reference URL."""
 
     def __init__(self, store: LockStore, view_of):
         self.store = store
@@ -112,6 +117,10 @@ class DatabaseLockStorage:
             view = _current.scope = self.view_of(login)
         return view
 
+    @staticmethod
+    def _out(lock):
+        return None if lock is None else dict(lock, root=quote(lock["root"]))
+
     def open(self):
         pass
 
@@ -126,13 +135,13 @@ class DatabaseLockStorage:
 
     def get(self, token):
         view = self.current_view()
-        return view.get(token) if view else None
+        return self._out(view.get(token)) if view else None
 
     def create(self, path, lock):
         view = self.current_view()
         if view is None:
             raise errors.PermissionDenied("locks need a logged-in account")
-        lock.update(view.create(path, lock))
+        lock.update(self._out(view.create(unquote(path), lock)))
         return lock
 
     def refresh(self, token, *, timeout):
@@ -140,7 +149,7 @@ class DatabaseLockStorage:
         lock = view.refresh(token, timeout) if view else None
         if lock is None:
             raise ValueError("no such lock")
-        return lock
+        return self._out(lock)
 
     def delete(self, token):
         view = self.current_view()
@@ -150,8 +159,8 @@ class DatabaseLockStorage:
         view = self.current_view()
         if view is None:
             return []
-        found = view.locks_on(path, include_root=include_root, include_children=include_children)
-        return [lk["token"] for lk in found] if token_only else found
+        found = view.locks_on(unquote(path), include_root=include_root, include_children=include_children)
+        return [lk["token"] for lk in found] if token_only else [self._out(lk) for lk in found]
 
 
 # -- session records ------------------------------------------------------------------
@@ -384,6 +393,8 @@ class CofferWebDAV:
         def start(status, headers, exc_info=None):
             if environ.get("coffer.oc_mtime"):
                 headers.append(("X-OC-MTime", "accepted"))
+            if environ.get("coffer.created") and status.startswith("204"):
+                status = "201 Created"          # a COPY or MOVE to a new destination (see webdav.py)
             return start_response(status, headers, exc_info)
 
         try:

@@ -1,14 +1,14 @@
 """Queries for WebDAV locks (table `locks`), shared by every server node.
 
 Rows hold only a keyed hash of the locked path and the lock itself sealed
-under the account's metadata key; see providers/locks.py.
+under their key domain's metadata key; see providers/locks.py.
 """
 from __future__ import annotations
 
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.engine import Connection
 
-from .schema import locks
+from .schema import domains, locks
 
 
 def insert(conn: Connection, *, token: str, domain_id: int, user_id: int | None, root_lookup: str,
@@ -49,6 +49,10 @@ def remove(conn: Connection, domain_id: int, token: str) -> bool:
     return res.rowcount > 0
 
 
+def remove_of_user(conn: Connection, domain_id: int, user_id: int) -> int:
+    return conn.execute(delete(locks).where(and_(locks.c.domain_id == domain_id, locks.c.user_id == user_id))).rowcount
+
+
 def purge_expired(conn: Connection, now_us: int) -> int:
     return conn.execute(delete(locks).where(locks.c.expires_us < now_us)).rowcount
 
@@ -56,3 +60,20 @@ def purge_expired(conn: Connection, now_us: int) -> int:
 def any_live(conn: Connection, domain_id: int, now_us: int) -> bool:
     return conn.execute(select(locks.c.token).where(and_(locks.c.domain_id == domain_id,
                                                          locks.c.expires_us >= now_us)).limit(1)).first() is not None
+
+
+def of_domain(conn: Connection, domain_id: int) -> list:
+    """Every row of a key domain, expired or not (to re-seal them under a new key)."""
+    return list(conn.execute(select(locks).where(locks.c.domain_id == domain_id)))
+
+
+def reseal(conn: Connection, token: str, domain_id: int, root_lookup: str, data_enc: bytes) -> None:
+    conn.execute(update(locks).where(locks.c.token == token).values(domain_id=domain_id, root_lookup=root_lookup,
+                                                                    data_enc=data_enc))
+
+
+def key_gen(conn: Connection, domain_id: int) -> int | None:
+    """The domain's key generation, its row locked until the transaction ends
+    (PostgreSQL; SQLite writers are serialized anyway): a lock sealed in this
+    transaction and a key rotation cannot interleave."""
+    return conn.execute(select(domains.c.key_gen).where(domains.c.id == domain_id).with_for_update()).scalar()
