@@ -8,6 +8,10 @@ collaborator's copy and rotates the folder key: names, properties, hashes,
 chunk keys and WebDAV locks are re-wrapped under the new key, so an old copy
 of the key opens nothing written afterwards (content itself is never
 re-encrypted).
+
+A collaborator finds the folder at `/Shared/<owner>/<folder name>`;
+same-named folders of one owner appear as `name`, `name (2)`, ...
+(`mount_names`).
 """
 from __future__ import annotations
 
@@ -17,6 +21,40 @@ from .meta import tree as t
 from .meta import users as uq
 
 PERMISSIONS = ("read", "write")
+
+
+def mount_names(received) -> dict[int, str]:
+    """The names folders shared with one principal appear under in
+    `/Shared/<owner>/`, from (domain id, owner, name it was granted under,
+    order) tuples: {domain id: name}. Names are unique per owner: of
+    same-named folders the first in `order` (the earliest grant) keeps the
+    name, the others get the first free of `name (2)`, `name (3)`, ...
+    Every granted name stays reserved, so a name given this way, once kept,
+    is never taken by a later grant."""
+    by_owner: dict[str, list] = {}
+    for did, owner, name, order in sorted(received, key=lambda r: r[3]):
+        by_owner.setdefault(owner, []).append((did, name))
+    out = {}
+    for items in by_owner.values():
+        used = {name for _, name in items}
+        given: set[str] = set()
+        for did, name in items:
+            if name in given:
+                n = 2
+                while _numbered(name, n) in used:
+                    n += 1
+                name = _numbered(name, n)
+                used.add(name)
+            given.add(name)
+            out[did] = name
+    return out
+
+
+def _numbered(name: str, n: int) -> str:
+    suffix = f" ({n})"
+    while len((name + suffix).encode("utf-8")) > paths.MAX_NAME_BYTES:
+        name = name[:-1]
+    return name + suffix
 
 
 def _own_folder(vfs, c, parts):

@@ -208,6 +208,7 @@ class Vfs:
         self.user = user
         self._user_key = user_key
         self._refused: list = []
+        self._mount_fixes: dict[int, str] = {}      # shared folders whose name under /Shared to keep
         self.cfg = storage.cfg
         with self._tx() as c:
             dom = uq.home_domain(c, user.id)
@@ -272,6 +273,8 @@ class Vfs:
             for what, dom_id in pending:
                 self.st.audit("share_refused", user_id=self.user.id, actor="user", domain=dom_id,
                               operation=what.split(" ", 1)[0])
+            if self._mount_fixes:
+                self._keep_mount_names()
 
     def _refuse(self, what: str, dom_id: int, why: str):
         """Refuse an operation in a shared folder; audited once the transaction ends."""
@@ -330,17 +333,45 @@ class Vfs:
         return {"id": self.home.root_id, "kind": "d", "domain_id": self.home.id}
 
     def _received(self, c) -> dict:
-        """{owner name: {folder name: (domain id, root node id)}} of folders shared with this principal."""
-        out: dict = {}
-        priv = None
+        """{owner name: {folder name: (domain id, root node id)}} of folders shared with this principal.
+
+        Two folders of one owner with the same name both appear: the one
+        granted first keeps the name, the other gets `name (2)` (see
+        providers.shares.mount_names). A name given that way is kept for
+        good (`_keep_mount_names`), so it never changes between listings;
+        folders in the owner's trash keep their names reserved."""
+        from .shares import mount_names
+        rows, priv = [], None
         for r in uq.received_shares(c, self.user.id):
             root = t.node(c, r["root_node_id"]) if r["root_node_id"] else None
-            if root is None or root["trashed_us"] is not None:
+            if root is None:
                 continue
             priv = priv or self._private_key(c)
-            mount = crypto.unseal(priv, bytes(r["mount_enc"]), b"mount").decode("utf-8")
-            out.setdefault(r["owner_name"], {})[mount] = (r["domain_id"], r["root_node_id"])
+            rows.append((r, root, crypto.unseal(priv, bytes(r["mount_enc"]), b"mount").decode("utf-8")))
+        names = mount_names([(r["domain_id"], r["owner_name"], mount, (r["created_us"], r["domain_id"]))
+                             for r, _, mount in rows])
+        out: dict = {}
+        for r, root, mount in rows:
+            name = names[r["domain_id"]]
+            if name != mount:
+                self._mount_fixes[r["domain_id"]] = name
+            if root["trashed_us"] is None:
+                out.setdefault(r["owner_name"], {})[name] = (r["domain_id"], r["root_node_id"])
         return out
+
+    def _keep_mount_names(self) -> None:
+        """Store the names `_received` gave to same-named shared folders, sealed
+        to this principal like the grant's own (after the transaction that
+        found them: it may be a read)."""
+        fixes, self._mount_fixes = self._mount_fixes, {}
+        try:
+            with self.st.db.write() as c:
+                pub = bytes(uq.user_by_id(c, self.user.id)["public_key"])
+                for domain_id, name in fixes.items():
+                    uq.update_member(c, domain_id, self.user.id,
+                                     mount_enc=crypto.seal_to(pub, name.encode("utf-8"), b"mount"))
+        except Exception:          # the same names are worked out again next time
+            log.exception("could not store the names of same-named shared folders")
 
     def _live(self, c, parts):
         """The live node at a path, following /Shared into folders shared with us."""

@@ -158,7 +158,8 @@ def received_shares(c, user_id: int):
     """Share domains this user is a collaborator of, with the owner's name."""
     from .schema import users as u
     q = (select(domain_members.c.domain_id, domain_members.c.permission, domain_members.c.mount_enc,
-                domain_members.c.key_gen, u.c.name.label("owner_name"), domains.c.root_node_id)
+                domain_members.c.key_gen, domain_members.c.created_us, u.c.name.label("owner_name"),
+                domains.c.root_node_id)
          .select_from(domain_members.join(domains, domains.c.id == domain_members.c.domain_id)
                       .join(u, u.c.id == domains.c.owner_id))
          .where(domain_members.c.user_id == user_id, domain_members.c.permission != "owner",
