@@ -84,9 +84,12 @@ class SFTPConfig:
     port: int = 2222
     host_key_dir: str = ""            # "" = <data_dir>/ssh
     idle_timeout_seconds: int = 900
-    max_sessions: int = 100
+    max_sessions: int = 100           # logged-in connections in all
     max_sessions_per_account: int = 32  # rclone opens a connection per checker and transfer
-    legacy_ciphers: bool = False      # also offer AES-CTR (clients without AES-GCM); costs server CPU
+    login_timeout_seconds: int = 30   # from connect to logged in
+    max_unauthenticated: int = 100    # connections still logging in; when full, the oldest is dropped
+    max_unauthenticated_per_address: int = 10   # per IPv4 address or IPv6 /64
+    legacy_ciphers: bool = False      # offer AES-CTR even to clients that speak AES-GCM (more server CPU)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[accounts] plans.{plan}: a size in bytes (0 = unlimited)")
     if not 0 < cfg.retention.max_quota_share <= 1:
         raise ConfigError("[retention] max_quota_share must be in (0, 1]")
+    for key in ("login_timeout_seconds", "max_sessions", "max_sessions_per_account", "max_unauthenticated",
+                "max_unauthenticated_per_address"):
+        if getattr(cfg.sftp, key) < 1:
+            raise ConfigError(f"[sftp] {key} must be 1 or more")
     if not 4 <= cfg.security.bcrypt_rounds <= 31:
         raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
 

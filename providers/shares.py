@@ -70,24 +70,33 @@ def _own_folder(vfs, c, parts):
     return node, dom
 
 
-def _grantee(c, name: str, owner_id: int):
+def _grantee(c, name: str, owner_id: int, disclose: bool = True):
+    """The grantee's row; for a name that is not an active account, NotFound
+    when `disclose`, else None (the caller answers as if it were)."""
     from .accounts import normalize_name
     row = uq.user_by_name(c, normalize_name(name))
     if row is None or row["status"] != "active":
+        if not disclose:
+            return None
         raise NotFound(f"no active account named {normalize_name(name)!r}")
     if row["id"] == owner_id:
         raise Conflict("you already own this folder")
     return row
 
 
-def grant(vfs, parts, grantee: str, permission: str, actor: str = "user") -> dict:
+def grant(vfs, parts, grantee: str, permission: str, actor: str = "user", disclose: bool = True) -> dict:
+    """Share a folder. With `disclose` false, a grantee name that is not an
+    active account is answered like one that is, after the same work (the
+    folder becomes a key domain, a key is sealed), but nobody is added: an
+    account holder cannot learn from a grant which accounts exist."""
+    from .accounts import normalize_name
     if permission not in PERMISSIONS:
         raise Conflict("the permission is 'read' or 'write'")
     now = meta.now_us()
     blobs: list[str] = []
     with vfs.st.db.write() as c:
         node, dom = _own_folder(vfs, c, parts)
-        who = _grantee(c, grantee, vfs.user.id)
+        who = _grantee(c, grantee, vfs.user.id, disclose)
         if dom.id == vfs.home.id:
             ids = t.subtree_ids(c, node["id"])
             if t.roots_among(c, ids):
@@ -101,26 +110,32 @@ def grant(vfs, parts, grantee: str, permission: str, actor: str = "user") -> dic
                                        keep_top_name=True)
             locks.rehome(c, vfs.home.id, vfs.home.keys, did, new, below=tuple(parts))
             dom = vfs._domain(c, did)
-        existing = uq.membership(c, dom.id, who["id"])
-        if existing is not None:
-            uq.update_member(c, dom.id, who["id"], permission=permission)
+        if who is None:                   # the same sealing, for nobody
+            pub = crypto.new_keypair()[1]
+            crypto.seal_to(pub, dom.key, b"domain"), crypto.seal_to(pub, parts[-1].encode(), b"mount")
+            uq.audit(c, "share_grant_unknown", user_id=vfs.user.id, actor=actor,
+                     detail={"domain": dom.id, "permission": permission})
         else:
-            pub = bytes(who["public_key"])
-            uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
-                          key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
-        uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
-                 detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
+            if uq.membership(c, dom.id, who["id"]) is not None:
+                uq.update_member(c, dom.id, who["id"], permission=permission)
+            else:
+                pub = bytes(who["public_key"])
+                uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
+                              key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
+            uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
+                     detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
     vfs._delete_blobs(blobs)
-    return {"folder": paths.join(parts), "grantee": who["name"], "permission": permission,
-            "appears_as": f"/Shared/{vfs.user.name}/{parts[-1]}"}
+    return {"folder": paths.join(parts), "grantee": who["name"] if who else normalize_name(grantee),
+            "permission": permission, "appears_as": f"/Shared/{vfs.user.name}/{parts[-1]}"}
 
 
-def revoke(vfs, parts, grantee: str, actor: str = "user") -> dict:
+def revoke(vfs, parts, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
+    from .accounts import normalize_name
     with vfs.st.db.write() as c:
         node, dom = _own_folder(vfs, c, parts)
-        who = _grantee(c, grantee, vfs.user.id)
-        if dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
-            raise NotFound(f"{paths.join(parts)} is not shared with {who['name']}")
+        who = _grantee(c, grantee, vfs.user.id, disclose)
+        if who is None or dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
+            raise NotFound(f"{paths.join(parts)} is not shared with {normalize_name(grantee)}")
         uq.remove_member(c, dom.id, who["id"])
         locks.drop_of_user(c, dom.id, who["id"])       # write intents of someone who can no longer write
         # Rotate: a new key for the folder, everything re-wrapped under it.

@@ -1332,21 +1332,23 @@ class Vfs:
         return self.copy(paths.join((paths.META, "trash", stamp(n["trashed_us"])) + tp), dest)
 
     # -- sharing ------------------------------------------------------------------------------------
-    def share_grant(self, path, grantee: str, permission: str, actor: str = "user") -> dict:
+    def share_grant(self, path, grantee: str, permission: str, actor: str = "user", disclose: bool = True) -> dict:
         """Open one of the principal's folders to another account, read-only
         or read/write. The first grant makes the folder a key domain of its
         own (its keys and names are re-wrapped, content is untouched); the
         folder key is sealed to the grantee's public key, so nothing secret
         of the grantee is needed. `actor` names who acted for the audit
-        record: the owner ("user") or an administrator ("admin")."""
+        record: the owner ("user") or an administrator ("admin"). With
+        `disclose` false, a name that is no active account gets the same
+        answer as one that is (see `shares.grant`)."""
         from . import shares
-        return shares.grant(self, paths.parse(path), grantee, permission, actor)
+        return shares.grant(self, paths.parse(path), grantee, permission, actor, disclose)
 
-    def share_revoke(self, path, grantee: str, actor: str = "user") -> dict:
+    def share_revoke(self, path, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
         """Take a folder back from one collaborator: their copy of the key goes
         at once, and the folder key is rotated for everything afterwards."""
         from . import shares
-        return shares.revoke(self, paths.parse(path), grantee, actor)
+        return shares.revoke(self, paths.parse(path), grantee, actor, disclose)
 
     def share_list(self) -> dict:
         """Folders this principal shares (with whom, how) and receives."""

@@ -7,15 +7,23 @@ and throttling as WebDAV) or an SSH key registered with `coffer-admin user
 key add`; it then gets the `sftp` subsystem, the commands in `sftp_exec`, and
 nothing else: shells, port and agent forwarding are refused.
 
-Tuning, measured: AES-GCM costs the server about a third less CPU than
-AES-CTR with a separate MAC. The client's order of preference decides which
-cipher is used, so only AES-GCM is offered unless `[sftp] legacy_ciphers`
-also enables AES-CTR for old clients; paramiko's default
-window and packet sizes are kept (larger ones were slower); and the SFTP
-layer advertises `limits@openssh.com` so OpenSSH sends 255 KiB requests.
+A login counts against `max_sessions` and `max_sessions_per_account` only
+once it has succeeded; until then a connection is one of at most
+`max_unauthenticated` (`max_unauthenticated_per_address` per address), and
+is closed after `login_timeout_seconds`. Every channel, exec and SFTP
+request re-checks the account's credential generation in the database (reads
+and writes on open files at least every `CHECK_ACCOUNT_EVERY` seconds) and
+idle connections are re-checked by the reaper: a disabled account or a
+changed password ends the whole connection.
+
+Tuning, measured: the cipher offer is in `sftp_transport` (AES-GCM where the
+client speaks it); paramiko's default window and packet sizes are kept
+(larger ones were slower); and the SFTP layer advertises
+`limits@openssh.com` so OpenSSH sends 255 KiB requests.
 """
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 import shutil
@@ -24,15 +32,15 @@ import threading
 import time
 
 import paramiko
-from paramiko.channel import Channel
-from paramiko.common import (AUTH_FAILED, AUTH_SUCCESSFUL, MSG_CHANNEL_REQUEST, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
-                             OPEN_SUCCEEDED, cMSG_USERAUTH_BANNER)
+from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, \
+    cMSG_USERAUTH_BANNER
 
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound
 from providers.sshkeys import SSHKeys
 
 from . import sftp_exec, sftp_hostkeys
 from .sftp_session import SftpSession
+from .sftp_transport import CofferTransport
 
 log = logging.getLogger(__name__)
 
@@ -40,39 +48,28 @@ WINDOW_SIZE = paramiko.common.DEFAULT_WINDOW_SIZE
 MAX_PACKET_SIZE = paramiko.common.DEFAULT_MAX_PACKET_SIZE
 CHANNELS_PER_CONNECTION = 10
 RECORD_SECONDS = 60                  # long connections update their session record this often
-HANDSHAKE_SECONDS = 30
-AUTH_SECONDS = 60
+ACCOUNT_CHECK_SECONDS = 2            # idle logged-in connections re-check their account this often
+REFUSAL_LOG_SECONDS = 60             # one log line per address and minute for refused connections
 PRIVATE_KEY_MESSAGE = ("Coffer: account {name!r} is in private mode: its files are unlocked only by its "
                        "password, so an SSH key cannot log in to it. Log in with the password instead.\r\n")
-GCM_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
-CTR_CIPHERS = ("aes128-ctr", "aes192-ctr", "aes256-ctr")
 TOO_MANY_MESSAGE = "Coffer: too many open sessions for this account (limit {n}); close one and retry.\r\n"
+SERVER_FULL_MESSAGE = "Coffer: the server has too many open sessions (limit {n}); retry later.\r\n"
+REVOKED_MESSAGE = ("Coffer: this login no longer stands: the account's password was changed or the account "
+                   "was disabled. Log in again.")
 
 
-def _request_then_start(chan, m):
-    """Answer a channel request, then start the worker it asked for, so a
-    command's output and exit status never overtake the request's reply."""
-    Channel._handle_request(chan, m)
-    server = chan.transport.server_object
-    start = getattr(server, "pending", {}).pop(chan.get_id(), None)
-    if start is not None:
-        start()
-
-
-class CofferTransport(paramiko.Transport):
-    _preferred_ciphers = GCM_CIPHERS + CTR_CIPHERS
-    _preferred_macs = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com",
-                       "hmac-sha2-256", "hmac-sha2-512")
-    _channel_handler_table = dict(paramiko.Transport._channel_handler_table)
-    _channel_handler_table[MSG_CHANNEL_REQUEST] = _request_then_start
-    on_close = None
-
-    def run(self):
-        try:
-            super().run()
-        finally:
-            if self.on_close is not None:
-                self.on_close()
+def address_key(addr: str) -> str:
+    """What the per-address limits count: an IPv4 address, or an IPv6 /64
+    (one customer's network; an IPv4-mapped address counts as IPv4)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if ip.version == 6:
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class Connection:
@@ -84,21 +81,38 @@ class Connection:
         self.server, self.sock = server, sock
         self.tag = f"c{next(Connection.counter)}"      # names the connection in logs (no address, no account)
         self.addr = addr[0] if isinstance(addr, tuple) else str(addr)
+        self.addr_key = address_key(self.addr)
         self.started = self.last_activity = time.monotonic()
-        self.account: str | None = None      # counted against the per-account limit once set
+        self.account: str | None = None      # set once logged in: counted against the session limits
         self.user_id: int | None = None
+        self.generation: int | None = None   # the account's credential generation at login
+        self.revoked = False
         self.vfs = None
         self.sid: int | None = None
         self.bytes_in = self.bytes_out = self.requests = 0
         self.channels = 0
         self.live: set = set()               # running SFTP sessions, for interim totals
-        self.recorded_at = time.monotonic()
+        self.recorded_at = self.checked_at = time.monotonic()
         self.lock = threading.Lock()
         self.transport: CofferTransport | None = None
         self.finished = False
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
+
+    def still_valid(self) -> bool:
+        """Whether the login still stands: the account is active and its
+        credential generation (read from the database, so a change made by
+        `coffer-admin` in another process counts) is the one it logged in
+        with. If not, the whole connection is ended."""
+        if self.account is None or self.revoked:
+            return False
+        self.checked_at = time.monotonic()
+        gen = self.server.storage.account_generation(self.account)
+        if gen is not None and gen == self.generation:
+            return True
+        self.server.revoke(self)
+        return False
 
     def add(self, bytes_in: int, bytes_out: int, requests: int, session=None) -> None:
         with self.lock:
@@ -122,6 +136,7 @@ class SshServer(paramiko.ServerInterface):
         self.srv = conn.server
         self.pending: dict[int, object] = {}
         self.key_login: str | None = None
+        self.candidate: tuple | None = None      # (name, user id, generation, vfs, mode) until admitted
         self.banner_sent = False
 
     # -- authentication ---------------------------------------------------------------
@@ -141,19 +156,13 @@ class SshServer(paramiko.ServerInterface):
         except Exception:
             log.debug("sending a banner failed", exc_info=True)
 
-    def _admit(self, name: str, user_id: int) -> bool:
-        if self.conn.account is not None:
-            return self.conn.account == name           # counted already (a key query, then a signature)
-        if not self.srv.claim(self.conn, name, user_id):
-            self._banner(TOO_MANY_MESSAGE.format(n=self.srv.cfg.sftp.max_sessions_per_account))
-            return False
-        return True
-
     def check_auth_password(self, username, password):
-        if self.conn.vfs is not None or not isinstance(password, str):
+        if self.conn.account is not None or not isinstance(password, str):
             return AUTH_FAILED
+        st = self.srv.storage
+        gen = st.account_generation(username)       # read first: a change during the check counts
         try:
-            vfs = self.srv.storage.login(username, password, client_addr=self.conn.addr, protocol="sftp")
+            vfs = st.login(username, password, client_addr=self.conn.addr, protocol="sftp")
         except AuthenticationFailed as e:
             log.info("sftp[%s]: password login refused", self.conn.tag)
             if "too many" in str(e):
@@ -162,16 +171,14 @@ class SshServer(paramiko.ServerInterface):
         except CofferError:
             log.exception("sftp password login failed")
             return AUTH_FAILED
-        if not self._admit(vfs.user.name, vfs.user.id):
-            vfs.close()
-            return AUTH_FAILED
-        self.conn.vfs = vfs
+        self.candidate = (vfs.user.name, vfs.user.id, gen, vfs, None)
         return AUTH_SUCCESSFUL
 
     def check_auth_publickey(self, username, key):
-        # Called once when the client asks whether a key would do and again
-        # with its signature (checked by paramiko after we return).
-        if self.conn.vfs is not None:
+        # Called for a client's "would this key do?" query as well as before
+        # its signature is verified: nothing is counted or opened here (see
+        # `admit`, called once the signature checks out).
+        if self.conn.account is not None:
             return AUTH_FAILED
         info = self.srv.keys.find(username, key.asbytes())
         if info is None:
@@ -180,16 +187,34 @@ class SshServer(paramiko.ServerInterface):
             user = self.srv.storage.accounts.get(username)
         except NotFound:
             return AUTH_FAILED
-        if user.status != "active":
+        gen = self.srv.storage.account_generation(user.name)
+        if user.status != "active" or gen is None:
             return AUTH_FAILED
-        if user.mode == "private":
-            log.info("sftp[%s]: key login refused: the account is private", self.conn.tag)
-            self._banner(PRIVATE_KEY_MESSAGE.format(name=user.name))
-            return AUTH_FAILED
-        if not self._admit(user.name, user.id):
-            return AUTH_FAILED
-        self.key_login = user.name
+        self.candidate = (user.name, user.id, gen, None, user.mode)
         return AUTH_SUCCESSFUL
+
+    def admit(self, method: str) -> bool:
+        """The login succeeded (password right, or key signature valid):
+        count it against the limits, or refuse it with a banner saying why."""
+        candidate, self.candidate = self.candidate, None
+        if candidate is None:
+            return False
+        name, user_id, gen, vfs, mode = candidate
+        if mode == "private":
+            log.info("sftp[%s]: key login refused: the account is private", self.conn.tag)
+            self._banner(PRIVATE_KEY_MESSAGE.format(name=name))
+            return False
+        refusal = self.srv.claim(self.conn, name, user_id, gen)
+        if refusal is not None:
+            self._banner(refusal)
+            if vfs is not None:
+                vfs.close()
+            return False
+        self.conn.vfs = vfs
+        if vfs is None:
+            self.key_login = name
+        self.conn.touch()
+        return True
 
     def _finish_login(self) -> bool:
         """On the first channel: open a key login's account, start the session record."""
@@ -216,18 +241,19 @@ class SshServer(paramiko.ServerInterface):
         if kind != "session":
             log.info("sftp[%s]: refused a %s channel", self.conn.tag, kind)
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
-        if self.conn.channels >= CHANNELS_PER_CONNECTION or not self._finish_login():
+        if (self.conn.channels >= CHANNELS_PER_CONNECTION or not self.conn.still_valid()
+                or not self._finish_login()):
             return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
         return OPEN_SUCCEEDED
 
     def check_channel_subsystem_request(self, channel, name):
-        if name != "sftp" or self.conn.vfs is None:
+        if name != "sftp" or self.conn.vfs is None or not self.conn.still_valid():
             return False
         self.pending[channel.get_id()] = lambda: self.srv.spawn(self.conn, channel, self._run_sftp, channel)
         return True
 
     def check_channel_exec_request(self, channel, command):
-        if self.conn.vfs is None:
+        if self.conn.vfs is None or not self.conn.still_valid():
             return False
         self.pending[channel.get_id()] = lambda: self.srv.spawn(self.conn, channel, self._run_exec,
                                                                 channel, bytes(command))
@@ -266,11 +292,8 @@ class SshServer(paramiko.ServerInterface):
 
     # -- workers --------------------------------------------------------------------------
     def _run_sftp(self, channel):
-        st, name = self.srv.storage, self.conn.account or ""
-        gen = st.account_generation(name)
-        s = SftpSession(channel, self.conn.vfs, name or "user", self.srv.disk_space, self.conn.touch,
-                        still_valid=lambda: gen is not None and st.account_generation(name) == gen,
-                        tag=f"{self.conn.tag} session={self.conn.sid}")
+        s = SftpSession(channel, self.conn.vfs, self.conn.account or "user", self.srv.disk_space, self.conn.touch,
+                        still_valid=self.conn.still_valid, tag=f"{self.conn.tag} session={self.conn.sid}")
         with self.conn.lock:
             self.conn.live.add(s)
         try:
@@ -319,6 +342,8 @@ class SftpServer:
         self.fingerprints = [sftp_hostkeys.fingerprint(k) for k in self.host_keys]
         self.conns: set[Connection] = set()
         self.per_account: dict[str, int] = {}
+        self.logged_in = 0
+        self.refusals_logged: dict[str, float] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.sock: socket.socket | None = None
@@ -377,11 +402,7 @@ class SftpServer:
                     return
                 time.sleep(0.1)
                 continue
-            with self.lock:
-                full = len(self.conns) >= self.cfg.sftp.max_sessions
-            if full:
-                log.warning("sftp: connection refused, %d sessions open (max_sessions)", len(self.conns))
-                sock.close()
+            if not self._room_for(sock, addr):
                 continue
             try:
                 self._open(sock, addr)
@@ -389,34 +410,76 @@ class SftpServer:
                 log.exception("sftp: could not start a connection")
                 sock.close()
 
+    def _room_for(self, sock, addr) -> bool:
+        """Whether a new connection may start logging in: at most
+        `max_unauthenticated_per_address` per address (more are refused), and
+        at most `max_unauthenticated` in all (the oldest gives way)."""
+        key = address_key(addr[0] if isinstance(addr, tuple) else str(addr))
+        sftp = self.cfg.sftp
+        with self.lock:
+            waiting = [c for c in self.conns if c.account is None and not c.finished]
+            if sum(1 for c in waiting if c.addr_key == key) >= sftp.max_unauthenticated_per_address:
+                now = time.monotonic()
+                if now - self.refusals_logged.get(key, -1e9) > REFUSAL_LOG_SECONDS:
+                    self.refusals_logged[key] = now
+                    if len(self.refusals_logged) > 10000:
+                        self.refusals_logged.clear()
+                    log.warning("sftp: refusing connections from an address with %d connections still logging in "
+                                "(max_unauthenticated_per_address; logged once a minute)", len(waiting))
+                sock.close()
+                return False
+            oldest = min(waiting, key=lambda c: c.started) if len(waiting) >= sftp.max_unauthenticated else None
+        if oldest is not None and oldest.transport is not None:
+            log.info("sftp[%s]: closed to make room: %d connections still logging in (max_unauthenticated)",
+                     oldest.tag, len(waiting))
+            oldest.transport.quiet = True
+            oldest.transport.close()
+        return True
+
     def _open(self, sock, addr) -> None:
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Connection(self, sock, addr)
         t = CofferTransport(sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE)
-        if not self.cfg.sftp.legacy_ciphers:
-            t._preferred_ciphers = GCM_CIPHERS
+        t.offer_ctr_to_all = self.cfg.sftp.legacy_ciphers
         t.local_version = "SSH-2.0-Coffer"
-        t.banner_timeout = HANDSHAKE_SECONDS
-        t.handshake_timeout = HANDSHAKE_SECONDS
-        t.auth_timeout = AUTH_SECONDS
+        t.banner_timeout = t.handshake_timeout = t.auth_timeout = self.cfg.sftp.login_timeout_seconds
+        t.on_banner = lambda why: log.info("sftp[%s]: closed: the peer %s", conn.tag, why)
         for key in self.host_keys:
             t.add_server_key(key)
         conn.transport = t
         t.on_close = lambda: self._finished(conn)
         with self.lock:
             self.conns.add(conn)
-        t.start_server(server=SshServer(conn))
+        t.start_server(event=threading.Event(), server=SshServer(conn))    # returns at once: no waiting here
 
-    def claim(self, conn: Connection, name: str, user_id: int) -> bool:
-        """Count an authenticated connection against its account's limit."""
+    def claim(self, conn: Connection, name: str, user_id: int, generation: int) -> str | None:
+        """Count a connection that has just logged in against the session
+        limits; returns the banner to refuse it with, or None."""
+        sftp = self.cfg.sftp
         with self.lock:
-            if self.per_account.get(name, 0) >= self.cfg.sftp.max_sessions_per_account:
+            if conn.finished or conn.account is not None:
+                return ""
+            if self.logged_in >= sftp.max_sessions:
+                log.warning("sftp[%s]: login refused, the server is at max_sessions", conn.tag)
+                return SERVER_FULL_MESSAGE.format(n=sftp.max_sessions)
+            if self.per_account.get(name, 0) >= sftp.max_sessions_per_account:
                 log.warning("sftp[%s]: login refused, the account is at max_sessions_per_account", conn.tag)
-                return False
+                return TOO_MANY_MESSAGE.format(n=sftp.max_sessions_per_account)
             self.per_account[name] = self.per_account.get(name, 0) + 1
-            conn.account, conn.user_id = name, user_id
-        return True
+            self.logged_in += 1
+            conn.account, conn.user_id, conn.generation = name, user_id, generation
+        return None
+
+    def revoke(self, conn: Connection) -> None:
+        """End a connection whose login no longer stands, telling the client why."""
+        with self.lock:
+            if conn.revoked:
+                return
+            conn.revoked = True
+        log.info("sftp[%s]: the account was disabled or its password changed: connection closed", conn.tag)
+        if conn.transport is not None:
+            conn.transport.disconnect(REVOKED_MESSAGE)
 
     def spawn(self, conn: Connection, channel, target, *args) -> None:
         with conn.lock:
@@ -432,11 +495,12 @@ class SftpServer:
         threading.Thread(target=run, name="sftp-channel", daemon=True).start()
 
     def _reaper(self) -> None:
-        idle = self.cfg.sftp.idle_timeout_seconds
-        while not self.stopping.wait(1.0):
+        sftp = self.cfg.sftp
+        while not self.stopping.wait(0.5):
             now = time.monotonic()
             with self.lock:
                 conns = list(self.conns)
+            checked: dict[str, int | None] = {}     # one database look-up per account and round
             for conn in conns:
                 t = conn.transport
                 if t is None:
@@ -444,16 +508,33 @@ class SftpServer:
                 if not t.is_active():
                     self._finished(conn)
                     continue
+                if conn.account is None:
+                    if now - conn.started > sftp.login_timeout_seconds:
+                        log.info("sftp[%s]: closed: not logged in within %d s (login_timeout_seconds)",
+                                 conn.tag, sftp.login_timeout_seconds)
+                        t.quiet = True
+                        t.close()
+                    continue
+                if now - conn.checked_at > ACCOUNT_CHECK_SECONDS and not conn.revoked:
+                    try:
+                        if conn.account not in checked:
+                            checked[conn.account] = self.storage.account_generation(conn.account)
+                        conn.checked_at = now
+                        gen = checked[conn.account]
+                        if gen is None or gen != conn.generation:
+                            self.revoke(conn)
+                            continue
+                    except Exception:
+                        log.exception("sftp: checking an account failed")
                 if conn.sid is not None and conn.sid >= 0 and now - conn.recorded_at > RECORD_SECONDS:
                     conn.recorded_at = now
                     try:
                         self.storage.sessions.update(conn.sid, *conn.totals())
                     except Exception:
                         log.exception("sftp: updating a session record failed")
-                elif idle and now - conn.last_activity > idle:
-                    if conn.account is not None or now - conn.started > AUTH_SECONDS:
-                        log.info("sftp[%s]: closing an idle connection", conn.tag)
-                        t.close()
+                elif sftp.idle_timeout_seconds and now - conn.last_activity > sftp.idle_timeout_seconds:
+                    log.info("sftp[%s]: closing an idle connection", conn.tag)
+                    t.close()
 
     def _finished(self, conn: Connection) -> None:
         deadline = time.monotonic() + 5
@@ -465,6 +546,7 @@ class SftpServer:
             conn.finished = True
             self.conns.discard(conn)
             if conn.account is not None:
+                self.logged_in -= 1
                 left = self.per_account.get(conn.account, 1) - 1
                 if left > 0:
                     self.per_account[conn.account] = left

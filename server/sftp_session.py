@@ -75,7 +75,7 @@ class SftpSession:
     a quota; `touch()` is called on every received batch (idle timeout).
     """
 
-    CHECK_ACCOUNT_EVERY = 2.0      # seconds between checks that the login still stands
+    CHECK_ACCOUNT_EVERY = 0.25     # seconds between checks that the login still stands, for reads and writes
 
     def __init__(self, channel, vfs, owner: str, disk_space=None, touch=None, still_valid=None, tag="-"):
         self.chan, self.vfs, self.owner = channel, vfs, owner
@@ -183,7 +183,10 @@ class SftpSession:
         self.flush()
         for pkt in frames:
             self.requests += 1
-            if self.still_valid is not None and time.monotonic() - self._checked > self.CHECK_ACCOUNT_EVERY:
+            if self.still_valid is not None and (pkt[0] not in (P.READ, P.WRITE) or
+                                                 time.monotonic() - self._checked > self.CHECK_ACCOUNT_EVERY):
+                # every request that opens, changes or publishes something; reads
+                # and writes on open files at least every CHECK_ACCOUNT_EVERY
                 self._checked = time.monotonic()
                 if not self.still_valid():
                     raise ProtocolError("the account was disabled, cancelled or erased, or its password "

@@ -7,6 +7,11 @@
 The logged-in account is the owner; the work is the filesystem API's
 `share_grant`, `share_revoke` and `share_list` (the same calls as
 `coffer-admin share`). Exit status: 0 done, 1 refused or failed, 2 usage.
+
+A grant answers alike, after the same work, whether or not the grantee is an
+active account, and a revoke says "not shared with" for both: an account
+holder cannot probe which accounts exist. `share list` shows the grants
+really in place, so an owner can check a name they typed.
 """
 from __future__ import annotations
 
@@ -33,11 +38,12 @@ def run(channel, vfs, args: list[str]) -> int:
     action, rest = args[1], args[2:]
     try:
         if action == "grant" and len(rest) == 3:
-            got = vfs.share_grant(paths.resolve_dots(rest[0], "/"), rest[1], rest[2])
-            say(f"{got['folder']} is shared with {got['grantee']} ({got['permission']}); "
-                f"it appears to them as {got['appears_as']}")
+            got = vfs.share_grant(paths.resolve_dots(rest[0], "/"), rest[1], rest[2], disclose=False)
+            say(f"{got['folder']}: {got['permission']} access granted to {got['grantee']} if that is the name of an "
+                f"active account; it appears to them as {got['appears_as']}. "
+                "`coffer share list` shows who has access.")
         elif action == "revoke" and len(rest) == 2:
-            got = vfs.share_revoke(paths.resolve_dots(rest[0], "/"), rest[1])
+            got = vfs.share_revoke(paths.resolve_dots(rest[0], "/"), rest[1], disclose=False)
             say(f"{got['folder']} is no longer shared with {got['grantee']}")
         elif action == "list" and rest in ([], ["--json"]):
             listing = vfs.share_list()

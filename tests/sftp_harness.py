@@ -19,14 +19,14 @@ ACCOUNTS = {"alice": ("alice-pw-1", "managed"), "bob": ("bob-pw-22", "managed"),
             "carol": ("carol-pw-333", "private")}
 
 
-def write_config(folder: Path, port: int, extra: str = "") -> Path:
+def write_config(folder: Path, port: int, extra: str = "", security: str = "") -> Path:
     cfg = folder / "coffer.toml"
     cfg.write_text(f"""
 [storage]
 data_dir = "{folder / 'var'}"
 
 [security]
-bcrypt_rounds = 4
+{security or "bcrypt_rounds = 4"}
 argon2_memory_kib = 1024
 argon2_iterations = 1
 argon2_lanes = 1
@@ -46,11 +46,11 @@ class SftpServer(ServeProcess):
     """`coffer serve` (SFTP only) in a child process; a context manager."""
 
     def __init__(self, folder: Path, accounts: dict | None = None, quotas: dict | None = None,
-                 extra: str = "", keys: dict | None = None):
+                 extra: str = "", keys: dict | None = None, security: str = ""):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.config = write_config(self.folder, self.port, extra)
+        self.config = write_config(self.folder, self.port, extra, security)
         self.accounts = dict(accounts or ACCOUNTS)
         self.quotas = quotas or {}
         self.keys = keys if keys is not None else {n: [n] for n in self.accounts}

@@ -5,6 +5,7 @@ import os
 import random
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -113,3 +114,55 @@ def test_restic_cycle(server, tmp_path):
     assert subprocess.run(["diff", "-r", str(src), str(target / str(src).lstrip("/"))]).returncode == 0
     snaps = run(base + ["snapshots", "--json"], env).stdout
     assert snaps.count('"id"') == 1
+
+
+def test_duplicity_cycle(server, tmp_path):
+    """Debian's duplicity: its SFTP backend is the system's paramiko 2.x, which
+    speaks no AES-GCM (it connects with AES-CTR and HMAC-SHA2)."""
+    duplicity = require_client("duplicity")
+    pub = (server.folder / "var" / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{server.port} {pub[0]} {pub[1]}\n")
+    env = dict(os.environ, FTP_PASSWORD=server.accounts["alice"][0], PASSPHRASE="duplicity-test-passphrase",
+               HOME=str(tmp_path))
+    url = f"sftp://alice@127.0.0.1:{server.port}//duplicity"
+
+    def dup(*args, archive=tmp_path / "archive", ok=True):
+        return run([duplicity, *args, f"--ssh-options=-oUserKnownHostsFile={known}", "--archive-dir",
+                    str(archive), "--num-retries", "1"], env, ok=ok)
+
+    src = tmp_path / "src"
+    src.mkdir()
+    make_tree(src, seed=13)
+    for i in range(50):
+        sub = src / "many" / f"group {i % 5}" / f"level {i % 3}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"item {i:03d}.dat").write_bytes(random.Random(i).randbytes(100 + 997 * i))
+    assert sum(1 for p in src.rglob("*") if p.is_file()) >= 100
+    full_copy = tmp_path / "as-of-full"
+    shutil.copytree(src, full_copy)
+
+    dup("full", str(src), url)
+    full_time = int(time.time()) + 1
+    time.sleep(2.1)
+    (src / "docs" / "report.txt").write_text("changed after the full backup\n" * 300)
+    (src / "many" / "group 1" / "level 1" / "item 001.dat").unlink()
+    (src / "many" / "fresh").mkdir()
+    (src / "many" / "fresh" / "new.bin").write_bytes(os.urandom(300_000))
+    r = dup("incremental", str(src), url)
+    assert "Errors 0" in r.stdout
+    dup("verify", "--compare-data", url, str(src))
+    status = dup("collection-status", url, archive=tmp_path / "empty-archive").stdout
+    assert "Full" in status and "Incremental" in status, status
+    latest = tmp_path / "restore-latest"
+    dup("restore", url, str(latest))
+    assert subprocess.run(["diff", "-r", str(src), str(latest)]).returncode == 0
+    first = tmp_path / "restore-full"
+    dup("restore", "--time", str(full_time), url, str(first))
+    assert subprocess.run(["diff", "-r", str(full_copy), str(first)]).returncode == 0
+
+    # the host key is really checked: another key fails at once
+    impostor = server.make_key("impostor").with_suffix(".pub").read_text().split()
+    known.write_text(f"[127.0.0.1]:{server.port} {impostor[0]} {impostor[1]}\n")
+    r = dup("collection-status", url, archive=tmp_path / "empty-archive", ok=False)
+    assert r.returncode != 0 and "key" in r.stdout + r.stderr

@@ -728,8 +728,15 @@ def test_ssh_coffer_share_commands(server, clients):
 
     p = openssh(server, "coffer share grant /SshBox writer admin")
     assert p.returncode == 1 and "'read' or 'write'" in p.stderr
-    p = openssh(server, "coffer share grant /SshBox ghost read")
-    assert p.returncode == 1 and "no active account" in p.stderr
+    # whether a name is an account is not told: the same answer for a real grantee and a ghost
+    real = openssh(server, "coffer share grant /SshBox writer write")
+    ghost = openssh(server, "coffer share grant /SshBox ghost write")
+    assert ghost.returncode == real.returncode == 0, ghost.stderr
+    assert ghost.stdout.replace("ghost", "writer") == real.stdout and not ghost.stderr
+    assert "ghost" not in openssh(server, "coffer share list").stdout       # nobody was given access
+    p = openssh(server, "coffer share revoke /SshBox ghost")
+    q = openssh(server, "coffer share revoke /SshBox reader")                 # an account without a grant here
+    assert p.returncode == q.returncode == 1 and p.stderr.replace("ghost", "reader") == q.stderr, p.stderr
     p = openssh(server, "coffer share grant '/Sh Box' writer read")
     assert p.returncode == 1 and "does not exist" in p.stderr
     p = openssh(server, "coffer share")
