@@ -1,4 +1,4 @@
-"""Accounts: creation, passwords, key unlocking, login throttling.
+"""Accounts: creation, passwords, key unlocking.
 
 A password is checked twice over, for two different jobs: bcrypt verifies it
 (constant-time, tunable cost), and Argon2id turns it into the key that
@@ -8,7 +8,6 @@ wrapped by the server master key instead, kept in a file outside the database.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 import re
@@ -127,6 +126,7 @@ class MasterKey:
 class Accounts:
     def __init__(self, db: meta.Database, cfg, master: MasterKey):
         self.db, self.cfg, self.master = db, cfg, master
+        self._decoy_hash: bytes | None = None
         self.kdf = crypto.KdfParams(cfg.security.argon2_memory_kib, cfg.security.argon2_iterations,
                                     cfg.security.argon2_lanes)
 
@@ -235,9 +235,22 @@ class Accounts:
         return row
 
     def verify(self, row, password: str) -> bool:
+        """Whether the password is the account's. Without an account (row
+        None), or with one being erased, a hash of the configured cost is
+        checked all the same, so the answer takes as long as for a wrong
+        password and does not tell which names exist."""
         if not password or len(password) > MAX_PASSWORD:
             return False
+        if row is None or row["status"] == "erasing":
+            bcrypt.checkpw(bcrypt_input(password), self._decoy())
+            return False
         return bcrypt.checkpw(bcrypt_input(password), bytes(row["password_hash"]))
+
+    def _decoy(self) -> bytes:
+        if self._decoy_hash is None:
+            self._decoy_hash = bcrypt.hashpw(os.urandom(16).hex().encode(),
+                                             bcrypt.gensalt(self.cfg.security.bcrypt_rounds))
+        return self._decoy_hash
 
     def user_key(self, row, password: str | None = None) -> bytes:
         """Unwrap the account's user key: with the password (private), or the
@@ -329,53 +342,3 @@ class Accounts:
         if row is None or row["status"] != "active":
             return None
         return row["credential_gen"]
-
-
-class Throttle:
-    """Growing delays, then a temporary block, after repeated login failures
-    from one address or on one account. Counters live in the database so
-    every server node sees them."""
-
-    def __init__(self, db: meta.Database, cfg, secret: bytes):
-        self.db, self.cfg, self.secret = db, cfg.security, secret
-
-    def _key(self, kind: str, value: str) -> str:
-        return hmac.new(self.secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:40]
-
-    def keys(self, name: str, addr: str | None) -> list[str]:
-        out = [self._key("user", normalize_name(name))]
-        if addr:
-            out.append(self._key("addr", addr))
-        return out
-
-    def check(self, keys: list[str]) -> None:
-        now = meta.now_us()
-        with self.db.read() as c:
-            for k in keys:
-                row = q.throttle_get(c, k)
-                if row and row["blocked_until_us"] and row["blocked_until_us"] > now:
-                    wait = -(-(row["blocked_until_us"] - now) // 1_000_000)
-                    raise AuthenticationFailed(f"too many failed logins: try again in {wait} s")
-
-    def failed(self, keys: list[str]) -> None:
-        now = meta.now_us()
-        window = self.cfg.login_window_seconds * 1_000_000
-        with self.db.write() as c:
-            for k in keys:
-                row = q.throttle_get(c, k)
-                if row is None or now - row["window_start_us"] > window:
-                    failures, start = 1, now
-                else:
-                    failures, start = row["failures"] + 1, row["window_start_us"]
-                blocked = None
-                if failures >= self.cfg.login_block_after:
-                    blocked = now + self.cfg.login_block_seconds * 1_000_000
-                elif failures >= self.cfg.login_failures_before_delay:
-                    step = failures - self.cfg.login_failures_before_delay
-                    blocked = now + min(2 ** step, 60) * 1_000_000
-                q.throttle_put(c, k, failures, start, blocked)
-
-    def succeeded(self, keys: list[str]) -> None:
-        with self.db.write() as c:
-            for k in keys:
-                q.throttle_clear(c, k)

@@ -8,6 +8,7 @@ from the folder of the config file (or the working folder without one).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -46,10 +47,17 @@ class SecurityConfig:
     argon2_iterations: int = 3
     argon2_lanes: int = 4
     credential_cache_seconds: int = 300
-    login_failures_before_delay: int = 3
-    login_block_after: int = 10       # failures within login_window_seconds
+    # the login guard (providers/throttle.py): failures count for login_window_seconds
     login_window_seconds: int = 900
-    login_block_seconds: int = 900
+    login_failures_before_delay: int = 3      # per account and address; then waits 1, 2, 4 … s
+    login_max_delay_seconds: int = 60
+    login_block_after: int = 10               # failures from one address (any accounts) ban it
+    login_block_seconds: int = 900            # the first ban; each next one twice as long
+    login_block_max_seconds: int = 86400      # longest ban; bans are forgotten after this long
+    login_protect_after: int = 10             # failures on one account: addresses it does not trust
+                                              # get one free guess on it instead of before_delay
+    login_trust_days: int = 30                # a success trusts that account and address this long
+    login_safe_networks: tuple = ()           # CIDRs never banned as a whole (an office NAT)
 
 
 @dataclass(frozen=True)
@@ -220,6 +228,22 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[sftp] {key} must be 1 or more")
     if not 4 <= cfg.security.bcrypt_rounds <= 31:
         raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
+    _validate_login_guard(cfg.security)
+
+
+def _validate_login_guard(sec: SecurityConfig) -> None:
+    for key in ("login_window_seconds", "login_failures_before_delay", "login_max_delay_seconds",
+                "login_block_after", "login_block_seconds", "login_protect_after", "login_trust_days"):
+        if getattr(sec, key) < 1:
+            raise ConfigError(f"[security] {key} must be 1 or more")
+    if sec.login_block_max_seconds < sec.login_block_seconds:
+        raise ConfigError("[security] login_block_max_seconds must be at least login_block_seconds")
+    for net in sec.login_safe_networks:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[security] login_safe_networks: {net!r} is not an address or network "
+                              "such as \"192.0.2.0/24\" or \"2001:db8::/48\"") from None
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

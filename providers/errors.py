@@ -63,5 +63,14 @@ class AuthenticationFailed(CofferError):
     """Wrong user name or password, or a disabled account."""
 
 
+class Throttled(AuthenticationFailed):
+    """The login guard refused the attempt before any password was checked;
+    `retry_after` is in whole seconds."""
+
+    def __init__(self, retry_after_us: int):
+        self.retry_after = max(1, -(-retry_after_us // 1_000_000))
+        super().__init__(f"too many failed logins: try again in {self.retry_after} s")
+
+
 class StorageUnavailable(CofferError):
     """The blob store or the disk failed (for example: disk full)."""

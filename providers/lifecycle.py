@@ -222,7 +222,7 @@ def _erase_domain(st, user_id: int, did: int, progress, removed: int) -> int:
 
 def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
     dead_hash = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(4))    # matches no password
-    throttle_key = st.throttle.keys(name, None)[0]
+    throttle_key = st.throttle.account_key(name)
     with st.db.write() as c:
         row = uq.user_by_id(c, user_id)
         if row is None:
@@ -484,7 +484,8 @@ def notify_news(st, subject: str, body: str) -> dict:
 def run_maintenance(st, now_us: int | None = None, retention: bool = True, progress=None) -> dict:
     """Erase cancelled accounts whose grace period is over and resume
     interrupted erasures; apply version and trash retention; drop session
-    records, audit events and locks older than the config allows."""
+    records, audit events and locks older than the config allows, and login
+    guard records that no longer matter."""
     now = now_us or meta.now_us()
     report = {"accounts_erased": 0, "receipts": [], "retention_accounts": 0, "versions_expired": 0,
               "trash_expired": 0, "session_records_purged": 0,
@@ -523,6 +524,7 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
             c, now - st.cfg.accounts.session_record_days * DAY)
         report["audit_events_purged"] = lq.purge_audit_before(c, now - st.cfg.accounts.audit_days * DAY)
         report["locks_purged"] = lockq.purge_expired(c, now)
+    report["login_records_purged"] = st.throttle.prune()
     return report
 
 

@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import crypto, meta, rekey
-from .accounts import Accounts, MasterKey, Throttle, User, normalize_name
+from .accounts import Accounts, MasterKey, User, normalize_name
 from .blobs import open_store
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
 from .meta import tree as t
 from .meta import users as uq
+from .throttle import Throttle
 from .vfs import Vfs
 
 log = logging.getLogger(__name__)
+WRONG_LOGIN = "wrong user name or password"     # unknown, wrong, disabled and cancelled alike
 _IMPORTED = rekey.IMPORTED          # dedup ids of chunks moved in from another domain
 
 
@@ -91,22 +93,31 @@ class Storage:
     # -- principals ------------------------------------------------------------------
     def login(self, name: str, password: str, client_addr: str | None = None,
               protocol: str = "admin") -> Vfs:
-        """Check the password (throttled) and open the account's filesystem."""
+        """Check the password (under the login guard) and open the account's
+        filesystem.
+
+        Raises Throttled (an AuthenticationFailed with `retry_after`) before
+        any check when the guard refuses the attempt, and otherwise
+        AuthenticationFailed with one message for an unknown name, a wrong
+        password and an account that is not active, after the same work;
+        only the audit event records which it was."""
         name = normalize_name(name)
-        keys = self.throttle.keys(name, client_addr)
-        self.throttle.check(keys)
-        with self.db.read() as c:
-            row = uq.user_by_name(c, name)
-        ok = row is not None and self.accounts.verify(row, password)
+        attempt = self.throttle.reserve(name, client_addr)
+        try:
+            with self.db.read() as c:
+                row = uq.user_by_name(c, name)
+            ok = self.accounts.verify(row, password)
+        except BaseException:
+            self.throttle.failed(attempt)
+            raise
         if not ok or row["status"] != "active":
-            self.throttle.failed(keys)
+            self.throttle.failed(attempt)
+            reason = "unknown" if row is None else "password" if not ok else row["status"]
             self.audit("login_failed", user_id=row["id"] if row else None, actor="user",
-                       client_addr=client_addr, protocol=protocol,
-                       reason="password" if not ok else row["status"])
-            if ok:
-                raise AuthenticationFailed(f"the account is {row['status']}; contact the administrator")
-            raise AuthenticationFailed("wrong user name or password")
-        self.throttle.succeeded(keys)
+                       client_addr=client_addr, protocol=protocol, reason=reason)
+            log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)
+            raise AuthenticationFailed(WRONG_LOGIN)
+        self.throttle.succeeded(attempt)
         user_key = self.accounts.user_key(row, password)
         with self.db.write() as c:
             uq.update_user(c, row["id"], last_login_us=meta.now_us())

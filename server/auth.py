@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from providers.errors import AuthenticationFailed
+from providers.storage import WRONG_LOGIN
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ class CredentialCache:
             self.release(entry)
             self.forget(name)
             if gen is None:
-                raise AuthenticationFailed("wrong user name or password, or the account is disabled")
+                raise AuthenticationFailed(WRONG_LOGIN)
         vfs = self.st.login(name, password, client_addr=client_addr, protocol=protocol)
         gen = self.st.account_generation(name)
         fresh = Login(name=name, vfs=vfs, generation=gen if gen is not None else -1,

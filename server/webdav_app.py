@@ -351,8 +351,10 @@ class CofferWebDAV:
             name, password = parse_basic(environ.get("HTTP_AUTHORIZATION"))
             login = self.cache.acquire(name, password, addr, "webdav")
         except errors.AuthenticationFailed as e:
-            return _status_response(start_response, "401 Unauthorized", str(e),
-                                    [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')])
+            headers = [("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"')]
+            if isinstance(e, errors.Throttled):
+                headers.append(("Retry-After", str(e.retry_after)))
+            return _status_response(start_response, "401 Unauthorized", str(e), headers)
         except errors.CofferError as e:
             log.warning("login failed: %s", type(e).__name__)
             return _status_response(start_response, "503 Service Unavailable", "login is not possible now")

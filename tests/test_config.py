@@ -32,6 +32,9 @@ def test_example_holds_every_option_at_its_default():
     ({"accounts": {"default_plan": "gold"}}, "gold"),
     ({"storage": {"gc_grace_seconds": 60}}, "gc_grace_seconds"),
     ({"storage": {"gc_every_hours": -1}}, "gc_every_hours"),
+    ({"security": {"login_safe_networks": ["office"]}}, "login_safe_networks"),
+    ({"security": {"login_block_max_seconds": 60}}, "login_block_max_seconds"),
+    ({"security": {"login_failures_before_delay": 0}}, "login_failures_before_delay"),
 ])
 def test_mistakes_name_the_option(raw, words):
     with pytest.raises(config.ConfigError) as e:

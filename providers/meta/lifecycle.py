@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlalchemy import delete, func, or_, select, update
 
 from .schema import (audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
-                     receipts, session_records, ssh_keys, throttle, users, version_chunks, versions)
+                     receipts, session_records, ssh_keys, users, version_chunks, versions)
+from .users import throttle_delete
 
 
 # -- erasure -----------------------------------------------------------------------------
@@ -17,8 +18,9 @@ def owned_domains(c, user_id: int) -> list[int]:
 
 def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
     """Destroy every wrapped copy of the account's keys and of the keys of the
-    domains it owns, with its SSH keys, locks and login counters. After this
-    nothing on the server can decrypt the account's chunks."""
+    domains it owns, with its SSH keys, locks and login guard records (its
+    own and its pairs with addresses). After this nothing on the server can
+    decrypt the account's chunks."""
     owned = select(domains.c.id).where(domains.c.owner_id == user_id)
     n_members = c.execute(delete(domain_members).where(or_(domain_members.c.domain_id.in_(owned),
                                                            domain_members.c.user_id == user_id))).rowcount
@@ -28,7 +30,7 @@ def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
     n_ssh = c.execute(delete(ssh_keys).where(ssh_keys.c.user_id == user_id)).rowcount
     n_locks = c.execute(delete(locks).where(or_(locks.c.domain_id.in_(owned), locks.c.user_id == user_id))
                         ).rowcount
-    c.execute(delete(throttle).where(throttle.c.key == throttle_key))
+    throttle_delete(c, [throttle_key], account=throttle_key)
     return {"key_memberships": n_members, "ssh_keys": n_ssh, "locks": n_locks}
 
 

@@ -184,12 +184,17 @@ audit_events = Table(
     Column("detail", JSON, nullable=False, default=dict),             # never personal data
 )
 
-throttle = Table(   # login failure counters, shared by every server node
+throttle = Table(   # login guard records, shared by every server node and process
     "throttle", metadata,
-    Column("key", String(64), primary_key=True),                      # keyed hash of address or account
-    Column("failures", Integer, nullable=False, default=0),
+    Column("key", String(64), primary_key=True),                      # keyed hash: address, account, or both
+    Column("account", String(64), nullable=True, index=True),         # the account's key (erasure deletes by it)
+    Column("failures", Integer, nullable=False, default=0),           # in the window, reservations included
+    Column("pending", Integer, nullable=False, default=0),            # reserved attempts not yet answered
     Column("window_start_us", BigInteger, nullable=False),
-    Column("blocked_until_us", BigInteger, nullable=True),
+    Column("blocked_until_us", BigInteger, nullable=True),            # address ban, or a pair's next guess
+    Column("bans", Integer, nullable=False, default=0),               # address bans so far: each lasts longer
+    Column("trusted_until_us", BigInteger, nullable=True),            # pair: a success from here until then
+    Column("updated_us", BigInteger, nullable=False),
 )
 
 receipts = Table(

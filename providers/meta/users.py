@@ -1,7 +1,9 @@
-"""Queries on accounts, key-domain membership, throttling, sessions, audit."""
+"""Queries on accounts, key-domain membership, the login guard, sessions, audit."""
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal_column, select, update
+import importlib
+
+from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal_column, or_, select, update
 
 from .db import HotQuery, now_us
 from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
@@ -87,23 +89,49 @@ def make_root(c, domain_id: int, name_enc: bytes) -> int:
                                           changed_us=t, size=0)).inserted_primary_key[0]
 
 
-# -- throttling -------------------------------------------------------------------
+# -- login guard ----------------------------------------------------------------------
 
-def throttle_get(c, key: str):
-    return c.execute(select(throttle).where(throttle.c.key == key)).mappings().first()
+def throttle_lock(c, rows: dict, now: int) -> dict[str, dict]:
+    """The guard records of these keys ({key: account key or None}), made
+    empty where missing and locked until the transaction ends (in key order,
+    so two logins cannot deadlock)."""
+    for key in sorted(rows):
+        values = dict(key=key, account=rows[key], failures=0, pending=0, window_start_us=now, bans=0,
+                      updated_us=now)
+        if c.dialect.name in ("sqlite", "postgresql"):
+            dialect = importlib.import_module(f"sqlalchemy.dialects.{c.dialect.name}")
+            c.execute(dialect.insert(throttle).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+        elif c.execute(select(throttle.c.key).where(throttle.c.key == key)).first() is None:
+            c.execute(insert(throttle).values(**values))
+    found = c.execute(select(throttle).where(throttle.c.key.in_(list(rows))).order_by(throttle.c.key)
+                      .with_for_update()).mappings()
+    return {r["key"]: dict(r) for r in found}
 
 
-def throttle_put(c, key: str, failures: int, window_start_us: int, blocked_until_us) -> None:
-    if throttle_get(c, key) is None:
-        c.execute(insert(throttle).values(key=key, failures=failures, window_start_us=window_start_us,
-                                          blocked_until_us=blocked_until_us))
-    else:
-        c.execute(update(throttle).where(throttle.c.key == key).values(
-            failures=failures, window_start_us=window_start_us, blocked_until_us=blocked_until_us))
+def throttle_save(c, row: dict) -> None:
+    c.execute(update(throttle).where(throttle.c.key == row["key"]).values(
+        {k: v for k, v in row.items() if k != "key"}))
 
 
-def throttle_clear(c, key: str) -> None:
-    c.execute(delete(throttle).where(throttle.c.key == key))
+def throttle_rows(c, keys: list[str]) -> dict[str, dict]:
+    return {r["key"]: dict(r) for r in c.execute(select(throttle).where(throttle.c.key.in_(keys))).mappings()}
+
+
+def throttle_delete(c, keys: list[str] = (), account: str | None = None) -> int:
+    """Delete these records, and with `account` every record of that account
+    (its own and its pairs with addresses)."""
+    cond = throttle.c.key.in_(list(keys))
+    if account is not None:
+        cond = or_(cond, throttle.c.account == account)
+    return c.execute(delete(throttle).where(cond)).rowcount
+
+
+def throttle_prune(c, before_us: int, now: int) -> int:
+    """Delete records untouched since `before_us` with no ban or trust left."""
+    return c.execute(delete(throttle).where(
+        throttle.c.updated_us < before_us,
+        or_(throttle.c.blocked_until_us.is_(None), throttle.c.blocked_until_us < now),
+        or_(throttle.c.trusted_until_us.is_(None), throttle.c.trusted_until_us < now))).rowcount
 
 
 # -- session records and audit ---------------------------------------------------------
