@@ -7,12 +7,13 @@ an attacker's address is slowed on the account it guesses and banned after
 ten failures anywhere; the owner, from an address with no bad record or one
 it has logged in from before, always has the right password checked.
 """
+import dataclasses
 import threading
 
 import bcrypt
 import pytest
+from sqlalchemy import text
 
-from conftest import make_config
 from providers import lifecycle
 from providers.errors import AuthenticationFailed, Throttled
 from providers.storage import WRONG_LOGIN, Storage
@@ -41,8 +42,8 @@ def clock():
 
 
 @pytest.fixture
-def st(tmp_path, clock):
-    s = Storage.open(make_config(tmp_path))
+def st(cfg, clock):
+    s = Storage.open(cfg)
     s.throttle = Throttle(s.db, s.cfg, s.master.subkey("throttle"), clock=clock, sleep=clock.sleep)
     for name in ("victim", "mallory", "ann", "ben"):
         s.accounts.create(name, f"{name}-password")
@@ -145,8 +146,8 @@ def test_a_protected_account_gives_untrusted_addresses_one_guess(st, clock):
     login(st, "victim", "victim-password", ELSEWHERE)             # and a clean address is checked
 
 
-def test_safe_networks_are_never_banned_as_a_whole(tmp_path, clock):
-    st = Storage.open(make_config(tmp_path, security={"login_safe_networks": ["192.0.2.0/24"]}))
+def test_safe_networks_are_never_banned_as_a_whole(cfg, clock):
+    st = Storage.open(cfg.replace(security=dataclasses.replace(cfg.security, login_safe_networks=("192.0.2.0/24",))))
     st.throttle = Throttle(st.db, st.cfg, st.master.subkey("throttle"), clock=clock, sleep=clock.sleep)
     try:
         st.accounts.create("ann", "ann-password")
@@ -229,12 +230,12 @@ def test_erasure_removes_the_accounts_records_with_every_address(st, clock):
     for addr in (ATTACKER, NAT, ELSEWHERE):
         refused(st, "victim", "guess", addr)
     key = st.throttle.account_key("victim")
-    count = "select count(*) from throttle where account = :k or key = :k"
+    count = text("select count(*) from throttle where account = :k or key = :k")
     with st.db.read() as c:
-        assert c.exec_driver_sql(count.replace(":k", "?"), (key, key)).scalar() == 4   # account + 3 pairs
+        assert c.execute(count, {"k": key}).scalar() == 4          # the account and its 3 pairs
     lifecycle.erase(st, "victim")
     with st.db.read() as c:
-        assert c.exec_driver_sql(count.replace(":k", "?"), (key, key)).scalar() == 0
+        assert c.execute(count, {"k": key}).scalar() == 0
 
 
 def test_the_administrator_can_see_and_lift_a_ban(st, clock):
