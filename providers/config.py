@@ -86,6 +86,19 @@ class WebDAVConfig:
 
 
 @dataclass(frozen=True)
+class TLSConfig:
+    names: tuple = ()                 # more host names/addresses for the self-signed certificate
+    acme_domains: tuple = ()          # names to get a trusted certificate for over ACME; () = self-signed
+    acme_email: str = ""              # contact for expiry notices from the certificate authority
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_challenge: str = "http-01"   # "http-01" (on acme_http_port) or "tls-alpn-01" (on the HTTPS port)
+    acme_http_port: int = 80
+    acme_ca_file: str = ""            # CA to trust for the ACME directory itself (in-house CAs); "" = system
+    acme_renew_days: int = 30         # renew when fewer days than this are left
+    check_seconds: int = 3600         # how often certificates are checked (renewal, replaced files)
+
+
+@dataclass(frozen=True)
 class SFTPConfig:
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -125,6 +138,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     webdav: WebDAVConfig = field(default_factory=WebDAVConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     sftp: SFTPConfig = field(default_factory=SFTPConfig)
     accounts: AccountsConfig = field(default_factory=AccountsConfig)
     mail: MailConfig = field(default_factory=MailConfig)
@@ -189,7 +203,7 @@ def from_dict(raw: dict, base_dir: str = ".") -> Config:
         if not isinstance(body, dict):
             raise ConfigError(f"[{name}] must be a table")
         cls = {"storage": StorageConfig, "security": SecurityConfig, "retention": RetentionConfig,
-               "webdav": WebDAVConfig, "sftp": SFTPConfig, "accounts": AccountsConfig,
+               "webdav": WebDAVConfig, "tls": TLSConfig, "sftp": SFTPConfig, "accounts": AccountsConfig,
                "mail": MailConfig}[name]
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
         values = {}
@@ -229,6 +243,7 @@ def validate(cfg: Config) -> None:
     if not 4 <= cfg.security.bcrypt_rounds <= 31:
         raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
     _validate_login_guard(cfg.security)
+    _validate_tls(cfg.tls, cfg.webdav)
 
 
 def _validate_login_guard(sec: SecurityConfig) -> None:
@@ -244,6 +259,24 @@ def _validate_login_guard(sec: SecurityConfig) -> None:
         except (TypeError, ValueError):
             raise ConfigError(f"[security] login_safe_networks: {net!r} is not an address or network "
                               "such as \"192.0.2.0/24\" or \"2001:db8::/48\"") from None
+
+
+def _validate_tls(t: TLSConfig, webdav: WebDAVConfig) -> None:
+    if t.acme_challenge not in ("http-01", "tls-alpn-01"):
+        raise ConfigError('[tls] acme_challenge must be "http-01" or "tls-alpn-01"')
+    if t.acme_domains and not t.acme_directory.startswith("https://"):
+        raise ConfigError("[tls] acme_directory must be an https:// URL")
+    if t.acme_domains and (webdav.cert_file or webdav.key_file):
+        raise ConfigError("[tls] acme_domains and [webdav] cert_file/key_file exclude each other: pick one")
+    if t.acme_domains and not webdav.tls:
+        raise ConfigError("[tls] acme_domains needs [webdav] tls = true")
+    for key in ("names", "acme_domains"):
+        if not all(isinstance(n, str) and n.strip() for n in getattr(t, key)):
+            raise ConfigError(f"[tls] {key}: a list of host names or addresses")
+    if not 0 < t.acme_http_port < 65536:
+        raise ConfigError("[tls] acme_http_port must be a port number (80 for Let's Encrypt)")
+    if t.acme_renew_days < 1 or t.check_seconds < 1:
+        raise ConfigError("[tls] acme_renew_days and check_seconds must be at least 1")
 
 
 def load(path: str | os.PathLike | None = None) -> Config:

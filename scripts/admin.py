@@ -307,7 +307,8 @@ def _load_extensions() -> None:
     import importlib
     if EXTENSIONS:            # already loaded in this process
         return
-    for mod in ("scripts.admin_keys", "scripts.admin_gdpr", "scripts.admin_share", "scripts.admin_login"):
+    for mod in ("scripts.admin_keys", "scripts.admin_gdpr", "scripts.admin_share", "scripts.admin_login",
+                "scripts.admin_tls"):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError as e:

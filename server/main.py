@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from providers import config as config_mod
 from providers.accounts import PASSWORD_BITS, generate_password
@@ -43,24 +45,67 @@ def _init_account(st, cfg, name: str) -> None:
           f"`coffer-admin user passwd {name}`)", flush=True)
 
 
-def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None) -> str:
-    lines = ["", "How to connect:"]
+def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None, ca_file: Path | None = None,
+                  known_hosts: Path | None = None) -> str:
+    """How to connect each client. Indented lines are commands that work
+    as pasted into a POSIX shell on this machine; none holds the password."""
+    q = shlex.quote
+    lines = ["", "How to connect (indented lines are shell commands for this machine; "
+                 "they ask for the password, none holds it):"]
     if dav_url:
         host_port = dav_url.split("://", 1)[1].rstrip("/")
+        ca = f" --cacert {q(str(ca_file))}" if ca_file else ""
+        rca = f" --ca-cert {q(str(ca_file))}" if ca_file else ""
+        if ca_file:
+            lines += [f"  Certificate      : made by this server's own CA {ca_file}; trust that file once on each",
+                      "                     client (Windows, macOS, GNOME, Firefox, davfs2): coffer-admin tls show"]
         lines += [
             f"  Windows Explorer : Map network drive -> {dav_url}  (user {name})",
             f"  macOS Finder     : Go > Connect to Server -> {dav_url}",
             f"  Linux (GNOME)    : Other Locations -> davs://{host_port}/",
-            f"  Linux (davfs2)   : mount -t davfs {dav_url} /mnt/coffer",
-            f"  rclone           : rclone config -> new remote, type webdav, url {dav_url}, vendor owncloud,"
-            f" user {name}",
             f"  Cyberduck/WinSCP : WebDAV (HTTPS), server {host_port}",
+            "  curl (asks for the password):",
+            f"      curl{ca} -u {q(name)} -X PROPFIND -H 'Depth: 1' {dav_url}",
+            "  rclone (the first command waits for the password: type it, press Enter):",
+            '      read -rs PW && export RCLONE_WEBDAV_PASS="$(printf %s "$PW" | rclone obscure -)" && unset PW',
+            f"      rclone lsd{rca} {q(f':webdav,url={chr(34)}{dav_url}{chr(34)},vendor=owncloud,user={name}:')}",
+            "  davfs2 (as root; asks for the user name and password):",
         ]
+        if ca_file:
+            lines.append(f"      echo {q(f'trust_ca_cert {ca_file}')} >> /etc/davfs2/davfs2.conf")
+        lines.append(f"      mkdir -p /mnt/coffer && mount -t davfs {dav_url} /mnt/coffer")
     if sftp_addr:
         host, port = sftp_addr
-        lines += [f"  SFTP             : sftp -P {port} {name}@{host}",
-                  f"  restic           : restic -r sftp://{name}@{host}:{port}//backup init"]
+        kh = f"-o UserKnownHostsFile={q(str(known_hosts))} " if known_hosts else ""
+        ssh = f"ssh {kh}-p {port} {name}@{host} -s sftp"
+        lines += ["  SFTP (asks for the password):",
+                  f"      sftp {kh}-P {port} {q(name)}@{host}",
+                  "  restic (asks for a new password for the backup repository, then for the account's password,"
+                  " once per connection):",
+                  f"      restic -o sftp.command={q(ssh)} -r sftp:{q(name)}@{host}:/backup init"]
+        if known_hosts:
+            lines += [f"  SSH host keys    : {known_hosts} holds this server's (fingerprints above); to trust them",
+                      f"                     for good: cat {q(str(known_hosts))} >> ~/.ssh/known_hosts"]
     return "\n".join(lines)
+
+
+def _known_hosts(cfg, ssh, host: str, port: int) -> Path | None:
+    """Write the SFTP server's host keys as known_hosts lines
+    (`<data_dir>/known_hosts`), for the printed commands to check."""
+    keys = getattr(ssh, "host_keys", None)
+    if not keys:
+        return None
+    pattern = host if port == 22 else f"[{host}]:{port}"
+    path = cfg.data_dir / "known_hosts"
+    text = "".join(f"{pattern} {k.get_name()} {k.get_base64()}\n" for k in keys)
+    tmp = path.with_name("known_hosts.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _shown_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
 def serve(args) -> int:
@@ -68,6 +113,7 @@ def serve(args) -> int:
     cfg = config_mod.load(args.config)
     _setup_logging(args.log_level)
     from providers.storage import Storage
+    from . import tls
     from .webdav_server import start_webdav
 
     st = Storage.open(cfg)
@@ -79,8 +125,7 @@ def serve(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     running = []
-    dav_url = None
-    sftp_addr = None
+    dav_url = sftp_addr = ca_file = known_hosts = None
     try:
         if cfg.webdav.enabled:
             dav = start_webdav(st, cfg)
@@ -89,6 +134,13 @@ def serve(args) -> int:
             print(f"coffer: WebDAV listening on {dav.url}", flush=True)
             if dav.fingerprint:
                 print(f"coffer: TLS certificate SHA-256 fingerprint {dav.fingerprint}", flush=True)
+                ca_file = tls.local_ca_file(cfg)
+                if ca_file is not None:
+                    print(f"coffer: clients trust this server's own CA {ca_file} (SHA-256 "
+                          f"{tls.fingerprint(ca_file)}); how, for each client: coffer-admin tls show", flush=True)
+                if cfg.tls.acme_domains and ca_file is not None:
+                    print(f"coffer: requesting a certificate for {', '.join(cfg.tls.acme_domains)} from "
+                          f"{cfg.tls.acme_directory} in the background", flush=True)
         if cfg.sftp.enabled:
             try:
                 from .sftp import start_sftp
@@ -97,12 +149,13 @@ def serve(args) -> int:
             else:
                 ssh = start_sftp(st, cfg)
                 running.append(ssh)
-                sftp_addr = (cfg.sftp.host, getattr(ssh, "port", cfg.sftp.port))
-                print(f"coffer: SFTP listening on {sftp_addr[0]}:{sftp_addr[1]}", flush=True)
+                sftp_addr = (_shown_host(cfg.sftp.host), getattr(ssh, "port", cfg.sftp.port))
+                print(f"coffer: SFTP listening on {cfg.sftp.host}:{sftp_addr[1]}", flush=True)
                 for fp in getattr(ssh, "fingerprints", []) or []:
                     print(f"coffer: SSH host key fingerprint {fp}", flush=True)
+                known_hosts = _known_hosts(cfg, ssh, *sftp_addr)
         if args.init is not None:
-            print(_connect_help(args.init, dav_url, sftp_addr), flush=True)
+            print(_connect_help(args.init, dav_url, sftp_addr, ca_file, known_hosts), flush=True)
         if not running:
             print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
             return 2

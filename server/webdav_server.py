@@ -1,11 +1,20 @@
 """Run the WebDAV application on cheroot, over HTTPS (plain HTTP only on a
-loopback address, and only when the config says so)."""
+loopback address, and only when the config says so).
+
+The certificate is checked every `[tls] check_seconds`: an ACME one due for
+renewal is renewed, a local one re-issued when stale, and a replaced file is
+loaded; new connections get the new certificate while open ones go on.
+"""
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
+import ssl
 import threading
+from pathlib import Path
 
+from cheroot import errors as cheroot_errors
 from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
@@ -25,12 +34,108 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ReloadingSSLAdapter(BuiltinSSLAdapter):
+    """cheroot's adapter, with a certificate that can be replaced while
+    serving, and answers to TLS-ALPN-01 checks while one is pending."""
+
+    def __init__(self, cert: Path, key: Path, pending=None):
+        super().__init__(str(cert), str(key))
+        self.pending = pending
+
+    def reload(self, cert: Path, key: Path) -> None:
+        ctx = ssl.create_default_context(purpose=ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.context = ctx                 # one assignment: each handshake sees the old or the new
+
+    def wrap(self, sock):
+        if self.pending is not None and self.pending.alpn:
+            from .tls_acme import challenge_context
+            ctx = challenge_context(sock, self.pending)
+            if ctx is not None:
+                try:
+                    ctx.wrap_socket(sock, server_side=True).close()
+                except (ssl.SSLError, OSError):
+                    sock.close()
+                raise cheroot_errors.FatalSSLAlert("answered an ACME tls-alpn-01 check")
+        return super().wrap(sock)
+
+
+def _stamp(*paths: Path) -> tuple:
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((str(p), st.st_mtime_ns, st.st_size, st.st_ino))
+    return tuple(out)
+
+
+class CertificateKeeper:
+    """Obtains, renews and reloads the served certificate in the background."""
+
+    def __init__(self, cfg, adapter: ReloadingSSLAdapter, cert: Path, key: Path, https_port: int):
+        self.cfg, self.adapter = cfg, adapter
+        self.stamp = _stamp(cert, key)
+        self.acme = self.http = None
+        if cfg.tls.acme_domains:
+            from .tls_acme import AcmeManager, HTTPChallengeServer
+            self.acme = AcmeManager(cfg, adapter.pending)
+            if cfg.tls.acme_challenge == "http-01":
+                try:
+                    self.http = HTTPChallengeServer(cfg.webdav.host, cfg.tls.acme_http_port, https_port,
+                                                    adapter.pending)
+                except OSError as e:
+                    raise ConfigError(f"[tls] acme_http_port {cfg.tls.acme_http_port}: cannot listen ({e}); "
+                                      f"HTTP-01 needs port 80 reachable from the internet (or use "
+                                      f"acme_challenge = \"tls-alpn-01\" with the HTTPS port on 443)") from None
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="tls-keeper", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def _run(self):
+        wait = 0.0 if self.acme else self.cfg.tls.check_seconds
+        while not self.stopping.wait(wait):
+            try:
+                self.check()
+            except Exception:
+                log.exception("checking the TLS certificate failed")
+            wait = self.cfg.tls.check_seconds
+
+    def check(self) -> None:
+        if self.acme is not None:
+            reason = self.acme.due()
+            if reason:
+                log.info("requesting a certificate for %s from %s: %s", ", ".join(self.cfg.tls.acme_domains),
+                         self.cfg.tls.acme_directory, reason)
+                try:
+                    self.acme.obtain()
+                except Exception as e:
+                    log.error("ACME: no certificate for %s from %s (%s: %s); retrying in %d s",
+                              ", ".join(self.cfg.tls.acme_domains), self.cfg.tls.acme_directory,
+                              type(e).__name__, e, self.cfg.tls.check_seconds)
+        cert, key, _ = tls.ensure_certificate(self.cfg)
+        stamp = _stamp(cert, key)
+        if stamp != self.stamp:
+            self.adapter.reload(cert, key)
+            self.stamp = stamp
+            log.info("now serving the TLS certificate %s (SHA-256 %s)", cert, tls.fingerprint(cert))
+
+    def stop(self):
+        self.stopping.set()
+        if self.http is not None:
+            self.http.stop()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+
 class WebDAVServer:
-    def __init__(self, app: CofferWebDAV, server: wsgi.Server, url: str, fingerprint: str | None):
+    def __init__(self, app: CofferWebDAV, server: wsgi.Server, url: str, fingerprint: str | None,
+                 keeper: CertificateKeeper | None = None):
         self.app = app
         self.server = server
         self.url = url
         self.fingerprint = fingerprint
+        self.keeper = keeper
         self.thread = threading.Thread(target=self._serve, name="webdav", daemon=True)
 
     def _serve(self):
@@ -40,6 +145,8 @@ class WebDAVServer:
             log.exception("the WebDAV server stopped with an error")
 
     def stop(self):
+        if self.keeper is not None:
+            self.keeper.stop()
         self.server.stop()
         self.thread.join(timeout=10)
         self.app.close()
@@ -59,17 +166,28 @@ def start_webdav(storage, cfg, app=None) -> WebDAVServer:
                          request_queue_size=64, timeout=60, shutdown_timeout=5)
     server.max_request_body_size = 0
     server.ConnectionClass = http_io.Connection
-    fp = None
+    fp = keeper = None
     if w.tls:
         cert, key, created = tls.ensure_certificate(cfg)
-        server.ssl_adapter = BuiltinSSLAdapter(str(cert), str(key))
+        pending = None
+        if cfg.tls.acme_domains:
+            from .tls_acme import Challenges
+            pending = Challenges()
+        server.ssl_adapter = ReloadingSSLAdapter(cert, key, pending)
         fp = tls.fingerprint(cert)
         if created:
-            log.info("created a self-signed TLS certificate")
+            log.info("issued a server certificate from the local CA %s", tls.tls_dir(cfg) / "ca.pem")
     server.prepare()                       # binds now, so errors surface here
     host, port = server.bind_addr[:2]
-    shown = f"[{host}]" if ":" in host else host
-    url = f"{'https' if w.tls else 'http'}://{shown}:{port}/"
-    srv = WebDAVServer(app, server, url, fp)
+    if w.tls:
+        try:
+            keeper = CertificateKeeper(cfg, server.ssl_adapter, cert, key, port)
+        except Exception:
+            server.stop()
+            raise
+    srv = WebDAVServer(app, server, tls.public_url(cfg, host, port), fp, keeper)
     srv.thread.start()
+    if keeper is not None:
+        keeper.start()
     return srv
+
