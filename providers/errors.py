@@ -46,6 +46,10 @@ class QuotaExceeded(CofferError):
     """The account's quota would be exceeded; nothing was changed."""
 
 
+class TooLarge(CofferError):
+    """Something a client sent exceeds a documented size limit; nothing was changed."""
+
+
 class ChecksumMismatch(CofferError):
     """The content received does not hash to the checksum the client sent
     with it; nothing was changed."""

@@ -33,11 +33,12 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import crypto, paths
-from .errors import Conflict, IntegrityError
+from .errors import Conflict, IntegrityError, TooLarge
 from .meta import locks as q
 
 log = logging.getLogger(__name__)
 MAX_TIMEOUT = 7 * 24 * 3600          # seconds; longer (or infinite) requests are cut to this
+MAX_OWNER_BYTES = 4096               # a lock's owner text (XML as the client sent it)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,10 @@ class LockStore:
     def create(self, scope: LockScope, path: str, lock: dict) -> dict:
         """Store a new lock on `path`; returns it with token, root, timeout
         and expire filled in. Conflicts are the caller's to check."""
+        owner = lock.get("owner") or b""
+        if len(owner) > MAX_OWNER_BYTES:
+            raise TooLarge(f"the lock's owner is {len(owner)} bytes long; it may take {MAX_OWNER_BYTES} "
+                           "(a name, an address or a URL): the lock was not taken")
         root = normalize_root(path)
         timeout = lock.get("timeout")
         timeout = MAX_TIMEOUT if timeout is None or timeout < 0 or timeout > MAX_TIMEOUT else float(timeout)

@@ -66,6 +66,11 @@ def rekey_nodes(c, node_ids: list[int], keep_name: set[int], src: crypto.DomainK
     nodes under new keys, and move them to domain `dst_id`. Nodes in
     `keep_name` keep their own name as is (it belongs to their parent's
     domain: a moved subtree's top, a shared folder's root)."""
+    # what their properties cost moves with them (re-sealing keeps sizes)
+    for old_id, cost in (t.prop_cost_by_domain(c, node_ids) if node_ids else {}).items():
+        if old_id != dst_id:
+            t.add_usage(c, old_id, -cost)
+            t.add_usage(c, dst_id, cost)
     for nid in node_ids:
         n = t.node(c, nid)
         values = {"domain_id": dst_id}

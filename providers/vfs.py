@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 READ_ONLY = "/.coffer is read-only: copy from it to restore, delete in it to purge"
 SHARED = "Shared"           # where folders shared with the principal appear
 PROPS_BATCH = 500           # node ids per dead-property query of a listing
+PROP_VALUE_BYTES = 64 * 1024             # a dead property's name and value together
+PROPS_PER_NODE = 256                     # dead properties per file or folder
+PROP_BYTES_PER_ACCOUNT = 16 * 1024 * 1024   # all of an owner's, as charged (tree.prop_cost)
 
 
 @dataclass(frozen=True)
@@ -791,9 +794,12 @@ class Vfs:
     def _check_quota(self, c, dom: Domain) -> None:
         q = self._quota_of(c, dom.owner_id)
         if q.limit is not None and q.used > q.limit:
-            raise QuotaExceeded("the storage quota is full: delete files or purge old versions, or ask for a "
-                                "larger plan; nothing was changed"
-                                + ("" if dom.owner_id == self.user.id else " (the shared folder's owner's quota)"))
+            self._quota_full(dom)
+
+    def _quota_full(self, dom: Domain):
+        raise QuotaExceeded("the storage quota is full: delete files or purge old versions, or ask for a "
+                            "larger plan; nothing was changed"
+                            + ("" if dom.owner_id == self.user.id else " (the shared folder's owner's quota)"))
 
     def _policy(self, c, dom: Domain):
         """Retention policy and exclusion patterns of the domain's owner."""
@@ -1194,9 +1200,9 @@ class Vfs:
         for r in t.props(c, src_node["id"]):
             name = crypto.open_sealed(src_dom.keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode()
             value = crypto.open_sealed(src_dom.keys.meta, bytes(r["value_enc"]), b"prop-value", "property")
-            t.set_prop(c, dst_id, crypto.name_lookup(dom.keys, dst_id, "prop:" + name),
-                       crypto.seal(dom.keys.meta, name.encode(), b"prop-name"),
-                       crypto.seal(dom.keys.meta, value, b"prop-value"))
+            t.set_prop_charged(c, dom.id, dst_id, crypto.name_lookup(dom.keys, dst_id, "prop:" + name),
+                               crypto.seal(dom.keys.meta, name.encode(), b"prop-name"),
+                               crypto.seal(dom.keys.meta, value, b"prop-value"))
 
     def _node_for_change(self, c, parts):
         node = self._live(c, parts)
@@ -1235,16 +1241,49 @@ class Vfs:
         return {crypto.open_sealed(keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode():
                 crypto.open_sealed(keys.meta, bytes(r["value_enc"]), b"prop-value", "property") for r in rows}
 
-    def set_props(self, path, changes: dict) -> None:
+    def set_props(self, path, changes: dict, dry_run: bool = False) -> None:
+        """Set (or, with None, remove) dead properties, all or none. They are
+        charged to the quota as stored (tree.prop_cost) and limited: a name
+        and value of PROP_VALUE_BYTES together, PROPS_PER_NODE properties
+        per file or folder, PROP_BYTES_PER_ACCOUNT for all of the owner's.
+        `dry_run` checks without writing."""
         parts = paths.parse(path)
         self._writable(parts)
-        with self._tx(True) as c:
+        with self._tx(not dry_run) as c:
             node = self._node_for_change(c, parts)
-            keys = self._dom(c, node).keys
+            dom = self._dom(c, node)
+            keys = dom.keys
+            have = {r["name_lookup"]: t.prop_cost(bytes(r["name_enc"]), bytes(r["value_enc"]))
+                    for r in t.props(c, node["id"])}
+            sealed, delta = {}, 0
             for name, value in changes.items():
+                if value is not None and len(name.encode()) + len(value) > PROP_VALUE_BYTES:
+                    raise QuotaExceeded(f"the property {name} is {len(value)} bytes long: a property's name and "
+                                        f"value may take {PROP_VALUE_BYTES} bytes; nothing was changed")
                 lookup = crypto.name_lookup(keys, node["id"], "prop:" + name)
-                t.set_prop(c, node["id"], lookup, crypto.seal(keys.meta, name.encode(), b"prop-name"),
-                           None if value is None else crypto.seal(keys.meta, bytes(value), b"prop-value"))
+                name_enc = crypto.seal(keys.meta, name.encode(), b"prop-name")
+                value_enc = None if value is None else crypto.seal(keys.meta, bytes(value), b"prop-value")
+                delta += (0 if value_enc is None else t.prop_cost(name_enc, value_enc)) - have.pop(lookup, 0)
+                if value_enc is not None:
+                    have[lookup] = 0            # counted in delta; kept for the count below
+                sealed[lookup] = (name_enc, value_enc)
+            if len(have) > PROPS_PER_NODE:
+                raise QuotaExceeded(f"{paths.join(parts)} would have {len(have)} properties; a file or folder "
+                                    f"may have {PROPS_PER_NODE}; nothing was changed")
+            if delta > 0:
+                doms = [uq.home_domain(c, dom.owner_id)["id"]] + [
+                    r["id"] for r in uq.owned_share_domains(c, dom.owner_id)]
+                total = t.prop_bytes(c, doms) + delta
+                if total > PROP_BYTES_PER_ACCOUNT:
+                    raise QuotaExceeded(f"properties would take {total} bytes; an account's may take "
+                                        f"{PROP_BYTES_PER_ACCOUNT}: remove some; nothing was changed")
+                q = self._quota_of(c, dom.owner_id)
+                if q.limit is not None and q.used + delta > q.limit:
+                    self._quota_full(dom)
+            if dry_run:
+                return
+            for lookup, (name_enc, value_enc) in sealed.items():
+                t.set_prop_charged(c, dom.id, node["id"], lookup, name_enc, value_enc)
 
     # -- purging ----------------------------------------------------------------------------------
     def _purge_meta(self, parts) -> None:

@@ -43,6 +43,7 @@ STATUS = [
     (errors.PermissionDenied, HTTP_FORBIDDEN),
     (errors.Conflict, HTTP_CONFLICT),
     (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
+    (errors.TooLarge, 413),
     (errors.ChecksumMismatch, HTTP_BAD_REQUEST),
     (errors.IntegrityError, HTTP_INTERNAL_ERROR),
     (errors.Locked, HTTP_LOCKED),
@@ -216,14 +217,20 @@ class _Props:
             return super().set_property_value(name, value, dry_run=dry_run)
         if not self.entry.writable:
             raise DAVError(HTTP_FORBIDDEN)
+        data = None if value is None else etree.tostring(value)
         if dry_run:
+            # PROPPATCH checks every change first: the limits apply to all of
+            # the request's changes together (a refusal is 507 for that property)
+            pending = dict(getattr(self, "_proppatch", {}), **{name: data})
+            with core():
+                self.vfs.set_props(self.path, pending, dry_run=True)
+            self._proppatch = pending
             return
         if name.startswith(MS_NS) and name[len(MS_NS):] == "Win32LastModifiedTime" and value is not None:
             ts = _parse_time(value.text)
             if ts is not None:
                 with core():
                     self.vfs.set_mtime(self.path, ts)
-        data = None if value is None else etree.tostring(value)
         with core():
             self.vfs.set_props(self.path, {name: data})
         self._dead = None

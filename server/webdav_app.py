@@ -29,7 +29,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from providers import errors
 from providers.locks import LockStore
 from .auth import CredentialCache, parse_basic
-from .webdav import CofferProvider
+from .webdav import CofferProvider, dav_error
 
 log = logging.getLogger(__name__)
 access = logging.getLogger(__name__ + ".access")     # one line per request
@@ -141,7 +141,10 @@ class DatabaseLockStorage:
         view = self.current_view()
         if view is None:
             raise errors.PermissionDenied("locks need a logged-in account")
-        lock.update(self._out(view.create(unquote(path), lock)))
+        try:
+            lock.update(self._out(view.create(unquote(path), lock)))
+        except errors.CofferError as e:
+            raise dav_error(e) from None
         return lock
 
     def refresh(self, token, *, timeout):

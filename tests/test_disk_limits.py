@@ -212,3 +212,127 @@ def test_open_folders_hold_a_cursor_not_the_listing(tmp_path):
             c.close()
             c2.close()
     print(f"40 OPENDIR + READDIR on 5,000 entries: +{grown / MiB:.1f} MiB RSS, {took:.2f} s")
+
+
+# -- dead properties and lock owners (WebDAV) --------------------------------------------------
+
+QUOTA_BODY = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:quota-used-bytes/>'
+              b'</D:prop></D:propfind>')
+
+
+def proppatch(props: dict[str, bytes | None]) -> bytes:
+    sets = "".join(f"<Z:{k}>{v.decode()}</Z:{k}>" for k, v in props.items() if v is not None)
+    removes = "".join(f"<Z:{k}/>" for k, v in props.items() if v is None)
+    body = '<?xml version="1.0"?><D:propertyupdate xmlns:D="DAV:" xmlns:Z="urn:test:">'
+    if sets:
+        body += f"<D:set><D:prop>{sets}</D:prop></D:set>"
+    if removes:
+        body += f"<D:remove><D:prop>{removes}</D:prop></D:remove>"
+    return (body + "</D:propertyupdate>").encode()
+
+
+def statuses(body: bytes) -> dict[str, str]:
+    """{property name: status code} of a PROPPATCH multistatus."""
+    from lxml import etree
+    out = {}
+    for ps in etree.fromstring(body).iter("{DAV:}propstat"):
+        code = ps.findtext("{DAV:}status").split()[1]
+        for p in ps.find("{DAV:}prop"):
+            out[etree.QName(p).localname] = code
+    return out
+
+
+def used(srv, user="alice") -> int:
+    import re
+    st, _, body = srv.request("PROPFIND", "/", body=QUOTA_BODY, headers={"Depth": "0"}, user=user)
+    assert st == 207, body
+    return int(re.search(rb"quota-used-bytes>(\d+)<", body).group(1))
+
+
+@pytest.fixture(scope="module")
+def dav(tmp_path_factory):
+    from webdav_harness import CofferServer
+    srv = CofferServer(tmp_path_factory.mktemp("dav"), tls=False,
+                       accounts={"alice": "alice-pw-1", "bob": "bob-pw-22", "carol": "carol-pw-3"},
+                       quotas={"carol": 1 * MiB})
+    with srv:
+        yield srv
+
+
+def test_dead_properties_are_charged_and_limited(dav):
+    assert dav.request("PUT", "/p.txt", body=b"x")[0] in (200, 201, 204)
+    before = used(dav)
+    st, _, body = dav.request("PROPPATCH", "/p.txt", body=proppatch({"a": b"v" * 1000, "b": b"w" * 2000}))
+    assert st == 207 and set(statuses(body).values()) == {"200"}, body
+    charged = used(dav) - before
+    assert 3000 < charged < 3000 + 600, f"two properties of 3000 bytes were charged {charged}"
+    # a value over the limit is refused with 507 for it, and the request changes nothing (424 for the rest)
+    st, _, body = dav.request("PROPPATCH", "/p.txt", body=proppatch({"c": b"y" * 70_000, "a": None}))
+    assert st == 207 and statuses(body) == {"c": "507", "a": "424"}, body
+    assert b"65536" in body                                 # the message names the limit
+    assert used(dav) - before == charged
+    # removing gives the charge back
+    st, _, body = dav.request("PROPPATCH", "/p.txt", body=proppatch({"a": None, "b": None}))
+    assert st == 207 and set(statuses(body).values()) == {"200"}
+    assert used(dav) == before
+
+
+def test_too_many_properties_on_one_file_are_refused(dav):
+    assert dav.request("PUT", "/many.txt", body=b"x")[0] in (200, 201, 204)
+    st, _, body = dav.request("PROPPATCH", "/many.txt", body=proppatch({f"p{i}": b"1" for i in range(256)}))
+    assert st == 207 and set(statuses(body).values()) == {"200"}
+    st, _, body = dav.request("PROPPATCH", "/many.txt", body=proppatch({"one-more": b"1"}))
+    assert statuses(body) == {"one-more": "507"} and b"256" in body
+
+
+def test_a_property_flood_stops_at_the_account_limit_and_the_quota(dav):
+    """Values of 60 KB, 15 a request: the account's properties stop at 16 MiB
+    (an account without a quota); with a 1 MiB quota they stop at the quota."""
+    value = b"z" * 60_000
+    for user, limit in (("bob", 16 * MiB), ("carol", 1 * MiB)):
+        for name in ("/f.txt", "/g.txt"):             # 15 x 15 properties each, below the per-file limit
+            assert dav.request("PUT", name, body=b"x", user=user)[0] in (200, 201, 204)
+        refused = None
+        for r in range(30):
+            body = proppatch({f"r{r}v{i}": value for i in range(15)})
+            st, _, answer = dav.request("PROPPATCH", "/f.txt" if r < 15 else "/g.txt", body=body, user=user)
+            if set(statuses(answer).values()) != {"200"}:
+                refused = answer
+                break
+        assert refused is not None, f"{user}: 30 x 900 KB of properties were all accepted"
+        assert "507" in statuses(refused).values()
+        total = used(dav, user)
+        assert total <= limit, f"{user}: {total} bytes charged, over the {limit} limit"
+        assert total > limit - 16 * 61_000
+    # another account still works
+    assert dav.request("PUT", "/after.bin", body=os.urandom(MiB), user="alice")[0] in (200, 201, 204)
+
+
+LOCK_BODY = ('<?xml version="1.0"?><D:lockinfo xmlns:D="DAV:"><D:lockscope><D:exclusive/></D:lockscope>'
+             '<D:locktype><D:write/></D:locktype><D:owner>{}</D:owner></D:lockinfo>')
+
+
+def test_a_lock_owner_over_4_kib_is_refused(dav):
+    st, _, body = dav.request("LOCK", "/locked.txt", body=LOCK_BODY.format("x" * 5000).encode(),
+                              headers={"Timeout": "Second-60"})
+    assert st == 413 and b"4096" in body, (st, body)
+    st, headers, _ = dav.request("LOCK", "/locked.txt", body=LOCK_BODY.format("mailto:alice@example.org").encode(),
+                                 headers={"Timeout": "Second-60"})
+    assert st in (200, 201), st
+    assert dav.request("UNLOCK", "/locked.txt", headers={"Lock-Token": headers["lock-token"]})[0] == 204
+
+
+def test_properties_charge_follows_copies_trash_and_purge(alice):
+    alice.write_bytes("/d.txt", b"data")
+    base = alice.quota().used
+    alice.set_props("/d.txt", {"{urn:x}a": b"<a>" + b"1" * 500 + b"</a>"})
+    one = alice.quota().used - base
+    assert one > 500
+    alice.copy("/d.txt", "/e.txt")
+    assert alice.quota().used - base == 2 * one
+    alice.delete("/e.txt")                                  # in the trash it is still stored
+    assert alice.quota().used - base == 2 * one
+    alice.purge("/e.txt")
+    assert alice.quota().used - base == one
+    alice.st.gc(grace_seconds=0)                            # gc recomputes usage with the properties
+    assert alice.quota().used - base == one

@@ -114,6 +114,8 @@ def trashed_before(c, before_us: int):
 def delete_nodes(c, ids: list[int]) -> None:
     for i in range(0, len(ids), 500):
         part = ids[i:i + 500]
+        for domain_id, cost in prop_cost_by_domain(c, part).items():
+            add_usage(c, domain_id, -cost)
         c.execute(delete(node_history).where(node_history.c.node_id.in_(part)))
         c.execute(delete(dead_props).where(dead_props.c.node_id.in_(part)))
         c.execute(delete(nodes).where(nodes.c.id.in_(part)))
@@ -333,9 +335,11 @@ def recount_refs(c) -> int:
 
 
 def recompute_usage(c) -> None:
+    """Each domain's usage from what it stores: its chunks and its dead properties."""
     for did, in c.execute(select(domains.c.id)).all():
         used = c.execute(select(cast(func.coalesce(func.sum(chunks.c.stored_size), 0), BigInteger))
                          .where(chunks.c.domain_id == did, chunks.c.refcount > 0)).scalar_one()
+        used += prop_bytes(c, [did])
         c.execute(update(domains).where(domains.c.id == did).values(used_bytes=used))
 
 
@@ -346,6 +350,36 @@ def version_rows_for_domain(c, domain_id: int):
 
 
 # -- dead properties -------------------------------------------------------------------------
+# A property is charged to its domain's usage as what it stores: its sealed
+# name and value, and PROP_ROW_BYTES for its row and index entry. Re-sealing
+# keeps sizes, so re-keying moves a charge between domains unchanged.
+
+PROP_ROW_BYTES = 100
+_PROP_COST = func.length(dead_props.c.name_enc) + func.length(dead_props.c.value_enc) + PROP_ROW_BYTES
+
+
+def prop_cost(name_enc: bytes, value_enc: bytes) -> int:
+    return len(name_enc) + len(value_enc) + PROP_ROW_BYTES
+
+
+def prop_bytes(c, domain_ids) -> int:
+    """What the dead properties of these domains' nodes cost."""
+    return int(c.execute(select(cast(func.coalesce(func.sum(_PROP_COST), 0), BigInteger)).select_from(
+        dead_props.join(nodes, nodes.c.id == dead_props.c.node_id)).where(nodes.c.domain_id.in_(list(domain_ids)))
+    ).scalar_one())
+
+
+def prop_cost_by_domain(c, node_ids) -> dict[int, int]:
+    """{domain id: cost} of the dead properties of these nodes."""
+    ids, out = list(node_ids), {}
+    for i in range(0, len(ids), _BATCH):
+        for did, cost in c.execute(select(nodes.c.domain_id, func.sum(_PROP_COST)).select_from(
+                dead_props.join(nodes, nodes.c.id == dead_props.c.node_id))
+                .where(dead_props.c.node_id.in_(ids[i:i + _BATCH])).group_by(nodes.c.domain_id)).all():
+            if cost:
+                out[did] = out.get(did, 0) + int(cost)
+    return out
+
 
 def props(c, node_id: int):
     return c.execute(select(dead_props).where(dead_props.c.node_id == node_id)).mappings().all()
@@ -358,8 +392,25 @@ def set_prop(c, node_id: int, lookup: str, name_enc: bytes, value_enc) -> None:
                                             value_enc=value_enc))
 
 
+def set_prop_charged(c, domain_id: int, node_id: int, lookup: str, name_enc: bytes, value_enc) -> int:
+    """set_prop, with the change in what the node's properties cost added
+    to the domain's usage; returns that change."""
+    old = c.execute(select(_PROP_COST).where(dead_props.c.node_id == node_id,
+                                             dead_props.c.name_lookup == lookup)).scalar()
+    set_prop(c, node_id, lookup, name_enc, value_enc)
+    delta = (prop_cost(name_enc, value_enc) if value_enc is not None else 0) - int(old or 0)
+    add_usage(c, domain_id, delta)
+    return delta
+
+
 def copy_props(c, src_id: int, dst_id: int) -> None:
+    """The source's properties replace the destination's (same key domain);
+    the destination's domain is charged the difference."""
     rows = props(c, src_id)
+    for domain_id, cost in prop_cost_by_domain(c, [dst_id]).items():
+        add_usage(c, domain_id, -cost)
+    add_usage(c, node(c, dst_id)["domain_id"],
+              sum(prop_cost(bytes(r["name_enc"]), bytes(r["value_enc"])) for r in rows))
     c.execute(delete(dead_props).where(dead_props.c.node_id == dst_id))
     for r in rows:
         c.execute(insert(dead_props).values(node_id=dst_id, name_lookup=r["name_lookup"],
