@@ -159,6 +159,8 @@ class Coffer(Target):
         tls_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(self.cert, tls_dir / "cert.pem")
         shutil.copy(self.key, tls_dir / "key.pem")
+        for name in ("ca.pem", "ca.key"):                # the same local CA: the same certificate is served
+            shutil.copy(self.cert.with_name(name), tls_dir / name)
         cfgfile = self.work / "coffer.toml"
         cfgfile.write_text(f"""
 [storage]
@@ -314,13 +316,13 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop both servers on the way out
-    from server.tls import make_self_signed
+    from providers import config as config_mod
+    from server.tls import ensure_certificate
 
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="coffer-bench-") as tmp:
         tmp = Path(tmp)
-        cert, key = tmp / "cert.pem", tmp / "key.pem"
-        make_self_signed(cert, key, "127.0.0.1")
+        cert, key, _ = ensure_certificate(config_mod.from_dict({"storage": {"data_dir": str(tmp / "certs")}}))
         small = tmp / "small"
         small.mkdir()
         for i in range(args.files):
