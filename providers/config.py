@@ -109,7 +109,7 @@ class SFTPConfig:
     max_sessions_per_account: int = 32  # rclone opens a connection per checker and transfer
     login_timeout_seconds: int = 30   # from connect to logged in
     max_unauthenticated: int = 100    # connections still logging in; when full, the oldest is dropped
-    max_unauthenticated_per_address: int = 10   # per IPv4 address or IPv6 /64
+    max_unauthenticated_per_address: int = 32   # per IPv4 address or IPv6 /64 (rclone opens ~12 at once)
     legacy_ciphers: bool = False      # offer AES-CTR even to clients that speak AES-GCM (more server CPU)
 
 

@@ -35,7 +35,7 @@ import paramiko
 from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, \
     cMSG_USERAUTH_BANNER
 
-from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound
+from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
 from providers.sshkeys import SSHKeys
 
 from . import sftp_exec, sftp_hostkeys
@@ -165,7 +165,7 @@ class SshServer(paramiko.ServerInterface):
             vfs = st.login(username, password, client_addr=self.conn.addr, protocol="sftp")
         except AuthenticationFailed as e:
             log.info("sftp[%s]: password login refused", self.conn.tag)
-            if "too many" in str(e):
+            if isinstance(e, Throttled):       # the guard refused before any check: says nothing of the account
                 self._banner(f"Coffer: {e}.\r\n")
             return AUTH_FAILED
         except CofferError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import statistics
 import subprocess
 import time
 
@@ -37,6 +38,7 @@ def admin(srv, *args, input: str = "") -> None:
 def transport(srv, source: str = "127.0.0.1", **kw) -> paramiko.Transport:
     """A client connection with its key exchange done, not logged in."""
     sock = socket.create_connection(("127.0.0.1", srv.port), timeout=20, source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)      # no 40 ms delayed-ACK stalls in timings
     t = paramiko.Transport(sock, **kw)
     t.start_client(timeout=20)
     return t
@@ -217,6 +219,43 @@ def test_public_key_queries_claim_no_session(tmp_path):
             assert run(t, "df")[0] == 0
         for t in probes + sessions:
             t.close()
+
+
+# -- answers that do not tell which accounts exist ---------------------------------------------
+
+def test_failed_logins_look_alike(tmp_path):
+    accounts = {"alice": ("alice-pw-1", "managed"), "dave": ("dave-pw-4444", "managed")}
+    security = ("bcrypt_rounds = 10\nlogin_failures_before_delay = 10000\nlogin_block_after = 10000\n"
+                "login_protect_after = 10000")
+    with SftpServer(tmp_path, accounts=accounts, security=security) as srv:
+        admin(srv, "user", "disable", "dave")
+        tries = {"wrong password": ("alice", "not-her-password"), "unknown account": ("nobody", "whatever-pw"),
+                 "disabled, right password": ("dave", "dave-pw-4444")}
+        times: dict[str, list[float]] = {k: [] for k in tries}
+        key_times: dict[str, list[float]] = {"known account": [], "unknown account": []}
+        other_key = key_of(srv, "dave")                   # a key registered for someone else
+        for _ in range(9):                                # interleaved rounds
+            for what, (user, pw) in tries.items():
+                t = transport(srv)
+                start = time.perf_counter()
+                with pytest.raises(paramiko.AuthenticationException):
+                    t.auth_password(user, pw)
+                times[what].append(time.perf_counter() - start)
+                assert t.get_banner() is None, f"{what}: a banner told something"
+                t.close()
+            for what, user in (("known account", "alice"), ("unknown account", "nobody")):
+                t = transport(srv)
+                start = time.perf_counter()
+                with pytest.raises(paramiko.AuthenticationException):
+                    t.auth_publickey(user, other_key)
+                key_times[what].append(time.perf_counter() - start)
+                t.close()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = med["wrong password"]
+        for what, m in med.items():
+            assert abs(m - base) < max(0.015, 0.25 * base), f"password: {med}"
+        kmed = {k: statistics.median(v) for k, v in key_times.items()}
+        assert abs(kmed["known account"] - kmed["unknown account"]) < 0.01, f"key: {kmed}"
 
 
 # -- clients without AES-GCM, and connections that are not SSH ----------------------------------
