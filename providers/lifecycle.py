@@ -340,13 +340,6 @@ def account_record(st, vfs) -> dict:
     }
 
 
-def _walk(vfs, path="/"):
-    for e in sorted(vfs.list(path), key=lambda e: e.name):
-        yield e
-        if e.is_dir and e.path != f"/{SHARED}":
-            yield from _walk(vfs, e.path)
-
-
 def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
     """Write a tar to the binary stream `out`: `account.json` (see
     account_record), the account's own current tree under `files/` (not
@@ -361,7 +354,7 @@ def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
         info = tarfile.TarInfo("account.json")
         info.size, info.mtime, info.mode = len(data), time.time(), 0o600
         tar.addfile(info, io.BytesIO(data))
-        for e in _walk(vfs):
+        for e in vfs.walk():
             if e.path.startswith(f"/{SHARED}/") or e.path == f"/{SHARED}":
                 continue                     # folders others own and share with the account
             name = "files" + e.path

@@ -3,16 +3,18 @@
 Names are full Unicode, case-sensitive, and normalized to NFC so that a name
 typed on macOS (NFD) and on Windows is the same file. Refused: NUL, `/`
 inside a name, `.` and `..` as names, names over 255 UTF-8 bytes, paths over
-4096 bytes, and bytes that are not valid UTF-8.
+4096 bytes, and bytes that are not valid UTF-8. Nothing is created, moved
+or copied deeper than MAX_DEPTH names (`check_depth`).
 """
 from __future__ import annotations
 
 import unicodedata
 
-from .errors import InvalidPath
+from .errors import Conflict, InvalidPath
 
 MAX_NAME_BYTES = 255
 MAX_PATH_BYTES = 4096
+MAX_DEPTH = 256           # names in the path of anything created, moved or copied
 META = ".coffer"          # the hidden read-only tree of versions, trash and snapshots
 
 
@@ -77,6 +79,16 @@ def resolve_dots(path, cwd: str = "/") -> str:
             continue
         out.append(part)
     return join(parse("/".join(out)))
+
+
+def check_depth(parts, below: int = 1) -> None:
+    """Refuse to put something at `parts` whose tree is `below` levels tall
+    (1: a file or an empty folder) when its deepest entry would lie deeper
+    than MAX_DEPTH names."""
+    depth = len(parts) + below - 1
+    if depth > MAX_DEPTH:
+        raise Conflict(f"{join(parts)}: that would make a path {depth} folders deep; trees are kept to "
+                       f"{MAX_DEPTH} levels: put it higher up")
 
 
 def join(parts) -> str:

@@ -698,6 +698,26 @@ class Vfs:
             more = len(page) == limit
             return [self._entry(i) for i in page], -(start + limit) if more else None
 
+    def walk(self, path="/"):
+        """Every entry below a folder, each folder followed by its contents,
+        names in order (folders shared with the principal are not entered).
+        One query per folder, from the folder's node rather than its path, and
+        a stack of its own: any depth of tree walks, in time linear in its size."""
+        def members(it):
+            with self._tx() as c:
+                return iter(sorted(self._children(c, it), key=lambda ch: ch.name))
+        with self._tx() as c:
+            top = self._resolve(c, paths.parse(path))
+        stack = [members(top)] if top.is_dir else []
+        while stack:
+            it = next(stack[-1], None)
+            if it is None:
+                stack.pop()
+                continue
+            yield self._entry(it)
+            if it.is_dir and it.tag != "shared":
+                stack.append(members(it))
+
     def list_with_props(self, path) -> list[tuple[Entry, dict[str, bytes]]]:
         """A folder's members, each with its dead properties as `get_props`
         gives them: one transaction, and one query per PROPS_BATCH members
@@ -850,6 +870,9 @@ class Vfs:
             raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
         dom = self._dom(c, parent)
         self._need_write(c, dom, f"writing {paths.join(parts)}")
+        if len(parts) > paths.MAX_DEPTH and t.child(c, parent["id"], crypto.name_lookup(
+                dom.keys, parent["id"], parts[-1])) is None:
+            paths.check_depth(parts)          # nothing new deeper than the limit
         return parent, dom
 
     def open_write(self, path, mtime: float | None = None, exclusive: bool = False,
@@ -1076,6 +1099,8 @@ class Vfs:
         with self._tx(True) as c:
             node = self._live(c, sp)
             self._need_removable(c, node, sp)
+            if len(dp) > len(sp):             # deeper: would its deepest entry pass the limit?
+                paths.check_depth(dp, t.subtree_height(c, node["id"]) if node["kind"] == "d" else 1)
             src_parent = t.node(c, node["parent_id"])
             src_dom = self._dom(c, src_parent)
             parent, dst_dom = self._parent_for_write(c, dp)
@@ -1122,6 +1147,8 @@ class Vfs:
         drop: list[str] = []
         with self._tx(True) as c:
             item = self._resolve(c, sp)
+            if item.is_dir and recursive and item.node is not None:
+                paths.check_depth(dp, t.subtree_height(c, item.node["id"]))
             parent, dom = self._parent_for_write(c, dp)
             target = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], dp[-1]))
             if target is not None:
@@ -1140,20 +1167,33 @@ class Vfs:
         return self._entry(out)
 
     def _copy_item(self, c, item: Item, parent_id, dom: Domain, dparts, target, now, recursive) -> list[str]:
-        name = dparts[-1]
+        """Copy an item, and with `recursive` everything below it: a walk with
+        its own stack, so no depth of tree runs into the interpreter's
+        recursion limit."""
+        drop: list[str] = []
+        todo = [(item, parent_id, dparts, target)]
+        while todo:
+            it, pid, dp, tgt = todo.pop()
+            if it.is_dir:
+                nid = self._copy_folder(c, it, pid, dom, dp[-1], now)
+                if recursive:
+                    todo += [(ch, nid, dp + (ch.name,), None) for ch in self._children(c, it)]
+            else:
+                drop += self._copy_file(c, it, pid, dom, dp[-1], tgt, now)
+        return drop
+
+    def _copy_folder(self, c, item: Item, parent_id, dom: Domain, name: str, now) -> int:
+        nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
+                            name_enc=crypto.encrypt_name(dom.keys, name),
+                            name_lookup=crypto.name_lookup(dom.keys, parent_id, name), kind="d",
+                            created_us=now, mtime_us=item.mtime_us or now, changed_us=now, size=0)
+        if item.node is not None and item.tag in ("live", "trashnode"):
+            self._copy_props(c, item.node, nid, dom)
+        return nid
+
+    def _copy_file(self, c, item: Item, parent_id, dom: Domain, name: str, target, now) -> list[str]:
         lookup = crypto.name_lookup(dom.keys, parent_id, name)
         src_node = item.node if item.node is not None and item.tag in ("live", "trashnode") else None
-        if item.is_dir:
-            nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
-                                name_enc=crypto.encrypt_name(dom.keys, name), name_lookup=lookup, kind="d",
-                                created_us=now, mtime_us=item.mtime_us or now, changed_us=now, size=0)
-            if src_node is not None:
-                self._copy_props(c, src_node, nid, dom)
-            drop = []
-            if recursive:
-                for ch in self._children(c, item):
-                    drop += self._copy_item(c, ch, nid, dom, dparts + (ch.name,), None, now, True)
-            return drop
         v = item.version if item.version is not None else (
             t.version(c, item.node["version_id"]) if item.node["version_id"] else None)
         if target is None:

@@ -83,6 +83,14 @@ def update_node(c, node_id: int, **values) -> None:
     _UPDATE_NODE.run(c, {**values, "w_id": node_id})
 
 
+def subtree_height(c, root_id: int) -> int:
+    """Levels in the live subtree of a node: 1 for a file or an empty folder."""
+    base = select(nodes.c.id, literal(1).label("level")).where(nodes.c.id == root_id).cte("tall", recursive=True)
+    rec = base.union_all(select(nodes.c.id, base.c.level + 1).where(nodes.c.parent_id == base.c.id,
+                                                                     nodes.c.trashed_us.is_(None)))
+    return c.execute(select(func.max(rec.c.level))).scalar() or 1
+
+
 def subtree_ids(c, root_id: int, live_only: bool = False) -> list[int]:
     """The node and everything below it (recursive query)."""
     cond = nodes.c.trashed_us.is_(None) if live_only else literal(True)
