@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from providers import config
 from providers.storage import Storage
+
+from backend import storage_options
 
 ADMIN = str(Path(sys.executable).with_name("coffer-admin"))
 FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1}
@@ -30,11 +31,7 @@ class Admin:
     def __init__(self, folder: Path, **sections):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        raw = {"storage": {"data_dir": str(self.folder / "var")}, "security": dict(FAST)}
-        if os.environ.get("COFFER_TEST_DATABASE_URL"):      # PostgreSQL runs: this worker's own schema, emptied
-            from conftest import reset_database, test_database_url
-            raw["storage"]["database_url"] = test_database_url()
-            reset_database(raw["storage"]["database_url"])
+        raw = {"storage": storage_options(self.folder), "security": dict(FAST)}
         for name, values in sections.items():
             raw.setdefault(name, {}).update(values)
         self.config = self.folder / "coffer.toml"

@@ -1,8 +1,7 @@
 """Shared fixtures: a fresh data folder and storage per test, fast KDF settings.
 
-Set COFFER_TEST_DATABASE_URL to run every storage test against another
-database (the test command does so for PostgreSQL); each test then gets its
-own schema-free database by dropping all tables first.
+Where the data lives (SQLite and a local folder, or PostgreSQL and S3) is
+decided once for every test by `backend.py`.
 """
 from __future__ import annotations
 
@@ -16,49 +15,23 @@ import pytest
 from providers import config
 from providers.storage import Storage
 
+from backend import storage_options
+
 FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1}
 
 
-def test_database_url() -> str | None:
-    """COFFER_TEST_DATABASE_URL, made private to this xdist worker: each
-    worker works in its own schema of that database."""
-    base = os.environ.get("COFFER_TEST_DATABASE_URL")
-    if not base:
-        return None
-    schema = "w_" + os.environ.get("PYTEST_XDIST_WORKER", "main")
-    from sqlalchemy.engine import make_url
-    url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-    return url.render_as_string(hide_password=False)
-
-
-def make_config(tmp_path, **sections):
-    raw = {"storage": {"data_dir": str(tmp_path / "var")}, "security": dict(FAST)}
-    url = test_database_url()
-    if url:
-        raw["storage"]["database_url"] = url
+def make_config(tmp_path, *, blobs=None, database=None, **sections):
+    """A config for data under tmp_path on this run's backend (see backend.py;
+    `blobs="local"` or `database="sqlite"` pins one), plus `sections`."""
+    raw = {"storage": storage_options(tmp_path, blobs=blobs, database=database), "security": dict(FAST)}
     for name, values in sections.items():
         raw.setdefault(name, {}).update(values)
     return config.from_dict(raw, base_dir=str(tmp_path))
 
 
-def reset_database(url: str) -> None:
-    """Empty this worker's schema of the shared test database (PostgreSQL runs)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-    schema = make_url(url).query["options"].split("=", 1)[1]
-    eng = create_engine(url)
-    with eng.begin() as c:
-        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng.dispose()
-
-
 @pytest.fixture
 def cfg(tmp_path):
-    c = make_config(tmp_path)
-    if os.environ.get("COFFER_TEST_DATABASE_URL"):
-        reset_database(c.database_url)
-    return c
+    return make_config(tmp_path)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from backend import storage_toml
 from webdav_harness import ServeProcess, free_port, require_client
 
 ACCOUNTS = {"alice": ("alice-pw-1", "managed"), "bob": ("bob-pw-22", "managed"),
@@ -22,9 +23,7 @@ ACCOUNTS = {"alice": ("alice-pw-1", "managed"), "bob": ("bob-pw-22", "managed"),
 def write_config(folder: Path, port: int, extra: str = "", security: str = "") -> Path:
     cfg = folder / "coffer.toml"
     cfg.write_text(f"""
-[storage]
-data_dir = "{folder / 'var'}"
-
+{storage_toml(folder)}
 [security]
 {security or "bcrypt_rounds = 4"}
 argon2_memory_kib = 1024

@@ -2,6 +2,8 @@
 import os
 
 from admin_harness import Admin
+from backend import damage, stored_blobs
+from providers.storage import Storage
 
 
 def test_user_add_list_show_quota_disable_enable(tmp_path):
@@ -67,8 +69,10 @@ def test_fsck_and_gc_commands(tmp_path):
     report = admin.ok("fsck", "--json")
     assert report["chunks_checked"] == 1 and report["damaged"] == []
     assert admin.ok("gc", "--grace", "0", "--json")["orphan_blobs_removed"] == 1
-    blob = [p for p in (tmp_path / "var" / "blobs").rglob("*") if p.is_file() and p.parent.name != "tmp"][0]
-    blob.write_bytes(b"\x01" + blob.read_bytes()[1:-1] + b"\x00")
+    st = Storage.open(admin.cfg)
+    name, size = stored_blobs(st.blobs)[0]
+    damage(st.blobs, name, 0)
+    st.close()
     p = admin("fsck")
     assert p.returncode == 2 and "DAMAGED in dan" in p.stdout and "/f" in p.stdout
 

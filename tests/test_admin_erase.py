@@ -7,7 +7,6 @@ import json
 import os
 import pty
 import select
-import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +16,7 @@ import pytest
 from sqlalchemy import func, select as sql_select
 
 from admin_harness import ADMIN, Admin
+from backend import database_values
 from providers import crypto, lifecycle
 from providers.errors import AuthenticationFailed, CofferError, Conflict, IntegrityError
 from providers.meta import locks as lockq
@@ -139,7 +139,7 @@ def test_erase_destroys_keys_data_and_personal_data(tmp_path):
         copies = tmp_path / "backup"
         copies.mkdir()
         for r in chunk_rows:
-            shutil.copy(st.blobs._path(r["blob_name"]), copies / r["blob_name"])
+            (copies / r["blob_name"]).write_bytes(st.blobs.get(r["blob_name"]))
         # sanity: before erasure, what the server holds does decrypt them
         keys = key_material(st)
         r0 = chunk_rows[0]
@@ -185,7 +185,7 @@ def test_erase_destroys_keys_data_and_personal_data(tmp_path):
             blob = (copies / r["blob_name"]).read_bytes()
             assert not any(_decrypts(k, blob, r["plain_size"]) for k in keys)
         # ...because no wrapped copy of alice's keys, nor her profile, survives in any file
-        everything = files_bytes(tmp_path / "var")
+        everything = files_bytes(tmp_path / "var") + b"".join(raw for _, raw in database_values(st))
         for s in secrets:
             assert s not in everything
         for personal in (b"alice.liddell@example.org", b"Alicia", b"192.0.2.44", b"192.0.2.45"):
@@ -223,10 +223,11 @@ def test_erase_interrupted_in_process_resumes(tmp_path, monkeypatch):
     admin.add_user("alice", "alice-password")
     st = admin.storage()
     try:
-        monkeypatch.setattr(type(st.blobs), "PACK_BYTES", 2 * 4096)     # two chunks per pack blob
+        if hasattr(st.blobs, "PACK_BYTES"):
+            monkeypatch.setattr(type(st.blobs), "PACK_BYTES", 2 * 4096)     # two chunks per pack blob
         st.open_as("alice").write_bytes("/f.bin", os.urandom(4096 * 450))
         stored = len(list(st.blobs.names()))
-        assert stored == 225
+        assert stored == (225 if hasattr(st.blobs, "PACK_BYTES") else 450)     # packs on local disk
         calls = {"n": 0}
         real = st.blobs.delete
 

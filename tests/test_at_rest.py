@@ -7,6 +7,8 @@ import pytest
 
 from providers.errors import IntegrityError
 
+from backend import damage, database_values, stored_blobs
+
 MARKER = "QuokkaMarker7f3a"
 
 
@@ -38,16 +40,15 @@ def test_no_plaintext_at_rest(storage, cfg, mode):
         scanned += len(data)
         for n in needles:
             assert n not in data, f"plaintext marker found in {p.relative_to(cfg.data_dir)}"
+    for name, _ in stored_blobs(storage.blobs):            # a bucket's objects too
+        data = storage.blobs.get(name)
+        scanned += len(data)
+        for n in needles:
+            assert n not in data, f"plaintext marker found in blob {name}"
     assert scanned > 100_000
-    from sqlalchemy import select
-    from providers.meta.schema import metadata
-    with storage.db.read() as c:             # every value of every row, whatever the database
-        for table in metadata.sorted_tables:
-            for row in c.execute(select(table)):
-                for value in row:
-                    raw = value if isinstance(value, (bytes, memoryview)) else str(value).encode()
-                    for n in needles:
-                        assert n not in bytes(raw), f"plaintext marker found in table {table.name}"
+    for table, raw in database_values(storage):        # whatever the database
+        for n in needles:
+            assert n not in raw, f"plaintext marker found in table {table}"
     assert v.read_bytes(f"/{MARKER}-folder/{MARKER}-file.txt") == body.encode()
 
 
@@ -57,11 +58,8 @@ def test_tampered_chunk_is_an_error_and_fsck_names_the_file(storage, alice, cfg)
     alice.mkdir("/photos")
     alice.write_bytes("/photos/a.jpg", data)
     alice.write_bytes("/other.txt", b"fine")
-    blobs = sorted(cfg.blob_dir.rglob("*"), key=lambda p: p.stat().st_size if p.is_file() else 0)
-    victim = [p for p in blobs if p.is_file() and p.stat().st_size > 1_000_000][0]
-    raw = bytearray(victim.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    victim.write_bytes(bytes(raw))
+    name, size = [b for b in stored_blobs(storage.blobs) if b[1] > 1_000_000][0]
+    damage(storage.blobs, name, size // 2)
     with pytest.raises(IntegrityError) as e:
         alice.read_bytes("/photos/a.jpg")
     assert "damaged" in str(e.value) or "tampered" in str(e.value)
@@ -78,10 +76,8 @@ def test_fsck_of_private_account_without_password_checks_ciphertext(storage, cfg
     v = storage.login("priv", "priv-password")
     v.write_bytes("/x", os.urandom(100_000))
     assert storage.fsck(user="priv")["damaged"] == []
-    blob = [p for p in cfg.blob_dir.rglob("*") if p.is_file() and p.parent.name != "tmp"][0]
-    raw = bytearray(blob.read_bytes())
-    raw[-1] ^= 0xFF
-    blob.write_bytes(bytes(raw))
+    name, size = stored_blobs(storage.blobs)[0]
+    damage(storage.blobs, name, size - 1, 0xFF)
     report = storage.fsck(user="priv")
     assert report["chunks_decrypted"] == 0
     assert len(report["damaged"]) == 1 and "hash" in report["damaged"][0]["problem"]
@@ -103,10 +99,7 @@ def test_fsck_still_checks_chunks_recorded_with_sha256(storage, cfg):
         stored = storage.blobs.get(name)
         c.execute(update(chunks).where(chunks.c.id == cid).values(stored_hash=hashlib.sha256(stored).hexdigest()))
     assert storage.fsck(user="old")["damaged"] == []
-    path = storage.blobs._path(name)
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x01
-    path.write_bytes(bytes(raw))
+    damage(storage.blobs, name, len(stored) // 2)
     damaged = storage.fsck(user="old")["damaged"]
     assert len(damaged) == 1 and "hash" in damaged[0]["problem"]
 

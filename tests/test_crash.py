@@ -12,6 +12,8 @@ import time
 
 from providers.storage import Storage
 
+from backend import storage_toml_of
+
 
 SIZE = 12 * 1024 * 1024
 
@@ -39,8 +41,7 @@ def digest(k: int) -> str:
 
 def test_sigkill_mid_write_leaves_old_or_new(tmp_path, cfg):
     conf = tmp_path / "coffer.toml"
-    url = cfg.database_url
-    conf.write_text(f'[storage]\ndata_dir = "{cfg.data_dir}"\ndatabase_url = "{url}"\n'
+    conf.write_text(storage_toml_of(cfg) +
                     '[security]\nbcrypt_rounds = 4\nargon2_memory_kib = 1024\nargon2_iterations = 1\n')
     st = Storage.open(cfg)
     st.accounts.create("crash", "crash-password")

@@ -11,6 +11,7 @@ from providers import config
 from providers.errors import StorageUnavailable
 from providers.storage import Storage
 
+from backend import storage_toml
 from conftest import FAST, tmpfs
 
 CHILD = textwrap.dedent("""
@@ -42,12 +43,11 @@ CHILD = textwrap.dedent("""
 
 
 def test_memory_stays_flat_for_large_files(tmp_path):
-    conf = tmp_path / "c.toml"
-    conf.write_text(f'[storage]\ndata_dir = "{tmp_path / "var"}"\n[accounts]\ndefault_plan = "unlimited"\n'
-                    "[security]\n" + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
     peaks = []
     for size in (64 << 20, 512 << 20):
-        (tmp_path / "var").exists() and subprocess.run(["rm", "-rf", str(tmp_path / "var")], check=True)
+        conf = tmp_path / f"c{size}.toml"               # a fresh store for each size
+        conf.write_text(storage_toml(tmp_path / f"run{size}") + '[accounts]\ndefault_plan = "unlimited"\n'
+                        "[security]\n" + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
         out = subprocess.run([sys.executable, "-c", CHILD, str(conf), str(size)], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
         assert out.returncode == 0, out.stderr

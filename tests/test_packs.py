@@ -22,10 +22,7 @@ def small(tmp_path, monkeypatch):
     """Storage with 4 KiB chunks and packs of four chunks, so a few hundred
     KiB span many packs."""
     monkeypatch.setattr(LocalBlobStore, "PACK_BYTES", 4 * CHUNK)
-    cfg = make_config(tmp_path, storage={"chunk_size": CHUNK})
-    if os.environ.get("COFFER_TEST_DATABASE_URL"):
-        from conftest import reset_database
-        reset_database(cfg.database_url)
+    cfg = make_config(tmp_path, blobs="local", storage={"chunk_size": CHUNK})
     st = Storage.open(cfg)
     st.accounts.create("alice", "alice-password")
     yield st, st.login("alice", "alice-password")
@@ -184,7 +181,7 @@ def test_the_server_runs_gc_an_hour_after_it_starts_then_every_day(small):
 
 def test_the_server_timer_leaves_gc_to_cron_when_told(tmp_path):
     from providers import lifecycle
-    st = Storage.open(make_config(tmp_path, storage={"gc_every_hours": 0}))
+    st = Storage.open(make_config(tmp_path, blobs="local", storage={"gc_every_hours": 0}))
     try:
         assert not any(lifecycle._start_gc_when_due(st, clock) for clock in (0.0, 3600.0, 1e9))
     finally:

@@ -14,6 +14,8 @@ from providers.errors import AlreadyExists, NotFound
 from providers.sshkeys import SSHKeys, fingerprint, parse
 from scripts import admin
 
+from backend import storage_toml_of
+
 
 def pub(private, comment="me@host") -> str:
     line = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
@@ -82,7 +84,7 @@ def test_admin_commands(storage, cfg, tmp_path, monkeypatch, capsys):
     storage.accounts.create("alice", "alice-password")
     storage.accounts.create("carol", "carol-password", mode="private")
     config = tmp_path / "coffer.toml"
-    config.write_text(f'[storage]\ndata_dir = "{cfg.data_dir}"\n[security]\nbcrypt_rounds = 4\n'
+    config.write_text(storage_toml_of(cfg) + '[security]\nbcrypt_rounds = 4\n'
                       'argon2_memory_kib = 1024\nargon2_iterations = 1\nargon2_lanes = 1\n')
     keyfile = tmp_path / "id.pub"
     keyfile.write_text(pub(ed25519.Ed25519PrivateKey.generate(), "work") + "\n")

@@ -27,6 +27,7 @@ from urllib.parse import quote, unquote
 import paramiko
 import pytest
 from admin_harness import ADMIN
+from backend import storage_toml
 from webdav_harness import CofferServer, free_port, require_client
 
 OK, DENIED, HIDDEN = "ok", "denied", "hidden"
@@ -45,9 +46,7 @@ class Server(CofferServer):
         super().__init__(folder, tls=False, accounts={n: pw for n, (pw, _) in ACCOUNTS.items()})
         self.sftp_port = free_port()
         self.config.write_text(f"""
-[storage]
-data_dir = "{self.folder / 'var'}"
-
+{storage_toml(self.folder)}
 [security]
 bcrypt_rounds = 4
 argon2_memory_kib = 1024

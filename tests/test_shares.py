@@ -7,6 +7,8 @@ import pytest
 
 from providers.errors import CofferError, PermissionDenied, NotFound
 
+from backend import damage
+
 
 @pytest.fixture
 def team(storage):
@@ -221,10 +223,7 @@ def test_fsck_checks_shared_folders_and_moved_content(team, storage, cfg):
     from providers.meta import tree as t
     with storage.db.read() as c:
         blob = [r for r in t.domain_chunks(c) if r["plain_size"] == 100_000][0]["blob_name"]
-    path = cfg.blob_dir / blob[:2] / blob[2:4] / blob
-    raw = bytearray(path.read_bytes())
-    raw[50] ^= 1
-    path.write_bytes(bytes(raw))
+    damage(storage.blobs, blob, 50)
     report = storage.fsck(user="owner", password="owner-password")
     assert [d["files"] for d in report["damaged"]] == [["/Projects/loose.bin"]]
 

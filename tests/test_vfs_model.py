@@ -11,8 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from providers.errors import CofferError
 from providers.storage import Storage
 
-from conftest import make_config, reset_database
-import os
+from conftest import make_config
 
 NAMES = ["a", "Ä"]
 PATHS = st.lists(st.sampled_from(NAMES), min_size=1, max_size=2).map(lambda p: "/" + "/".join(p))
@@ -24,8 +23,6 @@ class VfsModel(RuleBasedStateMachine):
         super().__init__()
         self.tmp = tempfile.TemporaryDirectory()
         cfg = make_config(Path(self.tmp.name), storage={"chunk_size": 65536})
-        if os.environ.get("COFFER_TEST_DATABASE_URL"):
-            reset_database(cfg.database_url)
         self.st = Storage.open(cfg)
         self.st.accounts.create("m", "model-password")
         self.v = self.st.login("m", "model-password")

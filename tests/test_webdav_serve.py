@@ -80,7 +80,7 @@ def test_data_folder_is_private_to_the_server(tmp_path):
     """Profiles, e-mail and session addresses (the database) and the keys are
     not readable by other local users, whatever the umask, and an install
     made before with open modes is tightened on start."""
-    srv = CofferServer(tmp_path)
+    srv = CofferServer(tmp_path, pin={"database": "sqlite", "blobs": "local"})
     srv.create_accounts()
     var = tmp_path / "var"
     var.chmod(0o755)                               # as an older release left it under umask 022

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from backend import storage_toml
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,12 +43,12 @@ def require_client(program: str) -> str:
     pytest.skip(msg)
 
 
-def write_config(folder: Path, port: int, *, tls: bool = True, extra: str = "") -> Path:
+def write_config(folder: Path, port: int, *, tls: bool = True, extra: str = "", pin: dict | None = None) -> Path:
+    """`pin` (blobs="local", database="sqlite") keeps a test about one
+    backend's own files on that backend (see backend.py)."""
     cfg = folder / "coffer.toml"
     cfg.write_text(f"""
-[storage]
-data_dir = "{folder / 'var'}"
-
+{storage_toml(folder, **(pin or {}))}
 [security]
 bcrypt_rounds = 4
 argon2_memory_kib = 1024
@@ -119,12 +121,12 @@ class CofferServer(ServeProcess):
     """`coffer serve` in a child process. Use as a context manager."""
 
     def __init__(self, folder: Path, *, tls: bool = True, accounts: dict | None = None,
-                 quotas: dict | None = None, extra: str = ""):
+                 quotas: dict | None = None, extra: str = "", pin: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
-        self.config = write_config(self.folder, self.port, tls=tls, extra=extra)
+        self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin)
         self.accounts = dict(accounts or {"alice": "alice-pw-1", "bob": "bob-pw-22"})
         self.quotas = quotas or {}
         self.proc = None
