@@ -23,7 +23,6 @@ client speaks it); paramiko's default window and packet sizes are kept
 """
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import logging
 import shutil
@@ -37,6 +36,7 @@ from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRA
 
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
 from providers.sshkeys import SSHKeys
+from providers.throttle import address_of
 
 from . import sftp_exec, sftp_hostkeys
 from .sftp_session import SftpSession
@@ -58,20 +58,6 @@ REVOKED_MESSAGE = ("Coffer: this login no longer stands: the account's password 
                    "was disabled. Log in again.")
 
 
-def address_key(addr: str) -> str:
-    """What the per-address limits count: an IPv4 address, or an IPv6 /64
-    (one customer's network; an IPv4-mapped address counts as IPv4)."""
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return addr
-    if ip.version == 6:
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
-
-
 class Connection:
     """One TCP connection: its transport, login and running totals."""
 
@@ -81,7 +67,7 @@ class Connection:
         self.server, self.sock = server, sock
         self.tag = f"c{next(Connection.counter)}"      # names the connection in logs (no address, no account)
         self.addr = addr[0] if isinstance(addr, tuple) else str(addr)
-        self.addr_key = address_key(self.addr)
+        self.addr_key = address_of(self.addr)
         self.started = self.last_activity = time.monotonic()
         self.account: str | None = None      # set once logged in: counted against the session limits
         self.user_id: int | None = None
@@ -414,7 +400,7 @@ class SftpServer:
         """Whether a new connection may start logging in: at most
         `max_unauthenticated_per_address` per address (more are refused), and
         at most `max_unauthenticated` in all (the oldest gives way)."""
-        key = address_key(addr[0] if isinstance(addr, tuple) else str(addr))
+        key = address_of(addr[0] if isinstance(addr, tuple) else str(addr))
         sftp = self.cfg.sftp
         with self.lock:
             waiting = [c for c in self.conns if c.account is None and not c.finished]
