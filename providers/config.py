@@ -66,9 +66,9 @@ class RetentionConfig:
     hourly_hours: int = 24            # then one per hour
     daily_days: int = 30              # then one per day
     weekly_after: bool = True         # then one per week, up to max_age_days
-    max_versions: int = 100           # per file, current included
+    max_versions: int = 100           # per file, current included, the last hour's not counted
     max_age_days: int = 365           # older non-current versions go
-    max_quota_share: float = 0.5      # old versions never take more of the quota
+    max_quota_share: float = 0.5      # old versions of one key domain never take more of the quota
     trash_days: int = 30
     exclude: tuple = ("*.tmp", "~$*", ".~lock.*#", ".DS_Store", "Thumbs.db", "._*", "desktop.ini")
 

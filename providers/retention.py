@@ -3,8 +3,9 @@
 Staggered thinning by age, as the best peers do: every version of the last
 `keep_all_minutes`, then the newest one per hour for `hourly_hours`, one per
 day until `daily_days`, one per week after (until `max_age_days`), capped at
-`max_versions` per file and at a share of the quota for all old versions.
-The current version is always kept.
+`max_versions` per file (the last hour's not counted) and at a share of the
+quota for the old versions of each key domain. The current version is
+always kept.
 """
 from __future__ import annotations
 
@@ -36,10 +37,18 @@ class Policy:
         return cls(**values)
 
 
-def thin(times_us: list[int], now_us: int, policy: Policy) -> set[int]:
+def thin(times_us: list[int], now_us: int, policy: Policy, cap: bool = True) -> set[int]:
     """Indexes of `times_us` (one file's versions, newest first; index 0 is
-    the current version) that the policy keeps by age and count."""
+    the current version) that the policy keeps by age and count.
+
+    `max_versions` counts the current version and the newest one per hour,
+    day and week; the versions of the last `keep_all_minutes` do not count
+    against it. So a burst of writes (a collaborator's hundred uploads) never
+    pushes out older history: it costs at most an hour's worth of versions,
+    which the hourly tier then thins. Without `cap` (a collaborator's write)
+    nothing the age tiers keep is dropped."""
     keep = {0} if times_us else set()
+    tiered: list[int] = []
     seen_buckets: set[tuple[str, int]] = set()
     for i, t in enumerate(times_us[1:], start=1):
         age = now_us - t
@@ -58,13 +67,14 @@ def thin(times_us: list[int], now_us: int, policy: Policy) -> set[int]:
             continue
         if bucket not in seen_buckets:        # newest first: the first seen is the newest in its bucket
             seen_buckets.add(bucket)
-            keep.add(i)
-    ordered = sorted(keep)
-    return set(ordered[:max(1, policy.max_versions)])
+            tiered.append(i)
+    if cap:
+        tiered = tiered[:max(0, policy.max_versions - 1)]
+    return keep | set(tiered)
 
 
 def over_share(old_versions: list[tuple[int, int, int]], limit: int | None, policy: Policy) -> list[int]:
-    """Given all kept non-current versions of an account as (version id,
+    """Given the kept non-current versions of one key domain as (version id,
     created_us, stored bytes), the ids to drop (oldest first) so that they take
     at most `max_quota_share` of the quota."""
     if not limit:

@@ -4,11 +4,13 @@ Every front-end (WebDAV, SFTP, coffer-admin) calls this and nothing below
 it. Paths are validated by providers.paths; permissions are checked here,
 once. Besides the live tree there is the hidden read-only tree `/.coffer/`:
 
-  /.coffer/versions/<path>/<time>_<name>   every kept version of each file
+  /.coffer/versions/<path>/<time>_<name>   every kept version of every file
+                                           that has lived at the path
   /.coffer/trash/<deleted time>/<path>     deleted files and folders
   /.coffer/snapshots/<UTC time>/<path>     the whole tree as it was then
 
-Copying out of `/.coffer/` restores; deleting in it purges for good.
+Copying out of `/.coffer/` restores (out of the trash, the deleted node
+itself comes back with its history); deleting in it purges for good.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from . import crypto, meta, paths, rekey, retention
+from . import crypto, history, meta, paths, rekey, retention
 from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IntegrityError, IsADirectory, NotADirectory,
                      NotFound, PermissionDenied, QuotaExceeded)
 from .meta import tree as t
 from .meta import users as uq
+from .history import Gen
 from .streams import RandomFile, Reader, Writer
 
 log = logging.getLogger(__name__)
@@ -147,39 +150,46 @@ def drop_versions(c, domain_id: int, version_ids) -> list[str]:
     return blobs
 
 
-def purge_nodes(c, root_ids) -> list[str]:
-    """Delete subtrees with every version of every file in them, for good."""
-    ids = []
+def purge_nodes(c, root_ids) -> tuple[list[str], int]:
+    """Delete subtrees with every version of every file in them, for good.
+    Returns the blobs to delete and how many versions went."""
+    ids: dict[int, None] = {}
     for rid in root_ids:
-        ids += t.subtree_ids(c, rid)
+        ids.update(dict.fromkeys(t.subtree_ids(c, rid)))
     if t.roots_among(c, [i for i in ids if i not in root_ids]):
         raise Conflict("this holds a shared folder: stop sharing it first, then purge")
-    blobs = []
+    blobs, count = [], 0
     if ids:
         by_domain: dict[int, list[int]] = {}
-        for vid, nid in t.versions_for_nodes(c, ids):
+        for vid, nid in t.versions_for_nodes(c, list(ids)):
             by_domain.setdefault(t.version(c, vid)["domain_id"], []).append(vid)
+            count += 1
         for n in ids:
             t.update_node(c, n, version_id=None)
         for did, vids in by_domain.items():
             blobs += drop_versions(c, did, vids)
         t.delete_nodes(c, list(reversed(ids)))
-    return blobs
+    return blobs, count
 
 
 def expire_account(storage, user, now_us: int | None = None) -> dict:
     """Apply version retention to every file an account owns and empty its
     trash of what is older than trash_days. Only version times and sizes and
     node ids are involved, never names or content, so this needs no keys:
-    the periodic job runs it for `private` accounts too."""
+    the periodic job runs it for `private` accounts too.
+
+    The quota share of old versions is applied to each key domain on its
+    own (the home, each shared folder): collaborators filling a shared
+    folder with versions can thin only that folder's history."""
     now = now_us or meta.now_us()
     policy = retention.Policy.from_config(storage.cfg.retention, user.settings.get("retention"))
+    limit = storage.accounts.quota_limit(user)
     blobs: list[str] = []
-    counts = {"versions": 0, "trash": 0}
+    counts = {"versions": 0, "over_quota_share": 0, "trash": 0}
     with storage.db.write() as c:
         domain_ids = [uq.home_domain(c, user.id)["id"]] + [r["id"] for r in uq.owned_share_domains(c, user.id)]
-        kept_old = []
         for did in domain_ids:
+            kept_old = []
             by_node: dict[int, list] = {}
             for r in t.version_rows_for_domain(c, did):
                 by_node.setdefault(r.node_id, []).append(r)
@@ -188,19 +198,22 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
                 vs = [v for v in vs if v.id == node["version_id"]] + [v for v in vs if v.id != node["version_id"]]
                 keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, policy)
                 drop = [v.id for i, v in enumerate(vs) if i not in keep]
-                kept_old += [(v.id, v.created_us, v.stored_bytes, did) for i, v in enumerate(vs) if i in keep and i]
+                kept_old += [(v.id, v.created_us, v.stored_bytes) for i, v in enumerate(vs) if i in keep and i]
                 if drop:
                     counts["versions"] += len(drop)
                     blobs += drop_versions(c, did, drop)
-        over = set(retention.over_share([k[:3] for k in kept_old], storage.accounts.quota_limit(user), policy))
-        for vid, _, _, did in kept_old:
-            if vid in over:
-                counts["versions"] += 1
-                blobs += drop_versions(c, did, [vid])
+            over = retention.over_share(kept_old, limit, policy)
+            if over:
+                counts["versions"] += len(over)
+                counts["over_quota_share"] += len(over)
+                blobs += drop_versions(c, did, over)
         cutoff = now - policy.trash_days * retention.DAY
         old = [n["id"] for did in domain_ids for n in t.trashed(c, did, None) if n["trashed_us"] < cutoff]
         counts["trash"] = len(old)
-        blobs += purge_nodes(c, old)
+        gone, counts["trash_versions"] = purge_nodes(c, old)
+        blobs += gone
+        if any(counts.values()):
+            uq.audit(c, "retention_purged", user_id=user.id, actor="system", detail=counts)
     delete_blobs(storage, blobs)
     return counts
 
@@ -428,28 +441,42 @@ class Vfs:
         if rest[0] == SHARED and len(rest) < 3:
             it = self._resolve(c, rest)
             return Item(it.name, parts, "shared", True, ref=it.ref, mtime_us=it.mtime_us)
+        w = history.Walker(self, c)
         try:
-            node = self._live(c, rest)
+            return self._history_item(w.walk(rest), parts)
         except (NotFound, NotADirectory) as e:
             if len(rest) < 2:
                 raise
             try:
-                node = self._live(c, rest[:-1])
+                gens = history.of_kind(w.walk(rest[:-1]))
             except (NotFound, NotADirectory):
                 raise e from None
-            if node["kind"] != "f":
-                raise
-            for v in t.versions_of(c, node["id"]):
-                if self._version_name(v, rest[-2]) == rest[-1]:
-                    return self._version_item(v, parts, node)
-            raise NotFound(f"{paths.join(parts)}: no such version") from None
-        return self._live_item(node, parts, "vdir" if node["kind"] == "d" else "vfile")
+            for v, g, name in self._named_versions(w, gens, rest[-2]):
+                if rest[-1] in (name, self._version_name(v, rest[-2], True)):
+                    return self._version_item(v, parts, g)
+            raise NotFound(f"{paths.join(parts)}: no such version (purged, or thinned by retention)") from None
 
-    def _version_name(self, v, file_name: str) -> str:
-        return f"{stamp(v['created_us'])}_{file_name}"
+    def _history_item(self, gens: list[Gen], parts) -> Item:
+        """What /.coffer/versions/<path> is: the files (or folders) that lived there."""
+        gens = history.of_kind(gens)
+        it = self._live_item(gens[0].node, parts, "vdir" if gens[0].node["kind"] == "d" else "vfile")
+        it.ref = gens
+        return it
 
-    def _version_item(self, v, parts, node=None) -> Item:
-        return Item(parts[-1], parts, "version", False, node=dict(node) if node else None, version=dict(v),
+    def _named_versions(self, w, gens: list[Gen], file_name: str) -> list[tuple[dict, Gen, str]]:
+        """Every kept version of the files that lived at a path, newest first,
+        with its entry name. Two versions made in the same microsecond are
+        told apart by their id; that longer name is accepted for every version."""
+        rows = w.versions(gens)
+        times = Counter(v["created_us"] for v, _ in rows)
+        return [(v, g, self._version_name(v, file_name, times[v["created_us"]] > 1)) for v, g in rows]
+
+    @staticmethod
+    def _version_name(v, file_name: str, with_id: bool = False) -> str:
+        return f"{stamp(v['created_us'])}{'-v%d' % v['id'] if with_id else ''}_{file_name}"
+
+    def _version_item(self, v, parts, gen: Gen) -> Item:
+        return Item(parts[-1], parts, "version", False, node=dict(gen.node), version=dict(v), ref=gen,
                     size=v["size"], mtime_us=v["mtime_us"], created_us=v["created_us"])
 
     def _owner_path(self, c, node) -> tuple:
@@ -582,8 +609,8 @@ class Vfs:
                 return [self._meta_dir(p + (n,)) for n in ("snapshots", "trash", "versions")]
             if p[1] == "versions":
                 root = self._root(c)
-                out = [self._live_item(n, p + (self._name(c, root, n),), "vdir" if n["kind"] == "d" else "vfile")
-                       for n in t.children(c, self.home.root_id)]
+                members = history.Walker(self, c).members([Gen(dict(root), None)])
+                out = [self._history_item(gens, p + (name,)) for name, gens in members.items()]
                 if self._received(c):
                     out.append(Item(SHARED, p + (SHARED,), "shared", True, mtime_us=root["mtime_us"]))
                 return out
@@ -595,11 +622,11 @@ class Vfs:
                 return [Item(stamp(s, False), p + (stamp(s, False),), "snap", True, node=self._root(c),
                              ref=s, mtime_us=s, created_us=s) for s in self._snapshot_times(c)]
         if it.tag == "vdir":
-            return [self._live_item(n, p + (self._name(c, it.node, n),), "vdir" if n["kind"] == "d" else "vfile")
-                    for n in t.children(c, it.node["id"])]
+            members = history.Walker(self, c).members(it.ref or [Gen(dict(it.node), None)])
+            return [self._history_item(gens, p + (name,)) for name, gens in members.items()]
         if it.tag == "vfile":
-            return [self._version_item(v, p + (self._version_name(v, it.name),), it.node)
-                    for v in t.versions_of(c, it.node["id"])]
+            return [self._version_item(v, p + (name,), g) for v, g, name in
+                    self._named_versions(history.Walker(self, c), it.ref or [Gen(dict(it.node), None)], it.name)]
         if it.tag in ("trashstamp", "trashdir"):
             st = it.ref if it.tag == "trashstamp" else it.ref[0]
             sub = () if it.tag == "trashstamp" else it.ref[1]
@@ -837,18 +864,23 @@ class Vfs:
         if paths.is_meta(parts):
             raise PermissionDenied("versions are listed for files in the live tree")
         with self._tx() as c:
-            node = self._live(c, parts)
-            if node["kind"] != "f":
-                raise IsADirectory(f"{paths.join(parts)} is a folder: versions are kept per file")
-            rows = t.versions_of(c, node["id"])
+            rows = self._path_versions(c, parts)
             authors = {}
-            for v in rows:
+            for v, _, _ in rows:
                 if v["author_id"] and v["author_id"] not in authors:
                     u = uq.user_by_id(c, v["author_id"])
                     authors[v["author_id"]] = u["name"] if u else None
         return [VersionInfo(v["id"], v["size"], v["created_us"] / 1e6, v["mtime_us"] / 1e6,
-                            authors.get(v["author_id"]), v["id"] == node["version_id"],
-                            self._version_name(v, parts[-1])) for v in rows]
+                            authors.get(v["author_id"]), g.live and v["id"] == g.node["version_id"], name)
+                for v, g, name in rows]
+
+    def _path_versions(self, c, parts) -> list[tuple[dict, Gen, str]]:
+        """Every kept version of every file that has lived at the path (see providers/history.py)."""
+        w = history.Walker(self, c)
+        gens = history.of_kind(w.walk(parts))
+        if gens[0].node["kind"] != "f":
+            raise IsADirectory(f"{paths.join(parts)} is a folder: versions are kept per file")
+        return self._named_versions(w, gens, parts[-1])
 
     # -- writing ---------------------------------------------------------------------------
     def _writable(self, parts) -> None:
@@ -1021,7 +1053,9 @@ class Vfs:
         if node["excluded"]:
             keep = {0}
         else:
-            keep = retention.thin([r["created_us"] for r in rows], now, self._policy(c, dom)[0])
+            # a collaborator's write never drops what the owner's age tiers keep
+            keep = retention.thin([r["created_us"] for r in rows], now, self._policy(c, dom)[0],
+                                  cap=dom.owner_id == self.user.id)
         drop = [r["id"] for i, r in enumerate(rows) if i not in keep]
         return drop_versions(c, dom.id, drop) if drop else []
 
@@ -1085,7 +1119,14 @@ class Vfs:
         self.delete(path)
 
     def move(self, src, dst, overwrite: bool = True) -> Entry:
+        """Rename or move a file or folder; its history goes along. Out of
+        /.coffer/trash it restores, as `copy` does. A collaborator moving
+        something out of a shared folder into another owner's tree gets a
+        copy of it as it is now: the original, with every version, goes to
+        the folder owner's trash (only the owner may destroy their history)."""
         sp, dp = paths.parse(src), paths.parse(dst)
+        if paths.is_meta(sp) and sp[1:2] == ("trash",) and len(sp) > 2:
+            return self.copy(src, dst, overwrite)
         self._writable(sp)
         self._writable(dp)
         if dp[:len(sp)] == sp:
@@ -1111,32 +1152,73 @@ class Vfs:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
                 self._need_removable(c, target, dp)
                 self._trash(c, target, now)
-            is_root = node["domain_id"] != src_dom.id          # a shared folder's top
-            if is_root and dst_dom.id != self.home.id:
-                raise Conflict("a shared folder cannot be moved into another shared folder")
-            if src_dom.id != dst_dom.id and not is_root:
-                ids = t.subtree_ids(c, node["id"])
-                if t.roots_among(c, ids[1:]):
-                    raise Conflict(f"{paths.join(sp)} holds a shared folder; it cannot move into or out of "
-                                   "another shared folder")
-                # Re-wrap keys and names for the new domain; content is not touched.
-                drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
-                                           dst_dom.keys, now, keep_top_name=True)
-            t.add_history(c, node["id"], node["parent_id"], bytes(node["name_enc"]), now)
-            excluded = self._is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
-            t.update_node(c, node["id"], parent_id=parent["id"], name_lookup=lookup, changed_us=now,
-                          name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1]), excluded=excluded)
-            t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
-            t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
-            if src_dom.owner_id != dst_dom.owner_id:
-                self._check_quota(c, dst_dom)
-            item = self._live_item(t.node(c, node["id"]), dp, c=c, mount=dp[0] == SHARED and len(dp) == 3)
+            if src_dom.owner_id != self.user.id and dst_dom.owner_id != src_dom.owner_id:
+                drop += self._copy_out(c, node, sp, src_dom, parent["id"], dst_dom, dp, now)
+            else:
+                drop += self._relocate(c, node, src_dom, parent["id"], dst_dom, dp, now, sp)
+                t.add_history(c, node["id"], node["parent_id"], bytes(node["name_enc"]), now)
+            item = self._live_item(t.child(c, parent["id"], lookup), dp, c=c,
+                                   mount=dp[0] == SHARED and len(dp) == 3)
         self._delete_blobs(drop)
         return self._entry(item)
 
+    def _relocate(self, c, node, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, now, sp) -> list[str]:
+        """Give a node (with what it holds) a new parent and name. Into another
+        key domain its keys and names are re-wrapped; content is not touched."""
+        drop: list[str] = []
+        is_root = node["domain_id"] != src_dom.id          # a shared folder's top
+        if is_root and dst_dom.id != self.home.id:
+            raise Conflict("a shared folder cannot be moved into another shared folder")
+        if src_dom.id != dst_dom.id and not is_root:
+            ids = t.subtree_ids(c, node["id"])
+            if t.roots_among(c, ids[1:]):
+                raise Conflict(f"{paths.join(sp)} holds a shared folder; it cannot move into or out of "
+                               "another shared folder")
+            drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
+                                       dst_dom.keys, now, keep_top_name=True)
+        excluded = self._is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
+        t.update_node(c, node["id"], parent_id=parent_id, changed_us=now, excluded=excluded,
+                      name_lookup=crypto.name_lookup(dst_dom.keys, parent_id, dp[-1]),
+                      name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1]))
+        t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
+        t.update_node(c, parent_id, changed_us=now, mtime_us=now)
+        if src_dom.owner_id != dst_dom.owner_id:
+            self._check_quota(c, dst_dom)
+        return drop
+
+    def _copy_out(self, c, node, sp, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, now) -> list[str]:
+        """A collaborator's move out of a shared folder into another owner's
+        tree: a copy of what is there now, and the original to the trash."""
+        drop = self._copy_item(c, self._live_item(node, sp, c=c), parent_id, dst_dom, dp, None, now, True)
+        self._trash(c, node, now)
+        t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
+        t.update_node(c, parent_id, changed_us=now, mtime_us=now)
+        self._check_quota(c, dst_dom)
+        uq.audit(c, "share_moved_out", user_id=self.user.id, actor="user",
+                 detail={"domain": src_dom.id, "owner": src_dom.owner_id})
+        return drop
+
+    def _untrash(self, c, node, parent_id: int, dom: Domain, dp, now) -> list[str]:
+        """Restore from the trash: the same node comes back at `dp`, so every
+        version of every file in it comes along."""
+        node = t.node(c, node["id"])
+        self._need_owner(c, node, f"restoring {paths.join(dp)}")
+        src_dom = self._dom(c, t.node(c, node["parent_id"]))
+        drop = self._relocate(c, node, src_dom, parent_id, dom, dp, now, dp)
+        name = bytes(node["name_enc"])
+        if node["trashed_us"] is not None:     # where it was until deleted, then nowhere until now
+            t.add_history(c, node["id"], node["parent_id"], name, node["trashed_us"])
+            t.add_history(c, node["id"], None, name, now)
+            t.update_node(c, node["id"], trashed_us=None, trash_path_enc=None)
+        else:                                  # out of a deleted folder
+            t.add_history(c, node["id"], node["parent_id"], name, now)
+        return drop
+
     def copy(self, src, dst, overwrite: bool = True, recursive: bool = True) -> Entry:
         """Copy a file or folder; content is shared, not re-encrypted. A
-        source in /.coffer (a version, a trashed item, a snapshot) restores."""
+        source in /.coffer restores: a version or a snapshot as a copy (a new
+        version), a trash entry by bringing back the deleted file or folder
+        itself, with its whole history (it leaves the trash)."""
         sp, dp = paths.parse(src), paths.parse(dst)
         self._writable(dp)
         if dp[:len(sp)] == sp:
@@ -1154,7 +1236,7 @@ class Vfs:
             if target is not None:
                 if not overwrite:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
-                if target["kind"] == "d" or item.is_dir:
+                if target["kind"] == "d" or item.is_dir or self._untrashes(item, recursive):
                     self._need_removable(c, target, dp)
                     self._trash(c, target, now)
                     target = None
@@ -1174,7 +1256,9 @@ class Vfs:
         todo = [(item, parent_id, dparts, target)]
         while todo:
             it, pid, dp, tgt = todo.pop()
-            if it.is_dir:
+            if self._untrashes(it, recursive):
+                drop += self._untrash(c, it.node, pid, dom, dp, now)
+            elif it.is_dir:
                 nid = self._copy_folder(c, it, pid, dom, dp[-1], now)
                 if recursive:
                     todo += [(ch, nid, dp + (ch.name,), None) for ch in self._children(c, it)]
@@ -1231,6 +1315,11 @@ class Vfs:
         t.add_version_chunks(c, vid, chunk_ids)
         t.update_node(c, nid, version_id=vid, size=v["size"], mtime_us=v["mtime_us"], changed_us=now)
         return self._apply_retention(c, dom, nid, now)
+
+    @staticmethod
+    def _untrashes(item: Item, recursive: bool) -> bool:
+        """Is copying this a restore from the trash (of the item itself, not a copy)?"""
+        return item.tag == "trashnode" and (recursive or not item.is_dir)
 
     def _copy_props(self, c, src_node, dst_id: int, dom: Domain) -> None:
         src_dom = self._dom(c, src_node)
@@ -1338,38 +1427,60 @@ class Vfs:
             if it.tag == "version":
                 if rest[0] != "versions":
                     raise PermissionDenied(READ_ONLY)
-                if it.node["version_id"] == it.version["id"]:
-                    raise Conflict("this is the file's current version: delete the file itself to move it to "
-                                   f"the trash, or delete {paths.join(parts[:-1])} to purge it with its history")
-                blobs = drop_versions(c, it.version["domain_id"], [it.version["id"]])
+                blobs, count = self._purge_version(c, it, parts), 1
             elif it.tag in ("vfile", "vdir"):
-                blobs = self._purge_path(c, parts[2:])
+                blobs, count = self._purge_path(c, parts[2:], it.ref)
             elif it.tag == "trashnode":
-                blobs = purge_nodes(c, [it.node["id"]])
+                blobs, count = purge_nodes(c, [it.node["id"]])
             elif it.tag in ("trashstamp", "trashdir"):
                 st, sub = (it.ref, ()) if it.tag == "trashstamp" else it.ref
-                blobs = purge_nodes(c, [n["id"] for n, tp in self._trash_entries(c, st)
-                                              if tp[:len(sub)] == sub])
+                blobs, count = purge_nodes(c, [n["id"] for n, tp in self._trash_entries(c, st)
+                                                     if tp[:len(sub)] == sub])
             elif it.tag == "meta" and rest == ("trash",):
-                blobs = purge_nodes(c, [n["id"] for n, _ in self._trash_entries(c)])
+                blobs, count = purge_nodes(c, [n["id"] for n, _ in self._trash_entries(c)])
             else:
                 raise PermissionDenied(READ_ONLY)
+            self._audit_purge(c, it.node, rest[0], count)
         self._delete_blobs(blobs)
 
-    def _purge_path(self, c, parts) -> list[str]:
+    def _audit_purge(self, c, node, what: str, versions: int) -> None:
+        uq.audit(c, "history_purged", user_id=self.user.id, actor="user",
+                 detail={"domain": node["domain_id"] if node else self.home.id, "from": what, "versions": versions})
+
+    def _purge_version(self, c, it: Item, parts) -> list[str]:
+        """Purge exactly one version. A deleted file's newest version may go
+        too: the one before it becomes what its trash entry holds, and a
+        deleted file left without versions leaves the trash."""
+        gen, vid = it.ref, it.version["id"]
+        node = t.node(c, gen.id)
+        if node["version_id"] != vid:
+            return drop_versions(c, it.version["domain_id"], [vid])
+        if gen.live:
+            raise Conflict("this is the file's current version: delete the file itself to move it to "
+                           f"the trash, or delete {paths.join(parts[:-1])} to purge it with its history")
+        older = [v for v in t.versions_of(c, node["id"]) if v["id"] != vid]
+        if not older:
+            return purge_nodes(c, [node["id"]])[0]
+        t.update_node(c, node["id"], version_id=older[0]["id"], size=older[0]["size"], mtime_us=older[0]["mtime_us"])
+        return drop_versions(c, it.version["domain_id"], [vid])
+
+    def _purge_path(self, c, parts, gens=None) -> tuple[list[str], int]:
+        """Purge every file or folder that has lived at a path, with its versions and trash entries."""
+        if gens is None:
+            try:
+                gens = history.Walker(self, c).walk(parts)
+            except (NotFound, NotADirectory):
+                gens = []
         roots = []
-        try:
-            node = self._live(c, parts)
-            self._need_owner(c, node, "purging")
-            if node["id"] == self.home.root_id or (parts and parts[0] == SHARED and len(parts) <= 3):
+        for g in gens:
+            self._need_owner(c, g.node, "purging")
+            if g.id == self.home.root_id or (parts and parts[0] == SHARED and len(parts) <= 3):
                 raise PermissionDenied(f"{paths.join(parts)} cannot be purged")
-            roots.append(node["id"])
-        except (NotFound, NotADirectory):
-            pass
+            roots.append(g.id)
         roots += [n["id"] for n, tp in self._trash_entries(c) if tp[:len(parts)] == parts]
         if not roots:
             raise NotFound(f"{paths.join(parts)} is neither in the tree nor in the trash")
-        return purge_nodes(c, roots)
+        return purge_nodes(c, list(dict.fromkeys(roots)))
 
     def purge(self, path) -> None:
         """Delete a file or folder with all its versions and trash entries, for good."""
@@ -1378,7 +1489,8 @@ class Vfs:
             return self._purge_meta(parts)
         self._writable(parts)
         with self._tx(True) as c:
-            blobs = self._purge_path(c, parts)
+            blobs, count = self._purge_path(c, parts)
+            self._audit_purge(c, None, "tree", count)
         self._delete_blobs(blobs)
 
     def expire(self, now_us: int | None = None) -> dict:
@@ -1393,10 +1505,9 @@ class Vfs:
         dest = to or path
         if version_id is not None:
             with self._tx() as c:
-                node = self._live(c, parts)
-                for v in t.versions_of(c, node["id"]):
+                for v, _, name in self._path_versions(c, parts):
                     if v["id"] == version_id:
-                        src = paths.join(("versions",) + parts + (self._version_name(v, parts[-1]),))
+                        src = paths.join(("versions",) + parts + (name,))
                         break
                 else:
                     raise NotFound(f"{paths.join(parts)} has no version {version_id}")

@@ -27,6 +27,8 @@ _BATCH = 500                # ids per IN (...) list: well under every database's
 _HOT_NODE = HotQuery(_NODE)
 _HOT_CHILD = HotQuery(_CHILD)
 _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
+_HOT_NAMED = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"),
+                                                nodes.c.name_lookup == bindparam("l")))
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
 _HOT_VERSION = HotQuery(select(versions).where(versions.c.id == bindparam("i")))
 _HOT_VERSION_CHUNKS = HotQuery(
@@ -68,6 +70,20 @@ def children_page(c, parent_id: int, after_id: int, limit: int):
     return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None),
                                               nodes.c.id > after_id).order_by(nodes.c.id).limit(limit)
                      ).mappings().all()
+
+
+def named(c, parent_id: int, lookup: str):
+    """Every node that has this name in this folder: the live one and the
+    deleted ones (a trashed node keeps its parent and keyed name)."""
+    return _HOT_NAMED.all(c, {"p": parent_id, "l": lookup})
+
+
+def children_any(c, parent_ids: list[int]):
+    """The members of these folders, live and deleted."""
+    out = []
+    for i in range(0, len(parent_ids), _BATCH):
+        out += c.execute(select(*NODE_COLS).where(nodes.c.parent_id.in_(parent_ids[i:i + _BATCH]))).mappings().all()
+    return out
 
 
 def has_children(c, parent_id: int) -> bool:
