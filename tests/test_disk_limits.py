@@ -103,9 +103,8 @@ def test_spools_of_one_account_count_against_its_quota(tmp_path):
             first.flush()
             for i in range(20):                       # 5 MiB more would exceed the 8 MiB quota
                 second.write(chunk)
-            second.set_pipelined(False)               # the next write waits for its answer (paramiko's
-            with pytest.raises(IOError) as e:         # close ignores a refusal)
-                second.write(b"more")
+            with pytest.raises(IOError) as e:         # (paramiko's close ignores a refusal: ask with FSTAT,
+                second.stat()                         # which waits for the handle's writes)
             assert "quota" in str(e.value).lower()
             second.close()
             first.close()                             # the first one still publishes
@@ -336,3 +335,28 @@ def test_properties_charge_follows_copies_trash_and_purge(alice):
     assert alice.quota().used - base == one
     alice.st.gc(grace_seconds=0)                            # gc recomputes usage with the properties
     assert alice.quota().used - base == one
+
+
+def test_small_files_are_charged_the_blocks_they_take(tmp_path):
+    """300 files of 8 bytes took 300 blob files and were charged 7.3 KiB;
+    each chunk is now charged its stored size rounded up to a 4 KiB block."""
+    with SftpServer(tmp_path / "srv", accounts=TWO) as srv:
+        c, a = sftp_client(srv, "alice")
+        try:
+            for i in range(300):
+                with a.open(f"/s{i}.txt", "w") as f:
+                    f.write(b"%08d" % i)
+        finally:
+            c.close()
+    from providers import config
+    from providers.storage import Storage
+    cfg = config.load(srv.config)
+    storage = Storage.open(cfg)
+    try:
+        charged = storage.accounts.usage(storage.accounts.get("alice").id)
+    finally:
+        storage.close()
+    on_disk = sum(p.stat().st_blocks * 512 for p in cfg.blob_dir.rglob("*") if p.is_file())
+    assert on_disk <= charged, f"300 small files take {on_disk} bytes of blob files but are charged {charged}"
+    assert charged == 300 * 4096
+    print(f"300 files of 8 bytes: blob files {on_disk} bytes, charged {charged}")

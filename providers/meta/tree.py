@@ -253,6 +253,17 @@ def insert_chunks(c, rows: list[dict]) -> dict[str, int]:
     return out
 
 
+# A chunk is charged to its domain as the disk blocks it takes: its stored
+# size rounded up to BLOCK (a small file's chunk has a blob file of its own,
+# which takes a whole block).
+BLOCK = 4096
+_CHARGED = (chunks.c.stored_size + (BLOCK - 1)) // BLOCK * BLOCK
+
+
+def charged(stored_size: int) -> int:
+    return -(-stored_size // BLOCK) * BLOCK
+
+
 _ADD_REFS = update(chunks).where(chunks.c.id == bindparam("cid")).values(
     refcount=chunks.c.refcount + bindparam("n"))
 _ADD_REFS_HOT = HotStatement(_ADD_REFS)
@@ -264,11 +275,11 @@ def add_refs(c, counts: dict[int, int]) -> int:
     if len(ids) == 1:
         row = _HOT_REFCOUNT.first(c, {"i": ids[0]})
         _ADD_REFS_HOT.run(c, {"cid": ids[0], "n": counts[ids[0]]})
-        return row["stored_size"] if row is not None and row["refcount"] == 0 else 0
+        return charged(row["stored_size"]) if row is not None and row["refcount"] == 0 else 0
     for i in range(0, len(ids), _BATCH):
         for row in c.execute(select(chunks.c.refcount, chunks.c.stored_size)
                              .where(chunks.c.id.in_(ids[i:i + _BATCH]), chunks.c.refcount == 0)):
-            gained += row.stored_size
+            gained += charged(row.stored_size)
     if ids:
         c.execute(_ADD_REFS, [{"cid": cid, "n": n} for cid, n in counts.items()])
     return gained
@@ -283,7 +294,7 @@ def drop_refs(c, counts: dict[int, int]) -> tuple[int, list[str]]:
         row = c.execute(select(chunks.c.refcount, chunks.c.stored_size, chunks.c.blob_name)
                         .where(chunks.c.id == cid)).first()
         if row.refcount <= 0:
-            freed += row.stored_size
+            freed += charged(row.stored_size)
             c.execute(delete(chunks).where(chunks.c.id == cid))
             if c.execute(select(func.count()).select_from(chunks)
                          .where(chunks.c.blob_name == row.blob_name)).scalar_one() == 0:
@@ -361,7 +372,7 @@ def recount_refs(c) -> int:
 def recompute_usage(c) -> None:
     """Each domain's usage from what it stores: its chunks and its dead properties."""
     for did, in c.execute(select(domains.c.id)).all():
-        used = c.execute(select(cast(func.coalesce(func.sum(chunks.c.stored_size), 0), BigInteger))
+        used = c.execute(select(cast(func.coalesce(func.sum(_CHARGED), 0), BigInteger))
                          .where(chunks.c.domain_id == did, chunks.c.refcount > 0)).scalar_one()
         used += prop_bytes(c, [did])
         c.execute(update(domains).where(domains.c.id == did).values(used_bytes=used))
