@@ -250,12 +250,15 @@ def test_failed_logins_look_alike(tmp_path):
                     t.auth_publickey(user, other_key)
                 key_times[what].append(time.perf_counter() - start)
                 t.close()
-        med = {k: statistics.median(v) for k, v in times.items()}
-        base = med["wrong password"]
-        for what, m in med.items():
-            assert abs(m - base) < max(0.015, 0.25 * base), f"password: {med}"
-        kmed = {k: statistics.median(v) for k, v in key_times.items()}
-        assert abs(kmed["known account"] - kmed["unknown account"]) < 0.01, f"key: {kmed}"
+        # Compare the fastest of each kind: a busy machine only adds time, so the
+        # minimum is the work the server does, where a median moves with the load.
+        best = {k: min(v) for k, v in times.items()}
+        med = {k: round(statistics.median(v), 4) for k, v in times.items()}
+        base = best["wrong password"]
+        for what, m in best.items():
+            assert abs(m - base) < max(0.015, 0.25 * base), f"password: fastest {best}, medians {med}"
+        kbest = {k: min(v) for k, v in key_times.items()}
+        assert abs(kbest["known account"] - kbest["unknown account"]) < 0.01, f"key: {kbest}"
 
 
 # -- clients without AES-GCM, and connections that are not SSH ----------------------------------

@@ -132,8 +132,10 @@ def test_unknown_name_and_wrong_password_take_the_same_time(srv):
             code, _, body, seconds = curl(srv, name, "guess-guess", addr)
             assert code == 401 and "too many" not in body
             times.append(seconds)
-    w, u = statistics.median(wrong), statistics.median(unknown)
-    print(f"median 401: wrong password {w * 1000:.1f} ms, unknown name {u * 1000:.1f} ms")
+    print(f"median 401: wrong password {statistics.median(wrong) * 1000:.1f} ms, "
+          f"unknown name {statistics.median(unknown) * 1000:.1f} ms")
+    # the fastest of each: a busy machine only adds time, so the minimum is the server's own work
+    w, u = min(wrong), min(unknown)
     assert abs(w - u) <= 0.2 * max(w, u), (wrong, unknown)
 
 
