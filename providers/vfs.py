@@ -68,11 +68,24 @@ class VersionInfo:
     name: str
 
 
+UNLIMITED_SPACE = 1 << 50       # the free space shown without a limit: 0 would make clients refuse to write
+
+
 @dataclass(frozen=True)
 class Quota:
     used: int
     limit: int | None
     available: int | None
+
+    def space(self, disk=None) -> tuple[int, int]:
+        """(total, free) bytes, as clients are told them (WebDAV quota
+        properties, SFTP statvfs, `df`): the quota's; without a limit the
+        disk's when `disk()` gives them as (total, free), else UNLIMITED_SPACE."""
+        if self.limit is not None:
+            return self.limit, max(0, self.limit - self.used if self.available is None else self.available)
+        if disk is not None:
+            return disk()
+        return UNLIMITED_SPACE, UNLIMITED_SPACE
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 Each request carries the authenticated principal's filesystem in
 `environ["coffer.vfs"]` (set by server/webdav_app.py); every resource calls it
-and nothing else. Errors from the core become HTTP statuses in `STATUS`, the
-one table of this front-end.
+and nothing else. Errors from the core become HTTP statuses in
+server/webdav_errors.py, the one table of this front-end; live properties
+come from server/webdav_props.py, as in the PROPFIND fast path.
 """
 from __future__ import annotations
 
@@ -11,97 +12,25 @@ import contextlib
 import queue
 import threading
 import email.utils
-import logging
 import string
 import time
 from urllib.parse import quote
 
 from lxml import etree
 from wsgidav import util, xml_tools
-from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_CONFLICT, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR,
-                               HTTP_LOCKED, HTTP_METHOD_NOT_ALLOWED, HTTP_NOT_FOUND,
-                               PRECONDITION_CODE_LockConflict, PRECONDITION_CODE_PropfindFiniteDepth, DAVError,
-                               DAVErrorCondition)
+from wsgidav.dav_error import (HTTP_BAD_REQUEST, HTTP_FORBIDDEN, HTTP_INTERNAL_ERROR, HTTP_LOCKED,
+                               HTTP_NOT_FOUND, PRECONDITION_CODE_LockConflict,
+                               PRECONDITION_CODE_PropfindFiniteDepth, DAVError, DAVErrorCondition)
 from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 
 from providers import errors, paths
+from . import webdav_propfind
+from .webdav_errors import core, dav_error
+from .webdav_props import DAV, LiveProps, content_type, element, is_live
 
-log = logging.getLogger(__name__)
-
-HTTP_INSUFFICIENT_STORAGE = 507
-HTTP_SERVICE_UNAVAILABLE = 503
-NO_QUOTA_AVAILABLE = 2 ** 50          # "unlimited": 0 would make clients refuse to write
-
-# The one table from core errors to HTTP statuses.
-STATUS = [
-    (errors.InvalidPath, HTTP_BAD_REQUEST),
-    (errors.NotFound, HTTP_NOT_FOUND),
-    (errors.AlreadyExists, HTTP_METHOD_NOT_ALLOWED),
-    (errors.NotADirectory, HTTP_CONFLICT),
-    (errors.IsADirectory, HTTP_METHOD_NOT_ALLOWED),
-    (errors.DirectoryNotEmpty, HTTP_CONFLICT),
-    (errors.PermissionDenied, HTTP_FORBIDDEN),
-    (errors.Conflict, HTTP_CONFLICT),
-    (errors.QuotaExceeded, HTTP_INSUFFICIENT_STORAGE),
-    (errors.TooLarge, 413),
-    (errors.ChecksumMismatch, HTTP_BAD_REQUEST),
-    (errors.IntegrityError, HTTP_INTERNAL_ERROR),
-    (errors.Locked, HTTP_LOCKED),
-    (errors.AuthenticationFailed, 401),
-    (errors.StorageUnavailable, HTTP_SERVICE_UNAVAILABLE),
-]
-
-OC_NS = "{http://owncloud.org/ns}"
 HASH_HEX = {"md5": 32, "sha1": 40, "sha256": 64}
 MS_NS = "{urn:schemas-microsoft-com:}"
 WIN32_PROPS = ("Win32CreationTime", "Win32LastAccessTime", "Win32LastModifiedTime", "Win32FileAttributes")
-
-
-def privileges(entry) -> tuple[str, ...]:
-    """The RFC 3744 privileges the principal holds on an entry, for
-    DAV:current-user-privilege-set: read-only entries (read shares, /Shared,
-    /.coffer) give read only; writable files add write and write-content; the
-    members of a writable folder may be added (bind) and removed (unbind).
-    Removing the entry itself is the parent folder's unbind."""
-    held = ("read", "read-current-user-privilege-set")
-    if entry.writable:
-        held += ("write", "write-properties", "write-content")
-        if entry.is_dir:
-            held += ("bind", "unbind")
-    return held
-
-
-def privilege_set_xml(entry) -> str:
-    return ("<D:current-user-privilege-set>" + "".join(f"<D:privilege><D:{p}/></D:privilege>"
-                                                       for p in privileges(entry))
-            + "</D:current-user-privilege-set>")
-
-
-def oc_permissions(entry) -> str:
-    """ownCloud's permission letters: delete/rename/move only where the entry
-    itself may be removed, write or create where it may be changed."""
-    perm = "DNV" if entry.writable and getattr(entry, "removable", True) else ""
-    if entry.writable:
-        perm += "CK" if entry.is_dir else "W"
-    return ("R" + perm) if perm else ""
-
-
-def dav_error(e: Exception) -> DAVError:
-    for cls, status in STATUS:
-        if isinstance(e, cls):
-            if status == HTTP_INTERNAL_ERROR:
-                log.error("integrity error: %s", e)
-            return DAVError(status, str(e))
-    return DAVError(HTTP_INTERNAL_ERROR)
-
-
-@contextlib.contextmanager
-def core():
-    """Run core calls, turning their errors into DAVError."""
-    try:
-        yield
-    except errors.CofferError as e:
-        raise dav_error(e) from None
 
 
 def oc_checksum(header: str | None) -> dict | None:
@@ -118,13 +47,6 @@ def oc_checksum(header: str | None) -> dict | None:
         if algo in HASH_HEX and len(value) == HASH_HEX[algo] and all(ch in string.hexdigits for ch in value):
             out[algo] = value.lower()
     return out
-
-
-def checksums_text(hashes: dict) -> str:
-    """oc:checksum's text: the known checksums, SHA1 first as ownCloud lists
-    them. A listing never computes any: a large file uploaded without one
-    has none until something asks for it (md5sum over SSH, for example)."""
-    return " ".join(f"{alg.upper()}:{hashes[alg]}" for alg in ("sha1", "md5", "sha256") if hashes.get(alg))
 
 
 def _etag(entry) -> str | None:
@@ -173,10 +95,14 @@ class _Props:
     def support_etag(self):
         return True
 
+    @property
+    def live(self) -> LiveProps:
+        return LiveProps(self.vfs, self.environ.setdefault("coffer.live", {}))
+
     def get_property_names(self, *, is_allprop):
-        names = super().get_property_names(is_allprop=is_allprop)
+        names = self.live.allprop_names(self.entry)
         if not is_allprop:          # RFC 3744 properties are asked for by name, not sent with allprop
-            names.append("{DAV:}current-user-privilege-set")
+            names.append(DAV + "current-user-privilege-set")
         names.extend(self._dead_props().keys())
         return names
 
@@ -187,23 +113,13 @@ class _Props:
         return sorted(props, key=lambda p: isinstance(p[1], DAVError))
 
     def get_property_value(self, name):
-        if name == "{DAV:}current-user-privilege-set":
-            el = etree.Element(name)
-            for p in privileges(self.entry):
-                etree.SubElement(etree.SubElement(el, "{DAV:}privilege"), "{DAV:}" + p)
-            return el
-        if name.startswith("{DAV:}"):
-            return super().get_property_value(name)
-        if name == OC_NS + "checksums" and not self.is_collection:
-            with core():
-                text = checksums_text(self.vfs.hashes(self.path))
-            if not text:
-                raise DAVError(HTTP_NOT_FOUND)
-            el = etree.Element(name)
-            etree.SubElement(el, OC_NS + "checksum").text = text
-            return el
-        if name == OC_NS + "permissions":
-            return oc_permissions(self.entry)
+        if name == DAV + "lockdiscovery" and self.provider.lock_manager is not None:
+            return super().get_property_value(name)          # the lock manager's
+        x = self.live.xml(name, self.path, self.entry)
+        if x is not None:
+            return element(x)
+        if is_live(name):
+            raise DAVError(HTTP_NOT_FOUND)
         value = self._dead_props().get(name)
         if value is None:
             raise DAVError(HTTP_NOT_FOUND)
@@ -213,7 +129,7 @@ class _Props:
             raise DAVError(HTTP_INTERNAL_ERROR) from None
 
     def set_property_value(self, name, value, *, dry_run=False):
-        if name.startswith("{DAV:}"):
+        if name.startswith(DAV):
             return super().set_property_value(name, value, dry_run=dry_run)
         if not self.entry.writable:
             raise DAVError(HTTP_FORBIDDEN)
@@ -298,7 +214,7 @@ class CofferFile(_Props, DAVNonCollection):
         return self.entry.size if self.entry is not None else 0
 
     def get_content_type(self):
-        return util.guess_mime_type(self.path)
+        return content_type(self.entry.name if self.entry is not None else util.get_uri_name(self.path))
 
     def get_creation_date(self):
         return self.entry.ctime if self.entry is not None else time.time()
@@ -307,7 +223,7 @@ class CofferFile(_Props, DAVNonCollection):
         return self.entry.mtime if self.entry is not None else time.time()
 
     def get_display_name(self):
-        return util.get_uri_name(self.path)
+        return self.entry.name if self.entry is not None else util.get_uri_name(self.path)
 
     def get_etag(self):
         return _etag(self.entry) if self.entry is not None else None
@@ -449,19 +365,10 @@ class CofferFolder(_Props, DAVCollection):
         return self.entry.name if self.path not in ("", "/") else ""
 
     def get_used_bytes(self):
-        return self._quota()[0]
+        return self.live.quota()[0]
 
     def get_available_bytes(self):
-        return self._quota()[1]
-
-    def _quota(self):
-        q = self.environ.get("coffer.quota")
-        if q is None:
-            with core():
-                quota = self.vfs.quota()
-            avail = quota.available if quota.available is not None else NO_QUOTA_AVAILABLE
-            q = self.environ["coffer.quota"] = (quota.used, max(0, avail))
-        return q
+        return self.live.quota()[1]
 
     def get_member_names(self):
         with core():
@@ -535,7 +442,6 @@ class CofferProvider(DAVProvider):
                 # Cyberduck all ask for Depth 0 or 1.
                 raise DAVError(HTTP_FORBIDDEN, "PROPFIND with Depth: infinity (or no Depth) is not served: "
                                "ask for Depth 0 or 1", err_condition=PRECONDITION_CODE_PropfindFiniteDepth)
-            from . import webdav_propfind
             answer = webdav_propfind.handle(environ, start_response, self._lock_view)
             if answer is not None:
                 return answer

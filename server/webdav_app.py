@@ -29,7 +29,8 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from providers import errors
 from providers.locks import LockStore
 from .auth import CredentialCache, parse_basic
-from .webdav import CofferProvider, dav_error
+from .webdav import CofferProvider
+from .webdav_errors import dav_error
 
 log = logging.getLogger(__name__)
 access = logging.getLogger(__name__ + ".access")     # one line per request

@@ -10,41 +10,17 @@ stays the reference behaviour.
 from __future__ import annotations
 
 import io
-import mimetypes
-import time
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from lxml import etree
 
 from providers import errors
-from .webdav import NO_QUOTA_AVAILABLE, OC_NS, checksums_text, dav_error, oc_permissions, privilege_set_xml
+from .webdav_errors import dav_error
+from .webdav_props import DAV, LiveProps, is_live
 
-DAV = "{DAV:}"
-SUPPORTED_LOCK = ("<D:supportedlock><D:lockentry><D:lockscope><D:exclusive/></D:lockscope><D:locktype><D:write/>"
-                  "</D:locktype></D:lockentry><D:lockentry><D:lockscope><D:shared/></D:lockscope><D:locktype>"
-                  "<D:write/></D:locktype></D:lockentry></D:supportedlock>")
-ALLPROP = ("resourcetype", "creationdate", "getcontentlength", "getcontenttype", "quota-used-bytes",
-           "quota-available-bytes", "getlastmodified", "displayname", "getetag", "lockdiscovery", "supportedlock")
 HREF_SAFE = "/!*'(),$-_|.~"
 CHUNK_ENTRIES = 500
-_mime_cache: dict = {}
-
-
-def _mime(name: str) -> str:
-    ext = name.rpartition(".")[2].lower() if "." in name else ""
-    m = _mime_cache.get(ext)
-    if m is None:
-        m = _mime_cache[ext] = mimetypes.guess_type("x." + ext)[0] or "application/octet-stream"
-    return m
-
-
-def _http_date(ts: float) -> str:
-    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(ts))
-
-
-def _iso_date(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _empty(clark: str) -> str:
@@ -83,8 +59,8 @@ class Request:
 
     @property
     def wants_dead(self) -> bool:
-        """Whether the answer includes dead properties (allprop, or names outside DAV: and oc:)."""
-        return self.allprop or any(not n.startswith((DAV, OC_NS)) for n in self.names)
+        """Whether the answer includes dead properties (allprop, or a name that is not live)."""
+        return self.allprop or not all(map(is_live, self.names))
 
 
 def handle(environ, start_response, lock_view):
@@ -159,64 +135,7 @@ class _Writer:
     def __init__(self, vfs, req: Request, environ):
         self.vfs = vfs
         self.req = req
-        self.environ = environ
-        self._quota = None
-
-    def quota(self):
-        if self._quota is None:
-            try:
-                q = self.vfs.quota()
-            except errors.CofferError as e:
-                raise dav_error(e) from None
-            avail = q.available if q.available is not None else NO_QUOTA_AVAILABLE
-            self._quota = (q.used, max(0, avail))
-        return self._quota
-
-    def live(self, local: str, path: str, e) -> str | None:
-        """The XML of one {DAV:} property, or None when it does not apply."""
-        if local == "resourcetype":
-            return "<D:resourcetype><D:collection/></D:resourcetype>" if e.is_dir else "<D:resourcetype/>"
-        if local == "getlastmodified":
-            return f"<D:getlastmodified>{_http_date(e.mtime)}</D:getlastmodified>"
-        if local == "creationdate":
-            return f"<D:creationdate>{_iso_date(e.ctime)}</D:creationdate>"
-        if local == "displayname":
-            return f"<D:displayname>{escape(e.name if path not in ('', '/') else '')}</D:displayname>"
-        if local == "getetag":
-            return f"<D:getetag>{escape(e.etag.strip(chr(34)))}</D:getetag>" if e.etag else None
-        if local == "lockdiscovery":
-            return "<D:lockdiscovery/>"       # accounts with locks take the full path
-        if local == "supportedlock":
-            return SUPPORTED_LOCK
-        if local == "current-user-privilege-set":
-            return privilege_set_xml(e)
-        if e.is_dir:
-            if local == "quota-used-bytes":
-                return f"<D:quota-used-bytes>{self.quota()[0]}</D:quota-used-bytes>"
-            if local == "quota-available-bytes":
-                return f"<D:quota-available-bytes>{self.quota()[1]}</D:quota-available-bytes>"
-            return None
-        if local == "getcontentlength":
-            return f"<D:getcontentlength>{e.size}</D:getcontentlength>"
-        if local == "getcontenttype":
-            return f"<D:getcontenttype>{_mime(e.name)}</D:getcontenttype>"
-        return None
-
-    def other(self, name: str, path: str, e, dead: dict | None) -> str | None:
-        if name == OC_NS + "checksums" and not e.is_dir:
-            try:
-                text = checksums_text(self.vfs.hashes(path))
-            except errors.CofferError:
-                return None
-            if not text:
-                return None
-            return (f'<oc:checksums xmlns:oc="http://owncloud.org/ns"><oc:checksum>{text}</oc:checksum>'
-                    '</oc:checksums>')
-        if name == OC_NS + "permissions":
-            return f'<oc:permissions xmlns:oc="http://owncloud.org/ns">{oc_permissions(e)}</oc:permissions>'
-        if dead is not None and name in dead:
-            return dead[name].decode("utf-8")
-        return None
+        self.live = LiveProps(vfs)
 
     def dead_props(self, path: str) -> dict:
         try:
@@ -230,19 +149,18 @@ class _Writer:
         href = path.rstrip("/") + "/" if e.is_dir else path
         found, missing = [], []
         if self.req.allprop:
-            for local in ALLPROP:
-                x = self.live(local, path, e)
+            for name in self.live.allprop_names(e):
+                x = self.live.xml(name, path, e)
                 if x is not None:
                     found.append(x)
             found.extend(v.decode("utf-8") for v in (self.dead_props(path) if dead is None else dead).values())
         else:
             for name in self.req.names:
-                if name.startswith(DAV):
-                    x = self.live(name[len(DAV):], path, e)
-                else:
-                    if dead is None and not name.startswith(OC_NS):
+                x = self.live.xml(name, path, e)
+                if x is None and not is_live(name):
+                    if dead is None:
                         dead = self.dead_props(path)
-                    x = self.other(name, path, e, dead)
+                    x = dead[name].decode("utf-8") if name in dead else None
                 if x is None:
                     missing.append(_empty(name))
                 else:
