@@ -94,6 +94,8 @@ class TLSConfig:
     acme_challenge: str = "http-01"   # "http-01" (on acme_http_port) or "tls-alpn-01" (on the HTTPS port)
     acme_http_port: int = 80
     acme_ca_file: str = ""            # CA to trust for the ACME directory itself (in-house CAs); "" = system
+    acme_eab_kid: str = ""            # External Account Binding key id (ZeroSSL, Google, some in-house CAs)
+    acme_eab_hmac_key_file: str = ""  # file holding the EAB HMAC key (base64url, as the CA gives it)
     acme_renew_days: int = 30         # renew when fewer days than this are left
     check_seconds: int = 3600         # how often certificates are checked (renewal, replaced files)
 
@@ -275,6 +277,8 @@ def _validate_tls(t: TLSConfig, webdav: WebDAVConfig) -> None:
             raise ConfigError(f"[tls] {key}: a list of host names or addresses")
     if not 0 < t.acme_http_port < 65536:
         raise ConfigError("[tls] acme_http_port must be a port number (80 for Let's Encrypt)")
+    if bool(t.acme_eab_kid) != bool(t.acme_eab_hmac_key_file):
+        raise ConfigError("[tls] acme_eab_kid and acme_eab_hmac_key_file go together: set both or neither")
     if t.acme_renew_days < 1 or t.check_seconds < 1:
         raise ConfigError("[tls] acme_renew_days and check_seconds must be at least 1")
 

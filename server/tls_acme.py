@@ -226,10 +226,18 @@ class AcmeManager:
     def _client(self, jwk) -> client.ClientV2:
         verify = str(self.cfg.path(self.t.acme_ca_file, "")) if self.t.acme_ca_file else True
         net = client.ClientNetwork(jwk, user_agent="coffer", verify_ssl=verify)
-        acme = client.ClientV2(client.ClientV2.get_directory(self.t.acme_directory, net), net)
+        directory = client.ClientV2.get_directory(self.t.acme_directory, net)
+        acme = client.ClientV2(directory, net)
+        eab = None
+        if self.t.acme_eab_kid:         # the CA ties the new account to one made on its web site
+            hmac_key = self.cfg.path(self.t.acme_eab_hmac_key_file, "").read_text().strip()
+            eab = messages.ExternalAccountBinding.from_data(account_public_key=jwk.public_key(),
+                                                            kid=self.t.acme_eab_kid, hmac_key=hmac_key,
+                                                            directory=directory)
         try:
             acme.new_account(messages.NewRegistration.from_data(email=self.t.acme_email or None,
-                                                                terms_of_service_agreed=True))
+                                                                terms_of_service_agreed=True,
+                                                                external_account_binding=eab))
         except errors.ConflictError as e:             # this key has an account already
             net.account = messages.RegistrationResource(uri=e.location, body=messages.Registration())
         return acme

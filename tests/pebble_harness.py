@@ -57,7 +57,8 @@ def _directory_certificate(folder: Path) -> tuple[Path, Path, Path]:
 
 
 class Pebble(ServeProcess):
-    def __init__(self, folder: Path, *, http_port: int, tls_port: int):
+    def __init__(self, folder: Path, *, http_port: int, tls_port: int, eab: dict | None = None):
+        """`eab`: {key id: base64url HMAC key} makes External Account Binding required."""
         self.binary = require_client("pebble")
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -67,7 +68,8 @@ class Pebble(ServeProcess):
                              "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
                              "certificate": str(cert), "privateKey": str(key),
                              "httpPort": http_port, "tlsPort": tls_port,
-                             "ocspResponderURL": "", "externalAccountBindingRequired": False}}
+                             "ocspResponderURL": "", "externalAccountBindingRequired": bool(eab),
+                             "externalAccountMACKeys": dict(eab or {})}}
         self.config = self.folder / "pebble.json"
         self.config.write_text(json.dumps(config))
         self.log = self.folder / "pebble.log"

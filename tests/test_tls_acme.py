@@ -41,7 +41,8 @@ def wait_for_issuer(port: int, pebble: Pebble, srv: CofferServer, not_serial=Non
                          + "\n--- pebble:\n" + pebble.log.read_text())
 
 
-def acme_server(tmp_path, pebble: Pebble, https_port: int, http_port: int, challenge: str, renew_days=30):
+def acme_server(tmp_path, pebble: Pebble, https_port: int, http_port: int, challenge: str, renew_days=30,
+                more: str = ""):
     extra = f"""
 [tls]
 acme_domains = ["localhost"]
@@ -52,7 +53,7 @@ acme_challenge = "{challenge}"
 acme_http_port = {http_port}
 acme_renew_days = {renew_days}
 check_seconds = 1
-"""
+{more}"""
     srv = CofferServer(tmp_path / "coffer", extra=extra)
     srv.port = https_port
     srv.config = write_config(srv.folder, https_port, extra=extra)
@@ -123,3 +124,27 @@ def test_renewal_replaces_the_certificate_while_connections_continue(tmp_path):
             kept.close()
             fresh.close()
         assert "now serving the TLS certificate" in srv.log.read_text()
+
+
+def test_a_ca_that_requires_external_account_binding(tmp_path):
+    """CAs such as ZeroSSL issue only to accounts bound to one made on their
+    site: with the key id and HMAC key set, Coffer binds its account and gets
+    its certificate; without them, the CA's refusal is logged and the local
+    certificate stays in service."""
+    https_port, http_port = free_port(), free_port()
+    hmac_key = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    with Pebble(tmp_path / "pebble", http_port=http_port, tls_port=https_port, eab={"kid-1": hmac_key}) as pebble:
+        with acme_server(tmp_path / "unbound", pebble, https_port, http_port, "http-01") as srv:
+            deadline = time.monotonic() + 30
+            while "externalAccountRequired" not in srv.log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "externalAccountRequired" in srv.log.read_text(), srv.log.read_text()
+            assert "Pebble" not in served_certificate(https_port).issuer.rfc4514_string()
+        keyfile = tmp_path / "eab.key"
+        keyfile.write_text(hmac_key + "\n")
+        keyfile.chmod(0o600)
+        more = f'acme_eab_kid = "kid-1"\nacme_eab_hmac_key_file = "{keyfile}"\n'
+        with acme_server(tmp_path / "bound", pebble, https_port, http_port, "http-01", more=more) as srv:
+            cert = wait_for_issuer(https_port, pebble, srv)
+            assert "localhost" in {n.value for n in cert.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value}
