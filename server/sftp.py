@@ -37,6 +37,7 @@ from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRA
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
 from providers.sshkeys import SSHKeys
 from providers.throttle import address_of
+from providers.vfs import UNLIMITED_SPACE
 
 from . import sftp_exec, sftp_hostkeys
 from .sftp_session import SftpSession
@@ -374,7 +375,7 @@ class SftpServer:
             u = shutil.disk_usage(self.cfg.data_dir)
             return u.total, u.free
         except OSError:
-            return 1 << 50, 1 << 50
+            return UNLIMITED_SPACE, UNLIMITED_SPACE
 
     # -- connections -----------------------------------------------------------------------
     def _accept_loop(self) -> None:

@@ -102,13 +102,7 @@ def _file_hash(vfs, path: str, algo: str) -> str:
 
 
 def df(channel, vfs, args: list[str], disk_space=None) -> int:
-    q = vfs.quota()
-    if q.limit is not None:
-        total, free = q.limit, q.available if q.available is not None else max(0, q.limit - q.used)
-    elif disk_space is not None:
-        total, free = disk_space()
-    else:
-        total, free = 1 << 50, 1 << 50
+    total, free = vfs.quota().space(disk_space)
     used = max(0, total - free)
     human = "-h" in args
     pct = f"{-(-used * 100 // total) if total else 0}%"

@@ -498,13 +498,7 @@ class SftpSession:
         self.ok(rid)
 
     def _statvfs(self, rid):
-        q = self.vfs.quota()
-        if q.limit is not None:
-            total, free = q.limit, max(0, q.available if q.available is not None else q.limit - q.used)
-        elif self.disk_space is not None:
-            total, free = self.disk_space()
-        else:
-            total, free = 1 << 50, 1 << 50
+        total, free = self.vfs.quota().space(self.disk_space)
         self.send(P.statvfs_reply(rid, total, free))
 
     def ext_statvfs(self, rid, r):
