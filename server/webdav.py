@@ -9,8 +9,6 @@ come from server/webdav_props.py, as in the PROPFIND fast path.
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
 import email.utils
 import string
 import time
@@ -26,6 +24,7 @@ from wsgidav.dav_provider import DAVCollection, DAVNonCollection, DAVProvider
 from providers import errors, paths
 from . import webdav_propfind
 from .webdav_errors import core, dav_error
+from .upload_pipe import UploadPipe
 from .webdav_props import DAV, LiveProps, content_type, element, is_live
 
 HASH_HEX = {"md5": 32, "sha1": 40, "sha256": 64}
@@ -256,8 +255,7 @@ class CofferFile(_Props, DAVNonCollection):
         if w is None:
             return
         if with_errors:
-            with contextlib.suppress(BaseException):
-                self._stream.drain()
+            self._stream.abort()
             with contextlib.suppress(Exception):
                 w.abort()
             return
@@ -294,51 +292,19 @@ class CofferFile(_Props, DAVNonCollection):
 
 
 class _WriteStream:
-    """What wsgidav writes a PUT body into. The first block is written at
-    once (a small file never starts a thread); later blocks go to a worker
-    thread through a short queue, so hashing, encryption and disk writes
-    overlap receiving the next bytes. Closing does not publish: end_write
-    drains the queue and commits."""
-
-    QUEUE_BLOCKS = 4
+    """What wsgidav writes a PUT body into: the upload pipe
+    (server/upload_pipe.py), so hashing, encryption and disk writes overlap
+    receiving the next bytes. Closing does not publish: end_write drains the
+    pipe and commits."""
 
     def __init__(self, writer):
-        self.writer = writer
-        self.blocks = 0
-        self.queue = None
-        self.thread = None
-        self.error = None
-
-    def _work(self):
-        while True:
-            data = self.queue.get()
-            if data is None:
-                return
-            if self.error is None:
-                try:
-                    self.writer.write(data)
-                except BaseException as e:          # reported to the request thread
-                    self.error = e
-
-    def _raise(self):
-        e = self.error
-        if e is not None:
-            raise (dav_error(e) if isinstance(e, errors.CofferError) else e)
+        self.pipe = UploadPipe(writer.write, "webdav-put")
 
     def write(self, data):
-        self._raise()
-        self.blocks += 1
-        if self.blocks == 1:
-            try:
-                self.writer.write(data)
-            except errors.CofferError as e:
-                raise dav_error(e) from None
-            return
-        if self.thread is None:
-            self.queue = queue.Queue(self.QUEUE_BLOCKS)
-            self.thread = threading.Thread(target=self._work, name="webdav-put", daemon=True)
-            self.thread.start()
-        self.queue.put(bytes(data))
+        try:
+            self.pipe.put(bytes(data) if self.pipe.puts else data, len(data))
+        except errors.CofferError as e:
+            raise dav_error(e) from None
 
     def writelines(self, chunks):
         for data in chunks:
@@ -346,11 +312,14 @@ class _WriteStream:
 
     def drain(self):
         """Wait until every queued block is written; raise what the worker hit."""
-        if self.thread is not None:
-            self.queue.put(None)
-            self.thread.join()
-            self.thread = None
-        self._raise()
+        try:
+            self.pipe.close()
+        except errors.CofferError as e:
+            raise dav_error(e) from None
+
+    def abort(self):
+        """Drop the queued blocks; the worker's block in progress ends first."""
+        self.pipe.abort()
 
     def close(self):
         pass
