@@ -40,6 +40,7 @@ from providers.throttle import address_of
 from providers.vfs import UNLIMITED_SPACE
 
 from . import sftp_exec, sftp_hostkeys
+from .sessions import SessionTracker
 from .sftp_session import SftpSession
 from .sftp_transport import CofferTransport
 
@@ -75,11 +76,9 @@ class Connection:
         self.generation: int | None = None   # the account's credential generation at login
         self.revoked = False
         self.vfs = None
-        self.sid: int | None = None
-        self.bytes_in = self.bytes_out = self.requests = 0
+        self.session = None                  # its session record (server/sessions.py), once logged in
         self.channels = 0
-        self.live: set = set()               # running SFTP sessions, for interim totals
-        self.recorded_at = self.checked_at = time.monotonic()
+        self.checked_at = time.monotonic()
         self.lock = threading.Lock()
         self.transport: CofferTransport | None = None
         self.finished = False
@@ -100,19 +99,6 @@ class Connection:
             return True
         self.server.revoke(self)
         return False
-
-    def add(self, bytes_in: int, bytes_out: int, requests: int, session=None) -> None:
-        with self.lock:
-            self.bytes_in += bytes_in
-            self.bytes_out += bytes_out
-            self.requests += requests
-            self.live.discard(session)
-
-    def totals(self) -> tuple[int, int, int]:
-        with self.lock:
-            live = list(self.live)
-            return (self.bytes_in + sum(x.bytes_in for x in live), self.bytes_out + sum(x.bytes_out for x in live),
-                    self.requests + sum(x.requests for x in live))
 
 
 class SshServer(paramiko.ServerInterface):
@@ -213,14 +199,10 @@ class SshServer(paramiko.ServerInterface):
             except (Locked, AuthenticationFailed, NotFound) as e:
                 log.info("sftp[%s]: key login could not open the account: %s", self.conn.tag, type(e).__name__)
                 return False
-        if self.conn.sid is None:
-            try:
-                self.conn.sid = self.srv.storage.sessions.start(self.conn.user_id, "sftp", self.conn.addr)
-                log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag,
-                         "key" if self.key_login else "password", self.conn.sid)
-            except Exception:
-                log.exception("sftp: recording the session failed")
-                self.conn.sid = -1
+        if self.conn.session is None:
+            self.conn.session = self.srv.sessions.start(self.conn, self.conn.user_id, self.conn.addr)
+            log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag,
+                     "key" if self.key_login else "password", self.conn.session.sid)
         return True
 
     # -- channels -----------------------------------------------------------------------
@@ -280,13 +262,12 @@ class SshServer(paramiko.ServerInterface):
     # -- workers --------------------------------------------------------------------------
     def _run_sftp(self, channel):
         s = SftpSession(channel, self.conn.vfs, self.conn.account or "user", self.srv.disk_space, self.conn.touch,
-                        still_valid=self.conn.still_valid, tag=f"{self.conn.tag} session={self.conn.sid}")
-        with self.conn.lock:
-            self.conn.live.add(s)
+                        still_valid=self.conn.still_valid, tag=f"{self.conn.tag} session={self.conn.session.sid}")
+        self.srv.sessions.follow(self.conn.session, s)
         try:
             s.run()
         finally:
-            self.conn.add(s.bytes_in, s.bytes_out, s.requests, s)
+            self.srv.sessions.add(self.conn.session, s.bytes_in, s.bytes_out, s.requests, part=s)
 
     def _run_exec(self, channel, command: bytes):
         self.conn.touch()
@@ -300,7 +281,7 @@ class SshServer(paramiko.ServerInterface):
             except Exception:
                 pass
         finally:
-            self.conn.add(len(command), 0, 1)
+            self.srv.sessions.add(self.conn.session, len(command), 0, 1)
             _finish(channel, code)
 
     def _run_refusal(self, channel):
@@ -325,6 +306,7 @@ class SftpServer:
     def __init__(self, storage, cfg):
         self.storage, self.cfg = storage, cfg
         self.keys = SSHKeys(storage.db, storage.accounts)
+        self.sessions = SessionTracker(storage, "sftp", update_seconds=RECORD_SECONDS)
         self.host_keys = sftp_hostkeys.load_or_create(sftp_hostkeys.host_key_dir(cfg))
         self.fingerprints = [sftp_hostkeys.fingerprint(k) for k in self.host_keys]
         self.conns: set[Connection] = set()
@@ -513,15 +495,10 @@ class SftpServer:
                             continue
                     except Exception:
                         log.exception("sftp: checking an account failed")
-                if conn.sid is not None and conn.sid >= 0 and now - conn.recorded_at > RECORD_SECONDS:
-                    conn.recorded_at = now
-                    try:
-                        self.storage.sessions.update(conn.sid, *conn.totals())
-                    except Exception:
-                        log.exception("sftp: updating a session record failed")
-                elif sftp.idle_timeout_seconds and now - conn.last_activity > sftp.idle_timeout_seconds:
+                if sftp.idle_timeout_seconds and now - conn.last_activity > sftp.idle_timeout_seconds:
                     log.info("sftp[%s]: closing an idle connection", conn.tag)
                     t.close()
+            self.sessions.sweep()               # long connections' records get their totals so far
 
     def _finished(self, conn: Connection) -> None:
         deadline = time.monotonic() + 5
@@ -539,11 +516,7 @@ class SftpServer:
                     self.per_account[conn.account] = left
                 else:
                     self.per_account.pop(conn.account, None)
-        if conn.sid is not None and conn.sid >= 0:
-            try:
-                self.storage.sessions.end(conn.sid, conn.bytes_in, conn.bytes_out, conn.requests)
-            except Exception:
-                log.exception("sftp: closing the session record failed")
+        self.sessions.end(conn)
         if conn.vfs is not None:
             try:
                 conn.vfs.close()

@@ -29,6 +29,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 from providers import errors
 from providers.locks import LockStore
 from .auth import CredentialCache, parse_basic
+from .sessions import SessionTracker
 from .webdav import CofferProvider
 from .webdav_errors import dav_error
 
@@ -40,7 +41,7 @@ MAX_XML_BODY = 1024 * 1024
 XML_METHODS = {"PROPFIND", "PROPPATCH", "LOCK", "UNLOCK", "REPORT", "SEARCH"}
 DAV_METHODS = "OPTIONS, GET, HEAD, PUT, DELETE, MKCOL, COPY, MOVE, PROPFIND, PROPPATCH, LOCK, UNLOCK"
 BLOCK_SIZE = 1024 * 1024
-SESSION_IDLE_SECONDS = 120
+SESSION_IDLE_SECONDS = 120           # a connection idle this long is taken as closed (its session record ends)
 
 _current = threading.local()          # the request's login and lock scope, for the lock storage
 
@@ -167,57 +168,6 @@ class DatabaseLockStorage:
         return [lk["token"] for lk in found] if token_only else [self._out(lk) for lk in found]
 
 
-# -- session records ------------------------------------------------------------------
-
-class Sessions:
-    """One session record per client connection (address and port) and account;
-    a connection idle for SESSION_IDLE_SECONDS is taken as closed."""
-
-    def __init__(self, storage):
-        self.st = storage
-        self._lock = threading.Lock()
-        self._live: dict = {}             # key -> [sid, bytes_in, bytes_out, requests, last]
-
-    def touch(self, key, user_id, addr):
-        with self._lock:
-            rec = self._live.get(key)
-            if rec is not None:
-                return rec
-        try:
-            sid = self.st.sessions.start(user_id, "webdav", addr)
-        except Exception:
-            log.exception("could not start a session record")
-            sid = None
-        rec = [sid, 0, 0, 0, time.monotonic()]
-        with self._lock:
-            kept = self._live.setdefault(key, rec)
-        if kept is not rec and sid is not None:       # another request of this connection won the race
-            try:
-                self.st.sessions.end(sid, 0, 0, 0)
-            except Exception:
-                log.exception("could not end a session record")
-        return kept
-
-    def add(self, rec, bytes_in, bytes_out):
-        with self._lock:
-            rec[1] += bytes_in
-            rec[2] += bytes_out
-            rec[3] += 1
-            rec[4] = time.monotonic()
-
-    def sweep(self, everything=False):
-        now = time.monotonic()
-        with self._lock:
-            done = [k for k, r in self._live.items() if everything or now - r[4] > SESSION_IDLE_SECONDS]
-            recs = [self._live.pop(k) for k in done]
-        for sid, bin_, bout, reqs, _ in recs:
-            if sid is not None:
-                try:
-                    self.st.sessions.end(sid, bin_, bout, reqs)
-                except Exception:
-                    log.exception("could not end a session record")
-
-
 class _CountingInput:
     def __init__(self, stream):
         self.stream = stream
@@ -274,7 +224,7 @@ class CofferWebDAV:
         self.st = storage
         self.cfg = cfg
         self.cache = CredentialCache(storage, cfg.security.credential_cache_seconds)
-        self.sessions = Sessions(storage)
+        self.sessions = SessionTracker(storage, "webdav", idle_seconds=SESSION_IDLE_SECONDS)
         self.lock_store = LockStore(storage.db)
         self.provider = CofferProvider()
         self.dav = WsgiDAVApp({
@@ -370,10 +320,10 @@ class CofferWebDAV:
                 return _status_response(start_response, *refused)
 
         vfs = login.vfs
-        session = self.sessions.touch((addr, environ.get("REMOTE_PORT"), vfs.user.id), vfs.user.id, addr)
+        session = self.sessions.start((addr, environ.get("REMOTE_PORT"), vfs.user.id), vfs.user.id, addr)
         counting = _CountingInput(environ["wsgi.input"])
         environ["wsgi.input"] = counting
-        environ["coffer.session"] = session[0] if session[0] is not None else "-"
+        environ["coffer.session"] = session.sid if session.sid is not None else "-"
         environ["coffer.vfs"] = vfs
         environ["coffer.login"] = login
         environ["wsgidav.auth.user_name"] = vfs.user.name
