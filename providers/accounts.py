@@ -19,6 +19,7 @@ import bcrypt
 
 from . import crypto, meta
 from .errors import AlreadyExists, AuthenticationFailed, CofferError, Conflict, Locked, NotFound
+from .keyfile import write_private
 from .meta import users as q
 
 log = logging.getLogger(__name__)
@@ -107,10 +108,10 @@ class MasterKey:
     def key(self) -> bytes:
         if self._key is None:
             if not self.path.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(crypto.random_key().hex() + "\n")
+                try:
+                    write_private(self.path, (crypto.random_key().hex() + "\n").encode(), exclusive=True)
+                except FileExistsError:
+                    pass                # another process made it first: that one is the key
             try:
                 self._key = bytes.fromhex(self.path.read_text().strip())
             except ValueError:

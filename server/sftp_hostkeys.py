@@ -17,6 +17,8 @@ import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from providers.keyfile import write_private
+
 log = logging.getLogger(__name__)
 
 KEYS = (
@@ -36,16 +38,6 @@ def fingerprint(key: paramiko.PKey) -> str:
     return f"{key.get_name()} SHA256:{digest}"
 
 
-def _write_private(path: Path, pem: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def load_or_create(folder: Path) -> list[paramiko.PKey]:
     """The host keys in `folder`, generating any that are missing."""
     folder = Path(folder)
@@ -61,7 +53,7 @@ def load_or_create(folder: Path) -> list[paramiko.PKey]:
             private = generate()
             pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                         serialization.NoEncryption())
-            _write_private(path, pem)
+            write_private(path, pem)
             public = private.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                                        serialization.PublicFormat.OpenSSH)
             (folder / (name + ".pub")).write_bytes(public + b" coffer-host-key\n")

@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from providers.keyfile import write_private
+
 LEAF_DAYS = 397                  # within what macOS and browsers accept from a user-trusted CA
 CA_DAYS = 3650
 REISSUE_DAYS = 30                # a local server certificate is re-issued this long before expiry
@@ -40,17 +42,11 @@ def fingerprint(cert_file: str | os.PathLike) -> str:
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
 
 
-def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` atomically with `data`; private files are never readable by others, not even briefly."""
+def write_file(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` (providers/keyfile.py), in a folder only the server's user may enter."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_private(path, data)
 
 
 def key_pem(key) -> bytes:
