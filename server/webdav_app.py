@@ -26,7 +26,7 @@ from wsgidav.lock_man.lock_manager import LockManager
 from wsgidav.request_resolver import RequestResolver
 from wsgidav.wsgidav_app import WsgiDAVApp
 
-from providers import errors
+from providers import errors, paths
 from providers.locks import LockStore
 from .auth import CredentialCache, parse_basic
 from .sessions import SessionTracker
@@ -54,15 +54,10 @@ def _status_response(start_response, status: str, text: str, headers=()):
 
 
 def _check_url_path(raw: str) -> None:
-    """Raise ValueError for a WSGI path (latin-1 str of the decoded bytes)
-    that is not UTF-8 or that holds NUL, `.` or `..` components."""
-    data = raw.encode("latin-1")
-    text = data.decode("utf-8")                    # UnicodeDecodeError is a ValueError
-    if "\x00" in text:
-        raise ValueError("NUL in path")
-    for part in text.split("/"):
-        if part in (".", ".."):
-            raise ValueError("dot segments are not allowed")
+    """Raise InvalidPath for a WSGI path (latin-1 str of the decoded bytes)
+    that the filesystem would refuse (providers.paths: not UTF-8, NUL,
+    `.` or `..` components, names or paths too long)."""
+    paths.parse(raw.encode("latin-1"))
 
 
 def _host_port(netloc: str, scheme: str) -> str:
@@ -286,9 +281,8 @@ class CofferWebDAV:
         method = environ.get("REQUEST_METHOD", "")
         try:
             _check_url_path(environ.get("PATH_INFO", "/"))
-        except (ValueError, UnicodeError):
-            return _status_response(start_response, "400 Bad Request",
-                                    "The path must be UTF-8 without '.', '..' or NUL components.")
+        except errors.InvalidPath as e:
+            return _status_response(start_response, "400 Bad Request", f"The path is refused: {e}.")
         dest = environ.get("HTTP_DESTINATION")
         if dest is not None:
             problem = self._check_destination(environ, dest)
@@ -376,8 +370,8 @@ class CofferWebDAV:
                 return "The Destination must be on this server."
         try:
             _check_url_path(unquote_to_bytes(parts.path).decode("latin-1"))
-        except (ValueError, UnicodeError):
-            return "The Destination path must be UTF-8 without '.', '..' or NUL components."
+        except errors.InvalidPath as e:
+            return f"The Destination path is refused: {e}."
         return None
 
     def _guard_xml(self, environ):

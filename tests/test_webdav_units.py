@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from providers.errors import AuthenticationFailed
+from providers.errors import AuthenticationFailed, InvalidPath
 from providers.locks import LockStore, lock_scope_for
 from server import tls
 from server.auth import CredentialCache, parse_basic, strip_domain
@@ -47,7 +47,7 @@ def test_url_path_check(path, ok):
     if ok:
         _check_url_path(path)
     else:
-        with pytest.raises(ValueError):
+        with pytest.raises(InvalidPath):
             _check_url_path(path)
 
 
