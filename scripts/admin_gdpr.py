@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from providers import lifecycle
 from providers.errors import Locked
 
-from .admin import Progress, Secrets, UsageError, human, out, parse_size, user_dict, when
+from .admin_common import Progress, Secrets, UsageError, human, out, parse_size, user_dict, when
 
 RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -5,7 +5,7 @@ import sys
 
 from providers.sshkeys import SSHKeys
 
-from .admin import UsageError, out, when
+from .admin_common import UsageError, out, when
 
 
 def _keys(st) -> SSHKeys:
@@ -53,8 +53,6 @@ def cmd_key_remove(st, args):
 
 
 def register(sub, user_sub, add) -> None:
-    if "key" in user_sub.choices:          # registered already (main() run twice in one process)
-        return
     key = user_sub.add_parser("key", help="SSH public keys for SFTP logins: add, list, remove")
     ks = key.add_subparsers(dest="key_command", required=True, metavar="ACTION")
     sp = add(ks, "add", cmd_key_add, "register a public key (a .pub file, or - to read it from stdin)", True)

@@ -3,7 +3,7 @@ or an address, and lifting it (its records are keyed hashes, so they are
 asked for by name and address)."""
 from __future__ import annotations
 
-from .admin import UsageError, out
+from .admin_common import UsageError, out
 
 
 def _target(args) -> tuple[str | None, str | None]:
@@ -31,8 +31,6 @@ def cmd_login_clear(st, args):
 
 
 def register(sub, user_sub, add) -> None:
-    if "login" in sub.choices:             # registered already (main() run twice in one process)
-        return
     login = sub.add_parser("login", help="the login guard: show or lift what it holds on an account or address")
     ls = login.add_subparsers(dest="login_command", required=True, metavar="ACTION")
     for name, func, help_ in (

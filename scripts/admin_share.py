@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from providers.shares import PERMISSIONS
 
-from .admin import UsageError, out
+from .admin_common import UsageError, out
 from .admin_gdpr import open_account
 
 
@@ -72,8 +72,6 @@ def cmd_list(st, args):
 
 
 def register(sub, user_sub, add) -> None:
-    if "share" in sub.choices:             # registered already (main() run twice in one process)
-        return
     share = sub.add_parser("share", help="shared folders: grant, revoke, list (acting as the folder's owner)")
     ss = share.add_subparsers(dest="share_command", required=True, metavar="ACTION")
     sp = add(ss, "grant", cmd_grant, "open a folder of OWNER to GRANTEE, read-only or read/write (again: "

@@ -5,7 +5,7 @@ import sys
 
 from server import tls
 
-from .admin import UsageError, out
+from .admin_common import UsageError, out
 
 
 def cmd_tls_show(st, args):
@@ -56,8 +56,6 @@ def cmd_tls_show(st, args):
 
 
 def register(sub, user_sub, add) -> None:
-    if "tls" in sub.choices:               # registered already (main() run twice in one process)
-        return
     group = sub.add_parser("tls", help="the HTTPS certificate: show it and how clients trust it")
     ts = group.add_subparsers(dest="tls_command", required=True, metavar="ACTION")
     sp = add(ts, "show", cmd_tls_show, "the served certificate (path, fingerprint, validity, names) and the "

@@ -90,7 +90,6 @@ def test_admin_commands(storage, cfg, tmp_path, monkeypatch, capsys):
     keyfile.write_text(pub(ed25519.Ed25519PrivateKey.generate(), "work") + "\n")
 
     def run(*a):
-        admin.EXTENSIONS.clear()          # main() loads its extension modules on every call
         return admin.main(["--config", str(config), *a])
 
     assert run("user", "key", "add", "alice", str(keyfile)) == 0
