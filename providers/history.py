@@ -51,38 +51,30 @@ def of_kind(gens: list[Gen]) -> list[Gen]:
 class Walker:
     """Walks paths through live and deleted nodes for one principal in one transaction."""
 
-    def __init__(self, vfs, c):
-        self.vfs, self.c = vfs, c
+    def __init__(self, resolver, c):
+        self.res, self.c = resolver, c
         self._joined: dict[int, int] = {}
 
     def visible(self, node, gone_us) -> bool:
         if gone_us is None:
             return True
-        dom = self.vfs._dom(self.c, node)
+        dom = self.res.keys.of(self.c, node)
         if dom.permission == "owner":
             return True
         if dom.id not in self._joined:
-            mem = uq.membership(self.c, dom.id, self.vfs.user.id)
+            mem = uq.membership(self.c, dom.id, self.res.user_id)
             self._joined[dom.id] = mem["created_us"] if mem is not None else LIVE
         return gone_us >= self._joined[dom.id]
 
-    def top(self, parts):
-        """(where the walk starts, the names left to walk, the names walked)."""
-        from .vfs import SHARED
-        if parts and parts[0] == SHARED:
-            root = self.vfs._live(self.c, parts[:3])
-            return [Gen(dict(root), None)], parts[3:], parts[:3]
-        return [Gen(dict(self.vfs._root(self.c)), None)], parts, ()
-
     def walk(self, parts) -> list[Gen]:
         """Every node that has lived at `parts`, live first; NotFound if none."""
-        gens, rest, walked = self.top(parts)
+        gens, rest, walked = self.res.history_start(self.c, parts)
         for i, name in enumerate(rest):
             nxt = []
             for g in gens:
                 if g.node["kind"] != "d":
                     continue
-                keys = self.vfs._dom(self.c, g.node).keys
+                keys = self.res.keys.of(self.c, g.node).keys
                 for n in t.named(self.c, g.id, crypto.name_lookup(keys, g.id, name)):
                     gone = n["trashed_us"] if n["trashed_us"] is not None else g.gone_us
                     if self.visible(n, gone):
@@ -102,7 +94,7 @@ class Walker:
             gone = n["trashed_us"] if n["trashed_us"] is not None else parent.gone_us
             if not self.visible(n, gone):
                 continue
-            name = crypto.decrypt_name(self.vfs._dom(self.c, parent.node).keys, bytes(n["name_enc"]))
+            name = crypto.decrypt_name(self.res.keys.of(self.c, parent.node).keys, bytes(n["name_enc"]))
             out.setdefault(name, []).append(Gen(dict(n), gone))
         return {name: ordered(gs) for name, gs in out.items()}
 

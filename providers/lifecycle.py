@@ -30,7 +30,7 @@ from pathlib import Path
 
 import bcrypt
 
-from . import meta
+from . import meta, paths
 from .accounts import BadRequest, User, check_password, normalize_name
 from .errors import AlreadyExists, Conflict, CofferError, NotFound
 from .mail import Mailer
@@ -39,7 +39,8 @@ from .meta import locks as lockq
 from .meta import sshkeys as sq
 from .meta import users as uq
 from .retention import DAY
-from .vfs import SHARED, expire_account
+from .resolve import in_shared
+from .vfs import expire_account
 
 log = logging.getLogger(__name__)
 CHUNK_BATCH = 200
@@ -355,7 +356,7 @@ def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
         info.size, info.mtime, info.mode = len(data), time.time(), 0o600
         tar.addfile(info, io.BytesIO(data))
         for e in vfs.walk():
-            if e.path.startswith(f"/{SHARED}/") or e.path == f"/{SHARED}":
+            if in_shared(paths.parse(e.path)):
                 continue                     # folders others own and share with the account
             name = "files" + e.path
             if e.is_dir:

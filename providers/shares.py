@@ -16,6 +16,7 @@ same-named folders of one owner appear as `name`, `name (2)`, ...
 from __future__ import annotations
 
 from . import crypto, locks, meta, paths, rekey
+from .resolve import in_shared, mount_path
 from .errors import Conflict, NotFound, PermissionDenied
 from .meta import tree as t
 from .meta import users as uq
@@ -58,13 +59,13 @@ def _numbered(name: str, n: int) -> str:
 
 
 def _own_folder(vfs, c, parts):
-    if not parts or parts[0] in (paths.META, "Shared"):
+    if not parts or paths.is_meta(parts) or in_shared(parts):
         raise PermissionDenied("only folders of your own tree can be shared")
-    node = vfs._walk(c, vfs._root(c), parts)
+    node = vfs.res.own(c, parts)
     if node["kind"] != "d":
         raise Conflict(f"{paths.join(parts)} is a file: share the folder that holds it")
-    dom = vfs._dom(c, node)
-    parent_dom = vfs._dom(c, t.node(c, node["parent_id"]))
+    dom = vfs.keys.of(c, node)
+    parent_dom = vfs.keys.of(c, t.node(c, node["parent_id"]))
     if dom.owner_id != vfs.user.id or parent_dom.id != vfs.home.id:
         raise PermissionDenied(f"{paths.join(parts)} is inside a shared folder: share the top folder instead")
     return node, dom
@@ -104,12 +105,12 @@ def grant(vfs, parts, grantee: str, permission: str, actor: str = "user", disclo
             key = crypto.random_key()
             did = uq.insert_domain(c, vfs.user.id, "share")
             uq.set_domain_root(c, did, node["id"])
-            uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=crypto.wrap_key(vfs._user_key, key, b"domain"))
+            uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=vfs.keys.wrap(key))
             new = crypto.DomainKeys.derive(key)
             blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
                                        keep_top_name=True)
             locks.rehome(c, vfs.home.id, vfs.home.keys, did, new, below=tuple(parts))
-            dom = vfs._domain(c, did)
+            dom = vfs.keys.domain(c, did)
         if who is None:                   # the same sealing, for nobody
             pub = crypto.new_keypair()[1]
             crypto.seal_to(pub, dom.key, b"domain"), crypto.seal_to(pub, parts[-1].encode(), b"mount")
@@ -124,9 +125,9 @@ def grant(vfs, parts, grantee: str, permission: str, actor: str = "user", disclo
                               key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
             uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
                      detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
-    vfs._delete_blobs(blobs)
+    vfs.st.delete_blobs(blobs)
     return {"folder": paths.join(parts), "grantee": who["name"] if who else normalize_name(grantee),
-            "permission": permission, "appears_as": f"/Shared/{vfs.user.name}/{parts[-1]}"}
+            "permission": permission, "appears_as": paths.join(mount_path(vfs.user.name, parts[-1]))}
 
 
 def revoke(vfs, parts, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
@@ -145,7 +146,7 @@ def revoke(vfs, parts, grantee: str, actor: str = "user", disclose: bool = True)
         gen = dom.key_gen + 1
         for m in uq.members(c, dom.id):
             if m["user_id"] == vfs.user.id:
-                values = {"wrapped_key": crypto.wrap_key(vfs._user_key, key, b"domain"), "key_gen": gen}
+                values = {"wrapped_key": vfs.keys.wrap(key), "key_gen": gen}
             else:
                 values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key, b"domain"),
                           "wrapped_key": None, "key_gen": gen}
@@ -161,15 +162,15 @@ def listing(vfs) -> dict:
     with vfs.st.db.read() as c:
         for row in uq.owned_share_domains(c, vfs.user.id):
             root = t.node(c, row["root_node_id"])
-            path = paths.join(vfs._owner_path(c, root))
+            path = paths.join(vfs.res.owner_path(c, root))
             for m in uq.members(c, row["id"]):
                 if m["permission"] != "owner":
                     out["shared"].append({"folder": path, "grantee": m["name"], "permission": m["permission"],
                                           "trashed": root["trashed_us"] is not None})
         rows = {r["domain_id"]: r for r in uq.received_shares(c, vfs.user.id)}
-        for owner, mounts in vfs._received(c).items():
+        for owner, mounts in vfs.res.received(c).items():
             for mount, (did, _) in mounts.items():
-                out["received"].append({"owner": owner, "folder": f"/Shared/{owner}/{mount}",
+                out["received"].append({"owner": owner, "folder": paths.join(mount_path(owner, mount)),
                                         "permission": rows[did]["permission"]})
     return out
 

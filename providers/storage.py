@@ -157,6 +157,15 @@ class Storage:
         with self.db.write() as c:
             uq.audit(c, event, user_id=user_id, actor=actor, client_addr=client_addr, detail=detail)
 
+    def delete_blobs(self, names) -> None:
+        """Delete the blobs of purged chunks (after the transaction that purged
+        them); one that cannot be deleted now is left for gc."""
+        for name in names:
+            try:
+                self.blobs.delete(name)
+            except Exception:
+                log.warning("could not delete a purged chunk; gc will reclaim it")
+
     # -- store-wide jobs -----------------------------------------------------------------
     def maintenance(self) -> dict:
         """The periodic job `coffer serve` runs on its timer: erasures that are
@@ -270,7 +279,7 @@ class Storage:
                 keys = None
                 if vfs is not None:
                     with self.db.read() as c:
-                        keys = vfs._domain(c, did).keys
+                        keys = vfs.keys.domain(c, did).keys
                 problem = self._check_chunk(r, keys)
                 if keys is not None and problem is None:
                     decrypted += 1
@@ -307,5 +316,5 @@ class Storage:
                 if vfs is None:
                     out.append(f"node #{nid}")
                     continue
-                out.append("/" + "/".join(vfs._owner_path(c, t.node(c, nid))))
+                out.append("/" + "/".join(vfs.res.owner_path(c, t.node(c, nid))))
         return sorted(set(out))

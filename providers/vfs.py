@@ -14,28 +14,26 @@ itself comes back with its history); deleting in it purges for good.
 """
 from __future__ import annotations
 
-import calendar
 import contextlib
 import fnmatch
 import hashlib
 import json
 import logging
-import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 
 from . import crypto, history, meta, paths, rekey, retention
-from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IntegrityError, IsADirectory, NotADirectory,
+from .domains import Domain, Keyring
+from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IsADirectory, NotADirectory,
                      NotFound, PermissionDenied, QuotaExceeded)
 from .meta import tree as t
 from .meta import users as uq
-from .history import Gen
+from .resolve import (LIVE_KINDS, NODE_KINDS, SHARED, Kind, Resolver, Target, in_shared, is_mount,  # noqa: F401
+                      parse_stamp, snapshot_path, stamp, trash_path, version_path)
 from .streams import RandomFile, Reader, Writer
 
 log = logging.getLogger(__name__)
 READ_ONLY = "/.coffer is read-only: copy from it to restore, delete in it to purge"
-SHARED = "Shared"           # where folders shared with the principal appear
 PROPS_BATCH = 500           # node ids per dead-property query of a listing
 PROP_VALUE_BYTES = 64 * 1024             # a dead property's name and value together
 PROPS_PER_NODE = 256                     # dead properties per file or folder
@@ -88,70 +86,7 @@ class Quota:
         return UNLIMITED_SPACE, UNLIMITED_SPACE
 
 
-@dataclass
-class Domain:
-    id: int
-    keys: crypto.DomainKeys
-    root_id: int
-    owner_id: int
-    permission: str                # owner | write | read
-    key: bytes = b""
-    key_gen: int = 1
-    kind: str = "home"
-
-    @property
-    def writable(self) -> bool:
-        return self.permission in ("owner", "write")
-
-
-@dataclass
-class Item:
-    """A resolved path: a live node, or something in the /.coffer tree."""
-    name: str
-    parts: tuple
-    tag: str                      # live | meta | vdir | vfile | version | trashstamp | trashdir | trashnode | snap
-    is_dir: bool
-    node: dict | None = None
-    version: dict | None = None
-    ref: object = None
-    size: int = 0
-    mtime_us: int = 0
-    created_us: int = 0
-    writable: bool = False
-    mount: bool = False           # a shared folder's top, seen by a collaborator
-
-    @property
-    def virtual(self) -> bool:
-        return self.tag != "live"
-
-
-def stamp(us: int, precise: bool = True) -> str:
-    secs, frac = divmod(us, 1_000_000)
-    base = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(secs))
-    return f"{base}.{frac:06d}Z" if precise else base + "Z"
-
-
-_STAMP = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[T ](\d\d)[-:](\d\d)[-:](\d\d)(?:\.(\d{1,6}))?Z?$")
-
-
-def parse_stamp(text: str) -> int:
-    m = _STAMP.match(text)
-    if not m:
-        raise NotFound(f"{text!r} is not a time like 2026-01-31T13-45-00Z")
-    y, mo, d, h, mi, s, frac = m.groups()
-    secs = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
-    return secs * 1_000_000 + int((frac or "0").ljust(6, "0"))
-
-
 # -- metadata-only work: no keys needed ------------------------------------------------------
-
-def delete_blobs(storage, names) -> None:
-    for name in names:
-        try:
-            storage.blobs.delete(name)
-        except Exception:
-            log.warning("could not delete a purged chunk; gc will reclaim it")
-
 
 def drop_versions(c, domain_id: int, version_ids) -> list[str]:
     """Delete versions and the chunks no other version uses; returns their blob names."""
@@ -227,7 +162,7 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
         blobs += gone
         if any(counts.values()):
             uq.audit(c, "retention_purged", user_id=user.id, actor="system", detail=counts)
-    delete_blobs(storage, blobs)
+    storage.delete_blobs(blobs)
     return counts
 
 
@@ -235,60 +170,25 @@ class Vfs:
     def __init__(self, storage, user, user_key: bytes):
         self.st = storage
         self.user = user
-        self._user_key = user_key
         self._refused: list = []
-        self._mount_fixes: dict[int, str] = {}      # shared folders whose name under /Shared to keep
         self.cfg = storage.cfg
-        with self._tx() as c:
-            dom = uq.home_domain(c, user.id)
-            mem = uq.membership(c, dom["id"], user.id)
-        dk = crypto.unwrap_key(user_key, bytes(mem["wrapped_key"]), b"domain", "home folder key")
-        self.home = Domain(dom["id"], crypto.DomainKeys.derive(dk), dom["root_node_id"], user.id, "owner", dk)
-        self._domains: dict[tuple[int, int], Domain] = {}
+        self.keys = Keyring(storage.db, user.id, user_key)
+        self.home = self.keys.home
+        self.res = Resolver(storage.db, self.keys, user.id)
         self._policies: dict[int, tuple] = {}
         self.policy = retention.Policy.from_config(self.cfg.retention, user.settings.get("retention"))
         self.exclude = tuple(user.settings.get("exclude", self.cfg.retention.exclude))
 
     def close(self) -> None:
-        self._user_key = b""
-        self._domains.clear()
+        self.keys.close()
         self.home = None
 
     # -- key domains and permissions -------------------------------------------------------
-    def _domain(self, c, domain_id: int) -> Domain:
-        """The key domain with this id as this principal may use it: the home,
-        a shared folder it owns, or one shared with it (checked on every
-        call, so a revocation takes effect at the next request)."""
-        if domain_id == self.home.id:
-            return self.home
-        mem = uq.membership(c, domain_id, self.user.id)
-        if mem is None:
-            raise PermissionDenied("this shared folder is not shared with you (any more)")
-        cached = self._domains.get((domain_id, mem["key_gen"]))
-        if cached is None:
-            row = uq.domain(c, domain_id)
-            if mem["wrapped_key"] is not None:
-                dk = crypto.unwrap_key(self._user_key, bytes(mem["wrapped_key"]), b"domain", "folder key")
-            else:
-                dk = crypto.unseal(self._private_key(c), bytes(mem["sealed_key"]), b"domain")
-            cached = Domain(domain_id, crypto.DomainKeys.derive(dk), row["root_node_id"], row["owner_id"],
-                            mem["permission"], dk, mem["key_gen"], row["kind"])
-            self._domains[(domain_id, mem["key_gen"])] = cached
-        cached.permission = mem["permission"]
-        return cached
-
     def _recheck(self, dom: Domain) -> None:
         """Raise PermissionDenied if the principal lost a shared folder after
         opening something in it (an open read handle answers the next read)."""
         with self._tx() as c:
-            self._domain(c, dom.id)
-
-    def _private_key(self, c) -> bytes:
-        row = uq.user_by_id(c, self.user.id)
-        return crypto.unwrap_key(self._user_key, bytes(row["wrapped_private_key"]), b"x25519", "private key")
-
-    def _dom(self, c, node) -> Domain:
-        return self._domain(c, node["domain_id"])
+            self.keys.domain(c, dom.id)
 
     @contextlib.contextmanager
     def _tx(self, write: bool = False):
@@ -302,8 +202,7 @@ class Vfs:
             for what, dom_id in pending:
                 self.st.audit("share_refused", user_id=self.user.id, actor="user", domain=dom_id,
                               operation=what.split(" ", 1)[0])
-            if self._mount_fixes:
-                self._keep_mount_names()
+            self.res.keep_mount_names()
 
     def _refuse(self, what: str, dom_id: int, why: str):
         """Refuse an operation in a shared folder; audited once the transaction ends."""
@@ -315,7 +214,7 @@ class Vfs:
             self._refuse(what, dom.id, "this shared folder is read-only for you")
 
     def _need_owner(self, c, node, what: str) -> None:
-        dom = self._dom(c, node)
+        dom = self.keys.of(c, node)
         if dom.permission != "owner":
             self._refuse(what, dom.id, "only the shared folder's owner can do this")
 
@@ -323,360 +222,15 @@ class Vfs:
         """May this node be removed from (or renamed in) its parent folder?"""
         if not parts:
             raise PermissionDenied("the top folder cannot be replaced or removed")
-        if parts[0] == SHARED and len(parts) <= 3:
+        if in_shared(parts) and len(parts) <= 3:
             raise PermissionDenied("a folder shared with you cannot be deleted, moved or renamed by you; "
                                    "its owner can stop sharing it")
         parent = t.node(c, node["parent_id"])
-        self._need_write(c, self._dom(c, parent), f"removing {paths.join(parts)}")
+        self._need_write(c, self.keys.of(c, parent), f"removing {paths.join(parts)}")
 
-    # -- resolution -------------------------------------------------------------------
-    def _name(self, c, parent, node) -> str:
-        return crypto.decrypt_name(self._dom(c, parent).keys, bytes(node["name_enc"]))
-
-    def _live_item(self, node, parts, tag="live", c=None, mount=False) -> Item:
-        is_dir = node["kind"] == "d" or tag in ("vdir", "vfile")
-        writable = tag == "live" and (c is None or self._dom(c, node).writable)
-        return Item(parts[-1] if parts else "", parts, tag, is_dir, node=dict(node),
-                    size=node["size"], mtime_us=node["mtime_us"], created_us=node["created_us"],
-                    writable=writable, mount=mount)
-
-    def _walk(self, c, start, parts, prefix=()):
-        node = start
-        for i, name in enumerate(parts):
-            if node["kind"] != "d":
-                raise NotADirectory(f"{paths.join(prefix + parts[:i])} is a file, not a folder")
-            nxt = t.child(c, node["id"], crypto.name_lookup(self._dom(c, node).keys, node["id"], name))
-            if nxt is None:
-                raise NotFound(f"{paths.join(prefix + parts[:i + 1])} does not exist")
-            node = nxt
-        return node
-
-    def _root(self, c):
-        return t.node(c, self.home.root_id)
-
-    def _top(self, c, parts):
-        """Where a walk down the home starts: the top folder's row for the top
-        itself, else only what walking needs from it (one query less)."""
-        if not parts:
-            return self._root(c)
-        return {"id": self.home.root_id, "kind": "d", "domain_id": self.home.id}
-
-    def _received(self, c) -> dict:
-        """{owner name: {folder name: (domain id, root node id)}} of folders shared with this principal.
-
-        Two folders of one owner with the same name both appear: the one
-        granted first keeps the name, the other gets `name (2)` (see
-        providers.shares.mount_names). A name given that way is kept for
-        good (`_keep_mount_names`), so it never changes between listings;
-        folders in the owner's trash keep their names reserved."""
-        from .shares import mount_names
-        rows, priv = [], None
-        for r in uq.received_shares(c, self.user.id):
-            root = t.node(c, r["root_node_id"]) if r["root_node_id"] else None
-            if root is None:
-                continue
-            priv = priv or self._private_key(c)
-            rows.append((r, root, crypto.unseal(priv, bytes(r["mount_enc"]), b"mount").decode("utf-8")))
-        names = mount_names([(r["domain_id"], r["owner_name"], mount, (r["created_us"], r["domain_id"]))
-                             for r, _, mount in rows])
-        out: dict = {}
-        for r, root, mount in rows:
-            name = names[r["domain_id"]]
-            if name != mount:
-                self._mount_fixes[r["domain_id"]] = name
-            if root["trashed_us"] is None:
-                out.setdefault(r["owner_name"], {})[name] = (r["domain_id"], r["root_node_id"])
-        return out
-
-    def _keep_mount_names(self) -> None:
-        """Store the names `_received` gave to same-named shared folders, sealed
-        to this principal like the grant's own (after the transaction that
-        found them: it may be a read)."""
-        fixes, self._mount_fixes = self._mount_fixes, {}
-        try:
-            with self.st.db.write() as c:
-                pub = bytes(uq.user_by_id(c, self.user.id)["public_key"])
-                for domain_id, name in fixes.items():
-                    uq.update_member(c, domain_id, self.user.id,
-                                     mount_enc=crypto.seal_to(pub, name.encode("utf-8"), b"mount"))
-        except Exception:          # the same names are worked out again next time
-            log.exception("could not store the names of same-named shared folders")
-
-    def _live(self, c, parts):
-        """The live node at a path, following /Shared into folders shared with us."""
-        if parts and parts[0] == SHARED:
-            if len(parts) < 3:
-                raise PermissionDenied(f"{paths.join(parts)} is where shared folders appear; it is read-only")
-            got = self._received(c).get(parts[1], {}).get(parts[2])
-            if got is None:
-                raise NotFound(f"{paths.join(parts[:3])} is not shared with you")
-            self._domain(c, got[0])
-            return self._walk(c, t.node(c, got[1]), parts[3:], parts[:3])
-        return self._walk(c, self._top(c, parts), parts)
-
-    def _resolve(self, c, parts) -> Item:
-        if paths.is_meta(parts):
-            return self._resolve_meta(c, parts)
-        if parts and parts[0] == SHARED:
-            if len(parts) == 1:
-                return Item(SHARED, parts, "shared", True, mtime_us=self._root(c)["mtime_us"])
-            received = self._received(c)
-            if len(parts) == 2:
-                if parts[1] not in received:
-                    raise NotFound(f"{paths.join(parts)}: nothing is shared with you by that account")
-                return Item(parts[1], parts, "shared", True, ref=parts[1], mtime_us=self._root(c)["mtime_us"])
-            node = self._live(c, parts)
-            return self._live_item(node, parts, c=c, mount=len(parts) == 3)
-        return self._live_item(self._walk(c, self._top(c, parts), parts), parts, c=c)
-
-    def _meta_dir(self, parts) -> Item:
-        return Item(parts[-1], parts, "meta", True, mtime_us=meta.now_us(), created_us=0)
-
-    def _resolve_meta(self, c, parts) -> Item:
-        rest = parts[1:]
-        if not rest:
-            return self._meta_dir(parts)
-        kind, rest = rest[0], rest[1:]
-        if kind == "versions":
-            return self._resolve_versions(c, parts, rest)
-        if kind == "trash":
-            return self._resolve_trash(c, parts, rest)
-        if kind == "snapshots":
-            if not rest:
-                return self._meta_dir(parts)
-            at = parse_stamp(rest[0])
-            return self._resolve_snapshot(c, parts, at, rest[1:])
-        raise NotFound(f"{paths.join(parts)} does not exist; /.coffer holds versions, trash and snapshots")
-
-    def _resolve_versions(self, c, parts, rest) -> Item:
-        if not rest:
-            return self._meta_dir(parts)
-        if rest[0] == SHARED and len(rest) < 3:
-            it = self._resolve(c, rest)
-            return Item(it.name, parts, "shared", True, ref=it.ref, mtime_us=it.mtime_us)
-        w = history.Walker(self, c)
-        try:
-            return self._history_item(w.walk(rest), parts)
-        except (NotFound, NotADirectory) as e:
-            if len(rest) < 2:
-                raise
-            try:
-                gens = history.of_kind(w.walk(rest[:-1]))
-            except (NotFound, NotADirectory):
-                raise e from None
-            for v, g, name in self._named_versions(w, gens, rest[-2]):
-                if rest[-1] in (name, self._version_name(v, rest[-2], True)):
-                    return self._version_item(v, parts, g)
-            raise NotFound(f"{paths.join(parts)}: no such version (purged, or thinned by retention)") from None
-
-    def _history_item(self, gens: list[Gen], parts) -> Item:
-        """What /.coffer/versions/<path> is: the files (or folders) that lived there."""
-        gens = history.of_kind(gens)
-        it = self._live_item(gens[0].node, parts, "vdir" if gens[0].node["kind"] == "d" else "vfile")
-        it.ref = gens
-        return it
-
-    def _named_versions(self, w, gens: list[Gen], file_name: str) -> list[tuple[dict, Gen, str]]:
-        """Every kept version of the files that lived at a path, newest first,
-        with its entry name. Two versions made in the same microsecond are
-        told apart by their id; that longer name is accepted for every version."""
-        rows = w.versions(gens)
-        times = Counter(v["created_us"] for v, _ in rows)
-        return [(v, g, self._version_name(v, file_name, times[v["created_us"]] > 1)) for v, g in rows]
-
-    @staticmethod
-    def _version_name(v, file_name: str, with_id: bool = False) -> str:
-        return f"{stamp(v['created_us'])}{'-v%d' % v['id'] if with_id else ''}_{file_name}"
-
-    def _version_item(self, v, parts, gen: Gen) -> Item:
-        return Item(parts[-1], parts, "version", False, node=dict(gen.node), version=dict(v), ref=gen,
-                    size=v["size"], mtime_us=v["mtime_us"], created_us=v["created_us"])
-
-    def _owner_path(self, c, node) -> tuple:
-        """A node's path in its owner's tree (names decrypted with each parent's keys)."""
-        names = []
-        while node["parent_id"] is not None:
-            parent = t.node(c, node["parent_id"])
-            names.append(self._name(c, parent, node))
-            node = parent
-        return tuple(reversed(names))
-
-    def _domain_path(self, c, node) -> tuple:
-        """A node's path below the root of its own key domain."""
-        dom = self._dom(c, node)
-        names = []
-        while node["id"] != dom.root_id and node["parent_id"] is not None:
-            parent = t.node(c, node["parent_id"])
-            names.append(self._name(c, parent, node))
-            node = parent
-        return tuple(reversed(names))
-
-    def _trash_entries(self, c, stamp_us=None):
-        """Trashed subtree roots of the domains this principal owns, as
-        (node, original path parts in the owner's tree)."""
-        out = []
-        doms = [(self.home, ())]
-        for row in uq.owned_share_domains(c, self.user.id):
-            root = t.node(c, row["root_node_id"])
-            doms.append((self._domain(c, row["id"]), self._owner_path(c, root)))
-        for dom, prefix in doms:
-            for n in t.trashed(c, dom.id, stamp_us):
-                path = crypto.open_sealed(dom.keys.names, bytes(n["trash_path_enc"]), b"trash", "trash path")
-                out.append((n, prefix + paths.parse(path.decode("utf-8"))))
-        return out
-
-    def _resolve_trash(self, c, parts, rest) -> Item:
-        if not rest:
-            return self._meta_dir(parts)
-        st = parse_stamp(rest[0])
-        entries = self._trash_entries(c, st)
-        if not entries:
-            raise NotFound(f"{paths.join(parts[:3])}: nothing was deleted at that time")
-        sub = rest[1:]
-        if not sub:
-            return Item(parts[-1], parts, "trashstamp", True, ref=st, mtime_us=st, created_us=st)
-        for node, tp in entries:
-            if sub[:len(tp)] == tp:
-                found = self._walk(c, node, sub[len(tp):], parts[:3 + len(tp)])
-                return self._live_item(found, parts, "trashnode")
-        for node, tp in entries:
-            if tp[:len(sub)] == sub:
-                return Item(parts[-1], parts, "trashdir", True, ref=(st, sub), mtime_us=st, created_us=st)
-        raise NotFound(f"{paths.join(parts)} is not in the trash")
-
-    def _location_at(self, c, node, at_us, hist):
-        """(parent id, name_enc) of a node at a past time."""
-        for h in hist.get(node["id"], ()):
-            if h["until_us"] > at_us:
-                return h["parent_id"], h["name_enc"]
-        return node["parent_id"], node["name_enc"]
-
-    def _exists_at(self, node, at_us) -> bool:
-        return node["created_us"] <= at_us and (node["trashed_us"] is None or node["trashed_us"] > at_us)
-
-    def _snapshot_children(self, c, dir_id, at_us):
-        keys = self._dom(c, t.node(c, dir_id)).keys
-        cands = t.candidates_at(c, dir_id)
-        hist = {}
-        for h in t.history_rows(c, [n["id"] for n in cands]):
-            hist.setdefault(h["node_id"], []).append(h)
-        out = []
-        for n in cands:
-            if not self._exists_at(n, at_us):
-                continue
-            parent, name_enc = self._location_at(c, n, at_us, hist)
-            if parent != dir_id:
-                continue
-            try:
-                name = crypto.decrypt_name(keys, bytes(name_enc))
-            except IntegrityError:       # a name kept from before a move between domains
-                continue
-            v = None
-            if n["kind"] == "f":
-                v = t.version_at(c, n["id"], at_us)
-                if v is None:
-                    continue
-            out.append((name, n, v))
-        return out
-
-    def _snap_item(self, parts, at_us, node, v) -> Item:
-        if node["kind"] == "d":
-            return Item(parts[-1], parts, "snap", True, node=dict(node), ref=at_us,
-                        mtime_us=min(node["mtime_us"], at_us), created_us=node["created_us"])
-        return Item(parts[-1], parts, "version", False, node=dict(node), version=dict(v), size=v["size"],
-                    mtime_us=v["mtime_us"], created_us=node["created_us"])
-
-    def _resolve_snapshot(self, c, parts, at_us, rest) -> Item:
-        node, v = self._root(c), None
-        for i, name in enumerate(rest):
-            if node["kind"] != "d":
-                raise NotADirectory(f"{paths.join(parts[:3 + i])} is a file, not a folder")
-            match = [(n, ver) for nm, n, ver in self._snapshot_children(c, node["id"], at_us) if nm == name]
-            if not match:
-                raise NotFound(f"{paths.join(parts)} did not exist at that time")
-            node, v = match[0]
-        return self._snap_item(parts, at_us, node, v)
-
-    def _children(self, c, it: Item) -> list[Item]:
-        p = it.parts
-        if it.tag == "live":
-            out = [self._live_item(n, p + (self._name(c, it.node, n),), c=c)
-                   for n in t.children(c, it.node["id"])]
-            if not p and self._received(c):
-                out.append(Item(SHARED, (SHARED,), "shared", True, mtime_us=it.mtime_us))
-            return out
-        if it.tag == "shared":
-            received = self._received(c)
-            if it.ref is None:
-                return [Item(o, p + (o,), "shared", True, ref=o, mtime_us=it.mtime_us) for o in sorted(received)]
-            out = []
-            for mount, (did, root_id) in sorted(received.get(it.ref, {}).items()):
-                root = t.node(c, root_id)
-                if p[0] == paths.META:
-                    out.append(self._live_item(root, p + (mount,), "vdir"))
-                else:
-                    out.append(self._live_item(root, p + (mount,), c=c, mount=True))
-            return out
-        if it.tag == "meta":
-            if len(p) == 1:
-                return [self._meta_dir(p + (n,)) for n in ("snapshots", "trash", "versions")]
-            if p[1] == "versions":
-                root = self._root(c)
-                members = history.Walker(self, c).members([Gen(dict(root), None)])
-                out = [self._history_item(gens, p + (name,)) for name, gens in members.items()]
-                if self._received(c):
-                    out.append(Item(SHARED, p + (SHARED,), "shared", True, mtime_us=root["mtime_us"]))
-                return out
-            if p[1] == "trash":
-                stamps = sorted({n["trashed_us"] for n, _ in self._trash_entries(c)})
-                return [Item(stamp(s), p + (stamp(s),), "trashstamp", True, ref=s, mtime_us=s, created_us=s)
-                        for s in stamps]
-            if p[1] == "snapshots":
-                return [Item(stamp(s, False), p + (stamp(s, False),), "snap", True, node=self._root(c),
-                             ref=s, mtime_us=s, created_us=s) for s in self._snapshot_times(c)]
-        if it.tag == "vdir":
-            members = history.Walker(self, c).members(it.ref or [Gen(dict(it.node), None)])
-            return [self._history_item(gens, p + (name,)) for name, gens in members.items()]
-        if it.tag == "vfile":
-            return [self._version_item(v, p + (name,), g) for v, g, name in
-                    self._named_versions(history.Walker(self, c), it.ref or [Gen(dict(it.node), None)], it.name)]
-        if it.tag in ("trashstamp", "trashdir"):
-            st = it.ref if it.tag == "trashstamp" else it.ref[0]
-            sub = () if it.tag == "trashstamp" else it.ref[1]
-            out, seen = [], set()
-            for node, tp in self._trash_entries(c, st):
-                if tp[:len(sub)] != sub or len(tp) <= len(sub) or tp[len(sub)] in seen:
-                    continue
-                name = tp[len(sub)]
-                seen.add(name)
-                if len(tp) == len(sub) + 1:
-                    out.append(self._live_item(node, p + (name,), "trashnode"))
-                else:
-                    out.append(Item(name, p + (name,), "trashdir", True, ref=(st, sub + (name,)),
-                                    mtime_us=st, created_us=st))
-            return out
-        if it.tag == "trashnode":
-            return [self._live_item(n, p + (self._name(c, it.node, n),), "trashnode")
-                    for n in t.children(c, it.node["id"])]
-        if it.tag == "snap":
-            at = it.ref
-            return [self._snap_item(p + (name,), at, n, v)
-                    for name, n, v in self._snapshot_children(c, it.node["id"], at)]
-        raise NotADirectory(f"{paths.join(p)} is a file, not a folder")
-
-    def _snapshot_times(self, c) -> list[int]:
-        """Times worth listing: the last change of each hour with changes."""
-        seen, out = set(), []
-        for us in t.version_times(c, self.home.id):
-            hour = us // 3_600_000_000
-            if hour not in seen:
-                seen.add(hour)
-                out.append((us // 1_000_000 + 1) * 1_000_000)
-        return sorted(out)[-500:]
-
-    def _entry(self, it: Item) -> Entry:
+    def _entry(self, it: Target) -> Entry:
         node = it.node
-        if it.tag == "version":
+        if it.version is not None:
             etag = f"v{it.version['id']:x}"
         elif node is not None:
             etag = f"{node['id']:x}-{(node['version_id'] or 0):x}-{node['changed_us']:x}"
@@ -684,14 +238,14 @@ class Vfs:
             etag = f"m{it.mtime_us:x}"
         return Entry(it.name, paths.join(it.parts), it.is_dir, 0 if it.is_dir else it.size,
                      it.mtime_us / 1e6, it.created_us / 1e6, etag,
-                     node["mode"] if node is not None and it.tag == "live" else None,
-                     writable=it.writable, virtual=it.virtual, removable=it.writable and not it.mount)
+                     node["mode"] if node is not None and it.kind in LIVE_KINDS else None,
+                     writable=it.writable, virtual=it.virtual, removable=it.writable and it.kind is not Kind.MOUNT)
 
     # -- reading ------------------------------------------------------------------------
     def stat(self, path) -> Entry:
         parts = paths.parse(path)
         with self._tx() as c:
-            return self._entry(self._resolve(c, parts))
+            return self._entry(self.res.resolve(c, parts))
 
     def exists(self, path) -> bool:
         try:
@@ -703,10 +257,10 @@ class Vfs:
     def list(self, path) -> list[Entry]:
         parts = paths.parse(path)
         with self._tx() as c:
-            it = self._resolve(c, parts)
+            it = self.res.resolve(c, parts)
             if not it.is_dir:
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
-            return [self._entry(ch) for ch in self._children(c, it)]
+            return [self._entry(ch) for ch in self.res.children(c, it)]
 
     def list_page(self, path, cursor=None, limit: int = 100) -> tuple[list[Entry], object]:
         """A folder's members a page at a time: `cursor` is None for the
@@ -717,24 +271,14 @@ class Vfs:
         are sliced. The path is resolved, and access checked, on every page."""
         parts = paths.parse(path)
         with self._tx() as c:
-            it = self._resolve(c, parts)
+            it = self.res.resolve(c, parts)
             if not it.is_dir:
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
-            if it.tag in ("live", "vdir", "trashnode"):
-                after = cursor or 0
-                rows = t.children_page(c, it.node["id"], after, limit)
-                tag = "vdir" if it.tag == "vdir" else it.tag
-                out = [self._live_item(n, parts + (self._name(c, it.node, n),),
-                                       ("vdir" if n["kind"] == "d" else "vfile") if tag == "vdir" else tag,
-                                       c=c if tag == "live" else None)
-                       for n in rows]
-                if len(rows) == limit:
-                    return [self._entry(i) for i in out], rows[-1]["id"]
-                if it.tag == "live" and not parts and self._received(c):
-                    out.append(Item(SHARED, (SHARED,), "shared", True, mtime_us=it.mtime_us))
-                return [self._entry(i) for i in out], None
+            paged = self.res.page(c, it, cursor or 0, limit)
+            if paged is not None:
+                return [self._entry(i) for i in paged[0]], paged[1]
             start = -(cursor or 0)            # a slice's cursor is a negative index
-            page = self._children(c, it)[start:start + limit]
+            page = self.res.children(c, it)[start:start + limit]
             more = len(page) == limit
             return [self._entry(i) for i in page], -(start + limit) if more else None
 
@@ -745,9 +289,9 @@ class Vfs:
         a stack of its own: any depth of tree walks, in time linear in its size."""
         def members(it):
             with self._tx() as c:
-                return iter(sorted(self._children(c, it), key=lambda ch: ch.name))
+                return iter(sorted(self.res.children(c, it), key=lambda ch: ch.name))
         with self._tx() as c:
-            top = self._resolve(c, paths.parse(path))
+            top = self.res.resolve(c, paths.parse(path))
         stack = [members(top)] if top.is_dir else []
         while stack:
             it = next(stack[-1], None)
@@ -755,7 +299,7 @@ class Vfs:
                 stack.pop()
                 continue
             yield self._entry(it)
-            if it.is_dir and it.tag != "shared":
+            if it.is_dir and it.kind is not Kind.SHARED:
                 stack.append(members(it))
 
     def list_with_props(self, path) -> list[tuple[Entry, dict[str, bytes]]]:
@@ -764,22 +308,22 @@ class Vfs:
         for the properties instead of a path lookup per member."""
         parts = paths.parse(path)
         with self._tx() as c:
-            it = self._resolve(c, parts)
+            it = self.res.resolve(c, parts)
             if not it.is_dir:
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
-            children = self._children(c, it)
-            ids = [ch.node["id"] for ch in children if ch.node is not None and ch.tag in ("live", "trashnode")]
+            children = self.res.children(c, it)
+            ids = [ch.node["id"] for ch in children if ch.kind in NODE_KINDS]
             rows: dict[int, list] = {}
             for i in range(0, len(ids), PROPS_BATCH):
                 for r in t.props_of_nodes(c, ids[i:i + PROPS_BATCH]):
                     rows.setdefault(r["node_id"], []).append(r)
             out = []
             for ch in children:
-                found = rows.get(ch.node["id"]) if ch.node is not None and ch.tag in ("live", "trashnode") else None
-                out.append((self._entry(ch), self._open_props(self._dom(c, ch.node).keys, found) if found else {}))
+                found = rows.get(ch.node["id"]) if ch.kind in NODE_KINDS else None
+                out.append((self._entry(ch), self._open_props(self.keys.of(c, ch.node).keys, found) if found else {}))
         return out
 
-    def _reader_for(self, c, it: Item) -> Reader:
+    def _reader_for(self, c, it: Target) -> Reader:
         if it.is_dir:
             raise IsADirectory(f"{paths.join(it.parts)} is a folder")
         v = it.version if it.version is not None else (
@@ -790,13 +334,13 @@ class Vfs:
             dom = self.home
         else:
             rows = t.version_chunk_rows(c, v["id"])
-            dom = self._domain(c, v["domain_id"])
+            dom = self.keys.domain(c, v["domain_id"])
         return Reader(self, dom, v, [dict(r) for r in rows], paths.join(it.parts))
 
     def open_read(self, path) -> Reader:
         parts = paths.parse(path)
         with self._tx() as c:
-            return self._reader_for(c, self._resolve(c, parts))
+            return self._reader_for(c, self.res.resolve(c, parts))
 
     def read_bytes(self, path) -> bytes:
         with self.open_read(path) as r:
@@ -808,13 +352,13 @@ class Vfs:
         are not known yet are computed by reading the version, and kept."""
         parts = paths.parse(path)
         with self._tx() as c:
-            it = self._resolve(c, parts)
+            it = self.res.resolve(c, parts)
             if it.is_dir:
                 raise IsADirectory(f"{paths.join(parts)} is a folder")
             v = it.version or (t.version(c, it.node["version_id"]) if it.node["version_id"] else None)
             if v is None:
                 return {algo: hashlib.new(algo).hexdigest() for algo in ("md5", "sha1", "sha256")}
-            keys = self._domain(c, v["domain_id"]).keys
+            keys = self.keys.domain(c, v["domain_id"]).keys
             known = json.loads(crypto.open_sealed(keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
             missing = [algo for algo in compute if algo not in known]
             if missing:
@@ -877,7 +421,7 @@ class Vfs:
         if paths.is_meta(parts):
             raise PermissionDenied("versions are listed for files in the live tree")
         with self._tx() as c:
-            rows = self._path_versions(c, parts)
+            rows = self.res.path_versions(c, parts)
             authors = {}
             for v, _, _ in rows:
                 if v["author_id"] and v["author_id"] not in authors:
@@ -887,21 +431,13 @@ class Vfs:
                             authors.get(v["author_id"]), g.live and v["id"] == g.node["version_id"], name)
                 for v, g, name in rows]
 
-    def _path_versions(self, c, parts) -> list[tuple[dict, Gen, str]]:
-        """Every kept version of every file that has lived at the path (see providers/history.py)."""
-        w = history.Walker(self, c)
-        gens = history.of_kind(w.walk(parts))
-        if gens[0].node["kind"] != "f":
-            raise IsADirectory(f"{paths.join(parts)} is a folder: versions are kept per file")
-        return self._named_versions(w, gens, parts[-1])
-
     # -- writing ---------------------------------------------------------------------------
     def _writable(self, parts) -> None:
         if paths.is_meta(parts):
             raise PermissionDenied(READ_ONLY)
         if not parts:
             raise PermissionDenied("the top folder cannot be replaced or removed")
-        if parts[0] == SHARED and len(parts) < 4:
+        if in_shared(parts) and len(parts) < 4:
             raise PermissionDenied(f"{paths.join(parts)}: /{SHARED} is where folders shared with you appear; "
                                    "write inside a shared folder, not next to it")
 
@@ -910,10 +446,10 @@ class Vfs:
 
     def _parent_for_write(self, c, parts):
         """The folder a new entry goes into, and its domain, checked for write."""
-        parent = self._live(c, parts[:-1])
+        parent = self.res.live(c, parts[:-1])
         if parent["kind"] != "d":
             raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
-        dom = self._dom(c, parent)
+        dom = self.keys.of(c, parent)
         self._need_write(c, dom, f"writing {paths.join(parts)}")
         if len(parts) > paths.MAX_DEPTH and t.child(c, parent["id"], crypto.name_lookup(
                 dom.keys, parent["id"], parts[-1])) is None:
@@ -1051,12 +587,9 @@ class Vfs:
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
             drop_blobs += self._apply_retention(c, dom, nid, now)
             node = t.node(c, nid)
-            item = self._live_item(node, parts, c=c)
-        self._delete_blobs(drop_blobs)
+            item = self.res.node_target(node, parts, c=c)
+        self.st.delete_blobs(drop_blobs)
         return self._entry(item)
-
-    def _delete_blobs(self, names) -> None:
-        delete_blobs(self.st, names)
 
     def _apply_retention(self, c, dom, node_id, now) -> list[str]:
         node = t.node(c, node_id)
@@ -1085,7 +618,7 @@ class Vfs:
                                 name_enc=crypto.encrypt_name(dom.keys, parts[-1]), name_lookup=lookup,
                                 kind="d", created_us=now, mtime_us=now, changed_us=now, size=0)
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
-            item = self._live_item(t.node(c, nid), parts, c=c)
+            item = self.res.node_target(t.node(c, nid), parts, c=c)
         return self._entry(item)
 
     def makedirs(self, path) -> None:
@@ -1098,8 +631,8 @@ class Vfs:
 
     def _trash(self, c, node, now) -> None:
         """Move a subtree to the trash, remembering its path in its domain."""
-        dom = self._dom(c, node)
-        rel = self._domain_path(c, node)
+        dom = self.keys.of(c, node)
+        rel = self.res.domain_path(c, node)
         t.update_node(c, node["id"], trashed_us=now, changed_us=now,
                       trash_path_enc=crypto.seal(dom.keys.names, paths.join(rel).encode(), b"trash"))
 
@@ -1112,7 +645,7 @@ class Vfs:
         self._writable(parts)
         now = meta.now_us()
         with self._tx(True) as c:
-            node = self._live(c, parts)
+            node = self.res.live(c, parts)
             self._need_removable(c, node, parts)
             if node["id"] == self.home.root_id:
                 raise PermissionDenied("the top folder cannot be removed")
@@ -1124,7 +657,7 @@ class Vfs:
         parts = paths.parse(path)
         self._writable(parts)
         with self._tx() as c:
-            node = self._live(c, parts)
+            node = self.res.live(c, parts)
             if node["kind"] != "d":
                 raise NotADirectory(f"{paths.join(parts)} is a file, not a folder")
             if t.has_children(c, node["id"]):
@@ -1151,12 +684,12 @@ class Vfs:
         now = meta.now_us()
         drop: list[str] = []
         with self._tx(True) as c:
-            node = self._live(c, sp)
+            node = self.res.live(c, sp)
             self._need_removable(c, node, sp)
             if len(dp) > len(sp):             # deeper: would its deepest entry pass the limit?
                 paths.check_depth(dp, t.subtree_height(c, node["id"]) if node["kind"] == "d" else 1)
             src_parent = t.node(c, node["parent_id"])
-            src_dom = self._dom(c, src_parent)
+            src_dom = self.keys.of(c, src_parent)
             parent, dst_dom = self._parent_for_write(c, dp)
             lookup = crypto.name_lookup(dst_dom.keys, parent["id"], dp[-1])
             target = t.child(c, parent["id"], lookup)
@@ -1170,9 +703,9 @@ class Vfs:
             else:
                 drop += self._relocate(c, node, src_dom, parent["id"], dst_dom, dp, now, sp)
                 t.add_history(c, node["id"], node["parent_id"], bytes(node["name_enc"]), now)
-            item = self._live_item(t.child(c, parent["id"], lookup), dp, c=c,
-                                   mount=dp[0] == SHARED and len(dp) == 3)
-        self._delete_blobs(drop)
+            item = self.res.node_target(t.child(c, parent["id"], lookup), dp,
+                                        Kind.MOUNT if is_mount(dp) else Kind.LIVE, c=c)
+        self.st.delete_blobs(drop)
         return self._entry(item)
 
     def _relocate(self, c, node, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, now, sp) -> list[str]:
@@ -1202,7 +735,7 @@ class Vfs:
     def _copy_out(self, c, node, sp, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, now) -> list[str]:
         """A collaborator's move out of a shared folder into another owner's
         tree: a copy of what is there now, and the original to the trash."""
-        drop = self._copy_item(c, self._live_item(node, sp, c=c), parent_id, dst_dom, dp, None, now, True)
+        drop = self._copy_item(c, self.res.node_target(node, sp, c=c), parent_id, dst_dom, dp, None, now, True)
         self._trash(c, node, now)
         t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
         t.update_node(c, parent_id, changed_us=now, mtime_us=now)
@@ -1216,7 +749,7 @@ class Vfs:
         version of every file in it comes along."""
         node = t.node(c, node["id"])
         self._need_owner(c, node, f"restoring {paths.join(dp)}")
-        src_dom = self._dom(c, t.node(c, node["parent_id"]))
+        src_dom = self.keys.of(c, t.node(c, node["parent_id"]))
         drop = self._relocate(c, node, src_dom, parent_id, dom, dp, now, dp)
         name = bytes(node["name_enc"])
         if node["trashed_us"] is not None:     # where it was until deleted, then nowhere until now
@@ -1241,7 +774,7 @@ class Vfs:
         now = meta.now_us()
         drop: list[str] = []
         with self._tx(True) as c:
-            item = self._resolve(c, sp)
+            item = self.res.resolve(c, sp)
             if item.is_dir and recursive and item.node is not None:
                 paths.check_depth(dp, t.subtree_height(c, item.node["id"]))
             parent, dom = self._parent_for_write(c, dp)
@@ -1257,11 +790,11 @@ class Vfs:
             t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
             node = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], dp[-1]))
             self._check_quota(c, dom)
-            out = self._live_item(node, dp, c=c)
-        self._delete_blobs(drop)
+            out = self.res.node_target(node, dp, c=c)
+        self.st.delete_blobs(drop)
         return self._entry(out)
 
-    def _copy_item(self, c, item: Item, parent_id, dom: Domain, dparts, target, now, recursive) -> list[str]:
+    def _copy_item(self, c, item: Target, parent_id, dom: Domain, dparts, target, now, recursive) -> list[str]:
         """Copy an item, and with `recursive` everything below it: a walk with
         its own stack, so no depth of tree runs into the interpreter's
         recursion limit."""
@@ -1274,23 +807,23 @@ class Vfs:
             elif it.is_dir:
                 nid = self._copy_folder(c, it, pid, dom, dp[-1], now)
                 if recursive:
-                    todo += [(ch, nid, dp + (ch.name,), None) for ch in self._children(c, it)]
+                    todo += [(ch, nid, dp + (ch.name,), None) for ch in self.res.children(c, it)]
             else:
                 drop += self._copy_file(c, it, pid, dom, dp[-1], tgt, now)
         return drop
 
-    def _copy_folder(self, c, item: Item, parent_id, dom: Domain, name: str, now) -> int:
+    def _copy_folder(self, c, item: Target, parent_id, dom: Domain, name: str, now) -> int:
         nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
                             name_enc=crypto.encrypt_name(dom.keys, name),
                             name_lookup=crypto.name_lookup(dom.keys, parent_id, name), kind="d",
                             created_us=now, mtime_us=item.mtime_us or now, changed_us=now, size=0)
-        if item.node is not None and item.tag in ("live", "trashnode"):
+        if item.kind in NODE_KINDS:
             self._copy_props(c, item.node, nid, dom)
         return nid
 
-    def _copy_file(self, c, item: Item, parent_id, dom: Domain, name: str, target, now) -> list[str]:
+    def _copy_file(self, c, item: Target, parent_id, dom: Domain, name: str, target, now) -> list[str]:
         lookup = crypto.name_lookup(dom.keys, parent_id, name)
-        src_node = item.node if item.node is not None and item.tag in ("live", "trashnode") else None
+        src_node = item.node if item.kind in NODE_KINDS else None
         v = item.version if item.version is not None else (
             t.version(c, item.node["version_id"]) if item.node["version_id"] else None)
         if target is None:
@@ -1306,7 +839,7 @@ class Vfs:
         if v is None:
             t.update_node(c, nid, size=0, mtime_us=item.mtime_us or now, changed_us=now)
             return []
-        src_dom = self._domain(c, v["domain_id"])
+        src_dom = self.keys.domain(c, v["domain_id"])
         rows = t.version_chunk_rows(c, v["id"])
         if src_dom.id == dom.id:
             chunk_ids = [r["id"] for r in rows]
@@ -1330,12 +863,12 @@ class Vfs:
         return self._apply_retention(c, dom, nid, now)
 
     @staticmethod
-    def _untrashes(item: Item, recursive: bool) -> bool:
+    def _untrashes(item: Target, recursive: bool) -> bool:
         """Is copying this a restore from the trash (of the item itself, not a copy)?"""
-        return item.tag == "trashnode" and (recursive or not item.is_dir)
+        return item.kind is Kind.TRASHED and (recursive or not item.is_dir)
 
     def _copy_props(self, c, src_node, dst_id: int, dom: Domain) -> None:
-        src_dom = self._dom(c, src_node)
+        src_dom = self.keys.of(c, src_node)
         if src_dom.id == dom.id:
             t.copy_props(c, src_node["id"], dst_id)
             return
@@ -1347,10 +880,10 @@ class Vfs:
                                crypto.seal(dom.keys.meta, value, b"prop-value"))
 
     def _node_for_change(self, c, parts):
-        node = self._live(c, parts)
-        if parts and parts[0] == SHARED and len(parts) == 3:
+        node = self.res.live(c, parts)
+        if is_mount(parts):
             self._need_owner(c, node, f"changing {paths.join(parts)}")   # the top's attributes are the owner's
-        self._need_write(c, self._dom(c, node), f"changing {paths.join(parts)}")
+        self._need_write(c, self.keys.of(c, node), f"changing {paths.join(parts)}")
         return node
 
     def set_mtime(self, path, mtime: float) -> None:
@@ -1371,11 +904,11 @@ class Vfs:
     def get_props(self, path) -> dict[str, bytes]:
         parts = paths.parse(path)
         with self._tx() as c:
-            it = self._resolve(c, parts)
-            if it.node is None or it.tag not in ("live", "trashnode"):
+            it = self.res.resolve(c, parts)
+            if it.kind not in NODE_KINDS:
                 return {}
             rows = t.props(c, it.node["id"])
-            keys = self._dom(c, it.node).keys
+            keys = self.keys.of(c, it.node).keys
         return self._open_props(keys, rows)
 
     @staticmethod
@@ -1393,7 +926,7 @@ class Vfs:
         self._writable(parts)
         with self._tx(not dry_run) as c:
             node = self._node_for_change(c, parts)
-            dom = self._dom(c, node)
+            dom = self.keys.of(c, node)
             keys = dom.keys
             have = {r["name_lookup"]: t.prop_cost(bytes(r["name_enc"]), bytes(r["value_enc"]))
                     for r in t.props(c, node["id"])}
@@ -1434,33 +967,29 @@ class Vfs:
         if len(rest) < 2 and not (rest and rest[0] == "trash"):
             raise PermissionDenied(f"{paths.join(parts)} cannot be deleted; delete entries inside it to purge")
         with self._tx(True) as c:
-            it = self._resolve(c, parts)
+            it = self.res.resolve(c, parts)
             if it.node is not None:
                 self._need_owner(c, it.node, "purging")
-            if it.tag == "version":
-                if rest[0] != "versions":
-                    raise PermissionDenied(READ_ONLY)
+            if it.kind is Kind.VERSION:
                 blobs, count = self._purge_version(c, it, parts), 1
-            elif it.tag in ("vfile", "vdir"):
+            elif it.kind is Kind.HISTORY:
                 blobs, count = self._purge_path(c, parts[2:], it.ref)
-            elif it.tag == "trashnode":
+            elif it.kind is Kind.TRASHED:
                 blobs, count = purge_nodes(c, [it.node["id"]])
-            elif it.tag in ("trashstamp", "trashdir"):
-                st, sub = (it.ref, ()) if it.tag == "trashstamp" else it.ref
-                blobs, count = purge_nodes(c, [n["id"] for n, tp in self._trash_entries(c, st)
+            elif it.kind is Kind.TRASH:
+                st, sub = it.ref
+                blobs, count = purge_nodes(c, [n["id"] for n, tp in self.res.trash_entries(c, st)
                                                      if tp[:len(sub)] == sub])
-            elif it.tag == "meta" and rest == ("trash",):
-                blobs, count = purge_nodes(c, [n["id"] for n, _ in self._trash_entries(c)])
             else:
                 raise PermissionDenied(READ_ONLY)
             self._audit_purge(c, it.node, rest[0], count)
-        self._delete_blobs(blobs)
+        self.st.delete_blobs(blobs)
 
     def _audit_purge(self, c, node, what: str, versions: int) -> None:
         uq.audit(c, "history_purged", user_id=self.user.id, actor="user",
                  detail={"domain": node["domain_id"] if node else self.home.id, "from": what, "versions": versions})
 
-    def _purge_version(self, c, it: Item, parts) -> list[str]:
+    def _purge_version(self, c, it: Target, parts) -> list[str]:
         """Purge exactly one version. A deleted file's newest version may go
         too: the one before it becomes what its trash entry holds, and a
         deleted file left without versions leaves the trash."""
@@ -1481,16 +1010,16 @@ class Vfs:
         """Purge every file or folder that has lived at a path, with its versions and trash entries."""
         if gens is None:
             try:
-                gens = history.Walker(self, c).walk(parts)
+                gens = history.Walker(self.res, c).walk(parts)
             except (NotFound, NotADirectory):
                 gens = []
         roots = []
         for g in gens:
             self._need_owner(c, g.node, "purging")
-            if g.id == self.home.root_id or (parts and parts[0] == SHARED and len(parts) <= 3):
+            if g.id == self.home.root_id or (in_shared(parts) and len(parts) <= 3):
                 raise PermissionDenied(f"{paths.join(parts)} cannot be purged")
             roots.append(g.id)
-        roots += [n["id"] for n, tp in self._trash_entries(c) if tp[:len(parts)] == parts]
+        roots += [n["id"] for n, tp in self.res.trash_entries(c) if tp[:len(parts)] == parts]
         if not roots:
             raise NotFound(f"{paths.join(parts)} is neither in the tree nor in the trash")
         return purge_nodes(c, list(dict.fromkeys(roots)))
@@ -1504,7 +1033,7 @@ class Vfs:
         with self._tx(True) as c:
             blobs, count = self._purge_path(c, parts)
             self._audit_purge(c, None, "tree", count)
-        self._delete_blobs(blobs)
+        self.st.delete_blobs(blobs)
 
     def expire(self, now_us: int | None = None) -> dict:
         """Apply retention to every file the principal owns and empty the trash
@@ -1518,21 +1047,21 @@ class Vfs:
         dest = to or path
         if version_id is not None:
             with self._tx() as c:
-                for v, _, name in self._path_versions(c, parts):
+                for v, _, name in self.res.path_versions(c, parts):
                     if v["id"] == version_id:
-                        src = paths.join(("versions",) + parts + (name,))
+                        src = paths.join(version_path(parts, name))
                         break
                 else:
                     raise NotFound(f"{paths.join(parts)} has no version {version_id}")
-            return self.copy("/" + paths.META + src, dest)
+            return self.copy(src, dest)
         if at is not None:
-            return self.copy(paths.join((paths.META, "snapshots", stamp(int(at * 1e6))) + parts), dest)
+            return self.copy(paths.join(snapshot_path(parts, int(at * 1e6))), dest)
         with self._tx() as c:
-            found = [(n, tp) for n, tp in self._trash_entries(c) if tp == parts]
+            found = [(n, tp) for n, tp in self.res.trash_entries(c) if tp == parts]
         if not found:
             raise NotFound(f"{paths.join(parts)} is not in the trash; give a version or a time")
         n, tp = max(found, key=lambda e: e[0]["trashed_us"])
-        return self.copy(paths.join((paths.META, "trash", stamp(n["trashed_us"])) + tp), dest)
+        return self.copy(paths.join(trash_path(tp, n["trashed_us"])), dest)
 
     # -- sharing ------------------------------------------------------------------------------------
     def share_grant(self, path, grantee: str, permission: str, actor: str = "user", disclose: bool = True) -> dict:
@@ -1563,12 +1092,4 @@ class Vfs:
         top appears in the principal's tree: the home at `()`, folders it
         shares at their paths, folders shared with it under /Shared."""
         with self._tx() as c:
-            out = [((), self.home)]
-            for row in uq.owned_share_domains(c, self.user.id):
-                root = t.node(c, row["root_node_id"]) if row["root_node_id"] else None
-                if root is not None and root["trashed_us"] is None:
-                    out.append((self._owner_path(c, root), self._domain(c, row["id"])))
-            for owner, mounts in self._received(c).items():
-                for mount, (domain_id, _) in mounts.items():
-                    out.append(((SHARED, owner, mount), self._domain(c, domain_id)))
-        return out
+            return self.res.key_domains(c)

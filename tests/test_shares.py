@@ -111,7 +111,7 @@ def test_revocation_takes_effect_on_an_open_session_and_rotates_the_key(team, st
     from providers.meta import users as uq
     with storage.db.read() as c:
         dom_id = uq.received_shares(c, w.user.id)[0]["domain_id"]
-        old_key = w._domain(c, dom_id).key
+        old_key = w.keys.domain(c, dom_id).key
     team["owner"].share_revoke("/Projects", "writer")
     with pytest.raises(CofferError):
         w.read_bytes(S + "/plan.txt")                    # the very next request
