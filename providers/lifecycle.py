@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import tarfile
-import threading
 import time
 from pathlib import Path
 
@@ -46,8 +45,6 @@ log = logging.getLogger(__name__)
 CHUNK_BATCH = 200
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STALE_ERASURE_US = 600 * 1_000_000     # the periodic job resumes erasures idle this long
-RETENTION_EVERY_SECONDS = 3600
-GC_FIRST_AFTER_SECONDS = 3600
 EXPORT_FORMAT = "coffer-export/1"
 
 
@@ -520,49 +517,3 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
         report["locks_purged"] = lockq.purge_expired(c, now)
     report["login_records_purged"] = st.throttle.prune()
     return report
-
-
-_last_retention: dict[int, float] = {}
-_next_gc: dict[int, float] = {}
-_gc_threads: dict[int, threading.Thread] = {}
-
-
-def periodic(st) -> dict:
-    """What `coffer serve` runs on its timer: erasures and record retention
-    each time, version and trash retention at most once an hour, and gc
-    every `[storage] gc_every_hours` (on a thread of its own, since
-    rewriting packs can take a while)."""
-    now = time.monotonic()
-    full = now - _last_retention.get(id(st), float("-inf")) >= RETENTION_EVERY_SECONDS
-    if full:
-        _last_retention[id(st)] = now
-    report = run_maintenance(st, retention=full)
-    report["gc_started"] = _start_gc_when_due(st, now)
-    return report
-
-
-def _start_gc_when_due(st, now: float) -> bool:
-    """The first run comes an hour after the server starts (a server that
-    restarts often still gets one), then every gc_every_hours; never two
-    at once."""
-    every = st.cfg.storage.gc_every_hours * 3600
-    if every <= 0:
-        return False
-    due = _next_gc.setdefault(id(st), now + min(every, GC_FIRST_AFTER_SECONDS))
-    running = _gc_threads.get(id(st))
-    if now < due or (running is not None and running.is_alive()):
-        return False
-    _next_gc[id(st)] = now + every
-
-    def run():
-        try:
-            report = st.gc(grace_seconds=st.cfg.storage.gc_grace_seconds)
-            log.info("gc: %s", ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()))
-        except Exception:
-            log.exception("periodic gc failed; it runs again in %d hours, or run coffer-admin gc",
-                          st.cfg.storage.gc_every_hours)
-
-    thread = threading.Thread(target=run, name="coffer-gc", daemon=True)
-    _gc_threads[id(st)] = thread
-    thread.start()
-    return True

@@ -167,13 +167,6 @@ class Storage:
                 log.warning("could not delete a purged chunk; gc will reclaim it")
 
     # -- store-wide jobs -----------------------------------------------------------------
-    def maintenance(self) -> dict:
-        """The periodic job `coffer serve` runs on its timer: erasures that are
-        due or stalled, record retention, hourly version and trash
-        retention, and gc when due (see providers/lifecycle.py)."""
-        from .lifecycle import periodic
-        return periodic(self)
-
     def gc(self, grace_seconds: int = 3600, progress=None) -> dict:
         """Reclaim what a crash or an aborted upload left: blobs no chunk refers
         to (older than the grace period, so uploads in flight are spared),

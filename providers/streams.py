@@ -23,16 +23,8 @@ log = logging.getLogger(__name__)
 
 
 class _MallocTrim:
-    """Give freed memory back to the system every so many bytes streamed.
-
-    Streams allocate and free chunk-sized buffers at a high rate. Left to
-    itself malloc maps each one afresh or gives the top of its heap back at
-    once, so every buffer is page-faulted again: about 0.4 ms of kernel
-    time per MiB moved, as much as a content hash. Buffers up to 16 MiB are
-    therefore kept in malloc's heaps, and their free memory is kept too;
-    instead the arenas are capped and trimmed every so many bytes streamed,
-    which keeps resident memory flat (heaps could otherwise fragment and
-    drift up with the bytes moved) at a negligible cost."""
+    """Give freed memory back to the system every so many bytes streamed
+    (with `tune_malloc`, see there)."""
 
     EVERY = 64 * 1024 * 1024
 
@@ -41,11 +33,7 @@ class _MallocTrim:
         self.trim = None
         try:
             import ctypes
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-8, 2)               # M_ARENA_MAX
-            libc.mallopt(-3, 16 << 20)        # M_MMAP_THRESHOLD
-            libc.mallopt(-1, 64 << 20)        # M_TRIM_THRESHOLD
-            self.trim = libc.malloc_trim
+            self.trim = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):
             pass
 
@@ -57,6 +45,29 @@ class _MallocTrim:
 
 
 _malloc_trim = _MallocTrim()
+
+
+def tune_malloc() -> bool:
+    """Set malloc for a process that streams: called once at start by
+    `coffer serve` (and the benchmarks), never on import, since it applies
+    to the whole process. Streams allocate and free chunk-sized buffers at
+    a high rate. Left to itself malloc maps each one afresh or gives the top
+    of its heap back at once, so every buffer is page-faulted again: about
+    0.4 ms of kernel time per MiB moved, as much as a content hash. Buffers
+    up to 16 MiB are therefore kept in malloc's heaps, and their free memory
+    is kept too; instead the arenas are capped and trimmed every so many
+    bytes streamed (`_MallocTrim`), which keeps resident memory flat (heaps
+    could otherwise fragment and drift up with the bytes moved) at a
+    negligible cost. False where the C library is not glibc."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)               # M_ARENA_MAX
+        libc.mallopt(-3, 16 << 20)        # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)        # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+    return True
 
 _AHEAD = None
 _AHEAD_LOCK = threading.Lock()

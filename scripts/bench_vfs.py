@@ -36,6 +36,8 @@ import os, sys, time, resource, json
 sys.path.insert(0, {root!r})
 from providers import config
 from providers.storage import Storage
+from providers.streams import tune_malloc
+tune_malloc()                     # as `coffer serve` does
 kind, src, work = sys.argv[1], sys.argv[2], sys.argv[3]
 B = 1024 * 1024
 def store():

@@ -112,11 +112,15 @@ def serve(args) -> int:
     os.umask(0o077)                  # everything under the data folder is the server's alone
     cfg = config_mod.load(args.config)
     _setup_logging(args.log_level)
+    from providers.schedule import Scheduler
     from providers.storage import Storage
+    from providers.streams import tune_malloc
     from . import tls
     from .webdav_server import start_webdav
 
+    tune_malloc()                    # for the whole process: this one streams (see providers/streams.py)
     st = Storage.open(cfg)
+    scheduler = Scheduler(st)
     if args.init is not None:
         _init_account(st, cfg, args.init)
 
@@ -161,7 +165,7 @@ def serve(args) -> int:
             return 2
         print("coffer: ready", flush=True)
         while not stop.wait(MAINTENANCE_SECONDS):
-            _maintain(st, running)
+            _maintain(scheduler, running)
     finally:
         for srv in reversed(running):
             try:
@@ -174,9 +178,9 @@ def serve(args) -> int:
     return 0
 
 
-def _maintain(st, running) -> None:
+def _maintain(scheduler, running) -> None:
     """Every minute: the front-ends' housekeeping, then the storage core's
-    periodic job (`Storage.maintenance`: due erasures, record retention,
+    periodic jobs (providers/schedule.py: due erasures, record retention,
     hourly version and trash retention for every account, and gc every
     `[storage] gc_every_hours`)."""
     for srv in running:
@@ -187,7 +191,7 @@ def _maintain(st, running) -> None:
             except Exception:
                 log.exception("front-end maintenance failed")
     try:
-        st.maintenance()
+        scheduler.tick()
     except Exception:
         log.exception("periodic maintenance failed")
 

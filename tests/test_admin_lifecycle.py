@@ -240,8 +240,10 @@ def test_sessions_and_audit(admin):
 
 
 def test_serve_timer_job_runs_retention_at_most_hourly(storage):
+    from providers.schedule import Scheduler
     storage.accounts.create("alice", "alice-password")
-    first = storage.maintenance()
+    scheduler = Scheduler(storage)              # coffer serve's
+    first = scheduler.tick()
     assert first["retention_accounts"] == 1 and first["errors"] == []
-    again = storage.maintenance()               # a minute later on coffer serve's timer
+    again = scheduler.tick()                    # a minute later on coffer serve's timer
     assert again["retention_accounts"] == 0 and again["accounts_erased"] == 0

@@ -152,21 +152,21 @@ def test_gc_spares_the_packs_of_an_upload_older_than_its_grace(small, monkeypatc
 def test_the_server_runs_gc_an_hour_after_it_starts_then_every_day(small):
     """`coffer serve`'s timer: no one has to remember a cron job for the
     space of thinned versions and the leftovers of a crash to come back."""
-    from providers import lifecycle
+    from providers.schedule import Scheduler
     st, v = small
+    scheduler = Scheduler(st)                      # the server has just started
     keep, second, before = leave_mostly_dead_packs(st, v)
     st.blobs.put("ab" * 16, b"left by a crash")
     two_hours_ago = time.time() - 7200
     os.utime(st.blobs._path("ab" * 16), (two_hours_ago, two_hours_ago))
 
     def gc_at(clock):
-        started = lifecycle._start_gc_when_due(st, clock)
+        started = scheduler.start_gc_when_due(clock)
         if started:
-            lifecycle._gc_threads[id(st)].join(60)
+            scheduler.join(60)
         return started
 
-    lifecycle._next_gc.pop(id(st), None)
-    assert not gc_at(0.0)                         # the server has just started
+    assert not gc_at(0.0)
     assert not gc_at(3599.0)
     assert st.blobs.exists("ab" * 16)
     assert gc_at(3600.0)
@@ -176,14 +176,14 @@ def test_the_server_runs_gc_an_hour_after_it_starts_then_every_day(small):
     assert not gc_at(3700.0)                      # the next one a day later
     assert gc_at(3600.0 + 86400)
     assert st.fsck()["damaged"] == []
-    lifecycle._next_gc.pop(id(st), None)
 
 
 def test_the_server_timer_leaves_gc_to_cron_when_told(tmp_path):
-    from providers import lifecycle
+    from providers.schedule import Scheduler
     st = Storage.open(make_config(tmp_path, blobs="local", storage={"gc_every_hours": 0}))
     try:
-        assert not any(lifecycle._start_gc_when_due(st, clock) for clock in (0.0, 3600.0, 1e9))
+        scheduler = Scheduler(st)
+        assert not any(scheduler.start_gc_when_due(clock) for clock in (0.0, 3600.0, 1e9))
     finally:
         st.close()
 

@@ -157,6 +157,7 @@ def test_periodic_maintenance_expires_private_accounts_without_their_keys(storag
     """`coffer serve`'s timer applies version and trash retention to every
     account, `private` ones included: no login, no password."""
     from providers import lifecycle
+    from providers.schedule import Scheduler
     from server.main import _maintain
     for name, mode in (("alice", "managed"), ("pat", "private")):
         storage.accounts.create(name, f"{name}-password", mode=mode)
@@ -168,10 +169,9 @@ def test_periodic_maintenance_expires_private_accounts_without_their_keys(storag
         assert len(vfs.versions("/f.txt")) == 5
         vfs.close()
     later = int((time.time() + 40 * 86400) * 1e6)
-    lifecycle._last_retention.clear()
     report = lifecycle.run_maintenance(storage, now_us=later)
     assert report["errors"] == [] and report["trash_expired"] == 2 and report["versions_expired"] == 2 * 3
-    _maintain(storage, [])                 # what the server's timer calls; nothing left to do
+    _maintain(Scheduler(storage), [])      # what the server's timer calls; nothing left to do
     for name in ("alice", "pat"):
         vfs = storage.login(name, f"{name}-password")
         assert vfs.read_bytes("/f.txt") == b"v4"
