@@ -10,7 +10,7 @@ runs:
   authenticated PROPFIND Depth 0 of one file on a keep-alive connection (req/s)
   PROPFIND Depth 1 of a folder of 10,000 files (seconds)
 
-    python scripts/bench_webdav.py [--size-mib 1024] [--repeat 3] [--json]
+    python scripts/bench/bench_webdav.py [--size-mib 1024] [--repeat 3] [--json]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 PROPFIND0 = (b'<?xml version="1.0"?><D:propfind xmlns:D="DAV:"><D:prop><D:getlastmodified/>'
@@ -77,6 +77,18 @@ def wait_port(port: int, proc, timeout=60):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("server did not start")
+
+
+def certificate(folder: Path) -> tuple[Path, Path]:
+    """A server certificate and key from Coffer's local CA, made by the
+    installed `coffer-admin tls show` (its CA files lie beside them)."""
+    folder.mkdir(parents=True)
+    (folder / "coffer.toml").write_text(f'[storage]\ndata_dir = "{folder / "data"}"\n')
+    admin = shutil.which("coffer-admin", path=str(Path(sys.executable).parent)) or "coffer-admin"
+    shown = subprocess.run([admin, "--config", str(folder / "coffer.toml"), "tls", "show", "--json"],
+                           capture_output=True, text=True, check=True)
+    cert = Path(json.loads(shown.stdout)["certificate"]["path"])
+    return cert, cert.with_name("key.pem")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -316,13 +328,10 @@ def main(argv=None):
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop both servers on the way out
-    from providers import config as config_mod
-    from server.tls import ensure_certificate
-
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="coffer-bench-") as tmp:
         tmp = Path(tmp)
-        cert, key, _ = ensure_certificate(config_mod.from_dict({"storage": {"data_dir": str(tmp / "certs")}}))
+        cert, key = certificate(tmp / "certs")
         small = tmp / "small"
         small.mkdir()
         for i in range(args.files):

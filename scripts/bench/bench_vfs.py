@@ -1,6 +1,6 @@
 """Benchmark the storage core against a plain file copy on the same disk.
 
-    .venv/bin/python scripts/bench_vfs.py [--size-mib 1024] [--runs 3] [--dir PATH]
+    .venv/bin/python scripts/bench/bench_vfs.py [--size-mib 1024] [--runs 3] [--dir PATH]
 
 For each run, side by side: write a stream of SIZE random bytes through the
 VFS (encrypt, chunk, dedup-hash, version) and copy the same bytes to a plain
@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the checkout
 BLOCK = 1024 * 1024
 
 PHASE = r"""
@@ -87,14 +88,14 @@ def drop_caches() -> None:
 
 
 def phase(kind: str, src: str, work: str) -> dict:
-    code = PHASE.format(root=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = PHASE.format(root=ROOT)
     out = subprocess.run([sys.executable, "-c", code, kind, src, work], check=True, capture_output=True,
                          text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
 def dedup_case(work: str) -> dict:
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    sys.path.insert(0, ROOT)
     from providers import config
     from providers.storage import Storage
     cfg = config.from_dict({"storage": {"data_dir": work},

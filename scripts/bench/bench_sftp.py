@@ -15,7 +15,7 @@ each chunk durable (write, fsync) before acknowledging a file's close, while
 internal-sftp leaves data in the page cache: on a slow disk, uploads measure
 the disk more than the protocol.
 
-Usage: python scripts/bench_sftp.py [--size-mib 1024] [--files 1000] [--rounds 3]
+Usage: python scripts/bench/bench_sftp.py [--size-mib 1024] [--files 1000] [--rounds 3]
 Needs root only for sshd's privilege separation folder; run it on an idle machine.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
 
