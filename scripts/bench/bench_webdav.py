@@ -11,6 +11,13 @@ runs:
   PROPFIND Depth 1 of a folder of 10,000 files (seconds)
 
     python scripts/bench/bench_webdav.py [--size-mib 1024] [--repeat 3] [--json]
+        [--storage FILE]
+
+--storage names a TOML file whose [storage] table Coffer uses instead of
+SQLite and a local folder (for example PostgreSQL and an S3 bucket:
+database_url, blob_backend = "s3", s3_endpoint, s3_bucket,
+s3_access_key_file, s3_prefix); give it an empty database and a fresh
+prefix. wsgidav keeps its plain folder.
 """
 from __future__ import annotations
 
@@ -162,6 +169,7 @@ class Wsgidav(Target):
 
 class Coffer(Target):
     name = "coffer"
+    storage = ""                  # more [storage] options (--storage)
 
     def start(self, populate_10k):
         from providers import config
@@ -177,6 +185,7 @@ class Coffer(Target):
         cfgfile.write_text(f"""
 [storage]
 data_dir = "{data}"
+{self.storage}
 [webdav]
 host = "127.0.0.1"
 port = {self.port}
@@ -326,7 +335,13 @@ def main(argv=None):
     p.add_argument("--many", type=int, default=10000)
     p.add_argument("--propfind-seconds", type=float, default=3.0)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--storage", metavar="FILE", help="TOML file whose [storage] table Coffer uses (PostgreSQL, S3)")
     args = p.parse_args(argv)
+    if args.storage:
+        import tomllib
+        table = tomllib.loads(Path(args.storage).read_text()).get("storage", {})
+        table.pop("data_dir", None)
+        Coffer.storage = "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # stop both servers on the way out
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="coffer-bench-") as tmp:
