@@ -199,7 +199,9 @@ default_plan = "unlimited"
         cfg = config.load(cfgfile)
         st = Storage.open(cfg)
         try:
-            if not st.accounts.list():
+            # an account of its own for each mode: with --storage both share one database
+            self.user = f"bench-{'https' if self.tls else 'http'}"
+            if self.user not in {u.name for u in st.accounts.list()}:
                 st.accounts.create(self.user, self.password)
                 vfs = st.login(self.user, self.password)
                 vfs.mkdir("/many")
