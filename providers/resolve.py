@@ -72,7 +72,7 @@ class Target:
     size: int = 0                   # SNAPSHOT: the time; SHARED: the owner, or None
     mtime_us: int = 0
     created_us: int = 0
-    writable: bool = False
+    grant: str | None = None        # the principal's permission where it lies, when looked up
 
     @property
     def virtual(self) -> bool:
@@ -248,14 +248,25 @@ class Resolver:
 
     # -- targets -------------------------------------------------------------------------------
     def node_target(self, node, parts, kind=Kind.LIVE, c=None) -> Target:
-        """A target for a node; with `c`, a live one says whether the principal may write there."""
+        """A target for a node; with `c`, a live one carries the principal's grant there."""
         if kind is Kind.LIVE and not parts:
             kind = Kind.TOP
         is_dir = node["kind"] == "d" or kind is Kind.HISTORY
-        writable = kind in LIVE_KINDS and (c is None or self.keys.of(c, node).writable)
+        grant = self.keys.of(c, node).permission if c is not None and kind in LIVE_KINDS else None
         return Target(kind, parts[-1] if parts else "", parts, is_dir, node=dict(node),
-                      size=node["size"], mtime_us=node["mtime_us"], created_us=node["created_us"],
-                      writable=writable)
+                      size=node["size"], mtime_us=node["mtime_us"], created_us=node["created_us"], grant=grant)
+
+    @staticmethod
+    def place(parts) -> Kind:
+        """What is (or would be) at a path, by the layout alone: TOP, LIVE,
+        MOUNT, SHARED, or META for anything in /.coffer."""
+        if not parts:
+            return Kind.TOP
+        if paths.is_meta(parts):
+            return Kind.META
+        if in_shared(parts):
+            return Kind.SHARED if len(parts) < 3 else Kind.MOUNT if len(parts) == 3 else Kind.LIVE
+        return Kind.LIVE
 
     def resolve(self, c, parts) -> Target:
         if paths.is_meta(parts):

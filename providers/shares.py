@@ -16,7 +16,7 @@ same-named folders of one owner appear as `name`, `name (2)`, ...
 from __future__ import annotations
 
 from . import crypto, locks, meta, paths, rekey
-from .resolve import in_shared, mount_path
+from .resolve import mount_path
 from .errors import Conflict, NotFound, PermissionDenied
 from .meta import tree as t
 from .meta import users as uq
@@ -58,17 +58,16 @@ def _numbered(name: str, n: int) -> str:
     return name + suffix
 
 
-def _own_folder(vfs, c, parts):
-    if not parts or paths.is_meta(parts) or in_shared(parts):
-        raise PermissionDenied("only folders of your own tree can be shared")
-    node = vfs.res.own(c, parts)
+def _own_folder(vfs, c, node, parts):
+    """The key domain of a folder to share or stop sharing (the policy has
+    allowed `share` on it: a folder of the principal's own tree)."""
     if node["kind"] != "d":
         raise Conflict(f"{paths.join(parts)} is a file: share the folder that holds it")
     dom = vfs.keys.of(c, node)
     parent_dom = vfs.keys.of(c, t.node(c, node["parent_id"]))
     if dom.owner_id != vfs.user.id or parent_dom.id != vfs.home.id:
         raise PermissionDenied(f"{paths.join(parts)} is inside a shared folder: share the top folder instead")
-    return node, dom
+    return dom
 
 
 def _grantee(c, name: str, owner_id: int, disclose: bool = True):
@@ -85,8 +84,9 @@ def _grantee(c, name: str, owner_id: int, disclose: bool = True):
     return row
 
 
-def grant(vfs, parts, grantee: str, permission: str, actor: str = "user", disclose: bool = True) -> dict:
-    """Share a folder. With `disclose` false, a grantee name that is not an
+def grant(vfs, c, node, parts, grantee: str, permission: str, actor: str = "user", disclose: bool = True) -> tuple[dict, list]:
+    """Share a folder (in the caller's transaction; returns the answer and
+    the blobs to delete once it is committed). With `disclose` false, a grantee name that is not an
     active account is answered like one that is, after the same work (the
     folder becomes a key domain, a key is sealed), but nobody is added: an
     account holder cannot learn from a grant which accounts exist."""
@@ -95,65 +95,63 @@ def grant(vfs, parts, grantee: str, permission: str, actor: str = "user", disclo
         raise Conflict("the permission is 'read' or 'write'")
     now = meta.now_us()
     blobs: list[str] = []
-    with vfs.st.db.write() as c:
-        node, dom = _own_folder(vfs, c, parts)
-        who = _grantee(c, grantee, vfs.user.id, disclose)
-        if dom.id == vfs.home.id:
-            ids = t.subtree_ids(c, node["id"])
-            if t.roots_among(c, ids):
-                raise Conflict(f"{paths.join(parts)} holds a shared folder; shares cannot nest")
-            key = crypto.random_key()
-            did = uq.insert_domain(c, vfs.user.id, "share")
-            uq.set_domain_root(c, did, node["id"])
-            uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=vfs.keys.wrap(key))
-            new = crypto.DomainKeys.derive(key)
-            blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
-                                       keep_top_name=True)
-            locks.rehome(c, vfs.home.id, vfs.home.keys, did, new, below=tuple(parts))
-            dom = vfs.keys.domain(c, did)
-        if who is None:                   # the same sealing, for nobody
-            pub = crypto.new_keypair()[1]
-            crypto.seal_to(pub, dom.key, b"domain"), crypto.seal_to(pub, parts[-1].encode(), b"mount")
-            uq.audit(c, "share_grant_unknown", user_id=vfs.user.id, actor=actor,
-                     detail={"domain": dom.id, "permission": permission})
-        else:
-            if uq.membership(c, dom.id, who["id"]) is not None:
-                uq.update_member(c, dom.id, who["id"], permission=permission)
-            else:
-                pub = bytes(who["public_key"])
-                uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
-                              key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
-            uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
-                     detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
-    vfs.st.delete_blobs(blobs)
-    return {"folder": paths.join(parts), "grantee": who["name"] if who else normalize_name(grantee),
-            "permission": permission, "appears_as": paths.join(mount_path(vfs.user.name, parts[-1]))}
-
-
-def revoke(vfs, parts, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
-    from .accounts import normalize_name
-    with vfs.st.db.write() as c:
-        node, dom = _own_folder(vfs, c, parts)
-        who = _grantee(c, grantee, vfs.user.id, disclose)
-        if who is None or dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
-            raise NotFound(f"{paths.join(parts)} is not shared with {normalize_name(grantee)}")
-        uq.remove_member(c, dom.id, who["id"])
-        locks.drop_of_user(c, dom.id, who["id"])       # write intents of someone who can no longer write
-        # Rotate: a new key for the folder, everything re-wrapped under it.
+    dom = _own_folder(vfs, c, node, parts)
+    who = _grantee(c, grantee, vfs.user.id, disclose)
+    if dom.id == vfs.home.id:
+        ids = t.subtree_ids(c, node["id"])
+        if t.roots_among(c, ids):
+            raise Conflict(f"{paths.join(parts)} holds a shared folder; shares cannot nest")
         key = crypto.random_key()
+        did = uq.insert_domain(c, vfs.user.id, "share")
+        uq.set_domain_root(c, did, node["id"])
+        uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=vfs.keys.wrap(key))
         new = crypto.DomainKeys.derive(key)
-        rekey.rotate_domain(c, dom.id, node["id"], dom.keys, new)
-        gen = dom.key_gen + 1
-        for m in uq.members(c, dom.id):
-            if m["user_id"] == vfs.user.id:
-                values = {"wrapped_key": vfs.keys.wrap(key), "key_gen": gen}
-            else:
-                values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key, b"domain"),
-                          "wrapped_key": None, "key_gen": gen}
-            uq.update_member(c, dom.id, m["user_id"], **values)
-        uq.update_domain(c, dom.id, key_gen=gen)
-        uq.audit(c, "share_revoked", user_id=vfs.user.id, actor=actor,
-                 detail={"domain": dom.id, "grantee": who["id"]})
+        blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
+                                   keep_top_name=True)
+        locks.rehome(c, vfs.home.id, vfs.home.keys, did, new, below=tuple(parts))
+        dom = vfs.keys.domain(c, did)
+    if who is None:                   # the same sealing, for nobody
+        pub = crypto.new_keypair()[1]
+        crypto.seal_to(pub, dom.key, b"domain"), crypto.seal_to(pub, parts[-1].encode(), b"mount")
+        uq.audit(c, "share_grant_unknown", user_id=vfs.user.id, actor=actor,
+                 detail={"domain": dom.id, "permission": permission})
+    else:
+        if uq.membership(c, dom.id, who["id"]) is not None:
+            uq.update_member(c, dom.id, who["id"], permission=permission)
+        else:
+            pub = bytes(who["public_key"])
+            uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
+                          key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
+        uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
+                 detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
+    return {"folder": paths.join(parts), "grantee": who["name"] if who else normalize_name(grantee),
+            "permission": permission, "appears_as": paths.join(mount_path(vfs.user.name, parts[-1]))}, blobs
+
+
+def revoke(vfs, c, node, parts, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
+    """Stop sharing a folder with one collaborator (in the caller's transaction)."""
+    from .accounts import normalize_name
+    dom = _own_folder(vfs, c, node, parts)
+    who = _grantee(c, grantee, vfs.user.id, disclose)
+    if who is None or dom.id == vfs.home.id or uq.membership(c, dom.id, who["id"]) is None:
+        raise NotFound(f"{paths.join(parts)} is not shared with {normalize_name(grantee)}")
+    uq.remove_member(c, dom.id, who["id"])
+    locks.drop_of_user(c, dom.id, who["id"])       # write intents of someone who can no longer write
+    # Rotate: a new key for the folder, everything re-wrapped under it.
+    key = crypto.random_key()
+    new = crypto.DomainKeys.derive(key)
+    rekey.rotate_domain(c, dom.id, node["id"], dom.keys, new)
+    gen = dom.key_gen + 1
+    for m in uq.members(c, dom.id):
+        if m["user_id"] == vfs.user.id:
+            values = {"wrapped_key": vfs.keys.wrap(key), "key_gen": gen}
+        else:
+            values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key, b"domain"),
+                      "wrapped_key": None, "key_gen": gen}
+        uq.update_member(c, dom.id, m["user_id"], **values)
+    uq.update_domain(c, dom.id, key_gen=gen)
+    uq.audit(c, "share_revoked", user_id=vfs.user.id, actor=actor,
+             detail={"domain": dom.id, "grantee": who["id"]})
     return {"folder": paths.join(parts), "grantee": who["name"], "revoked": True}
 
 

@@ -22,18 +22,18 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from . import crypto, history, meta, paths, rekey, retention
+from . import crypto, history, meta, paths, policy, rekey, retention
 from .domains import Domain, Keyring
 from .errors import (AlreadyExists, Conflict, DirectoryNotEmpty, IsADirectory, NotADirectory,
                      NotFound, PermissionDenied, QuotaExceeded)
 from .meta import tree as t
 from .meta import users as uq
-from .resolve import (LIVE_KINDS, NODE_KINDS, SHARED, Kind, Resolver, Target, in_shared, is_mount,  # noqa: F401
+from .policy import Op
+from .resolve import (LIVE_KINDS, NODE_KINDS, SHARED, Kind, Resolver, Target, is_mount,  # noqa: F401
                       parse_stamp, snapshot_path, stamp, trash_path, version_path)
 from .streams import RandomFile, Reader, Writer
 
 log = logging.getLogger(__name__)
-READ_ONLY = "/.coffer is read-only: copy from it to restore, delete in it to purge"
 PROPS_BATCH = 500           # node ids per dead-property query of a listing
 PROP_VALUE_BYTES = 64 * 1024             # a dead property's name and value together
 PROPS_PER_NODE = 256                     # dead properties per file or folder
@@ -204,29 +204,33 @@ class Vfs:
                               operation=what.split(" ", 1)[0])
             self.res.keep_mount_names()
 
-    def _refuse(self, what: str, dom_id: int, why: str):
-        """Refuse an operation in a shared folder; audited once the transaction ends."""
-        self._refused.append((what, dom_id))
-        raise PermissionDenied(f"{what}: {why}")
+    # -- the policy gate: every call that changes something passes here, once per target ---------
+    def _by_layout(self, op: Op, parts) -> Kind:
+        """What the layout alone refuses, before anything is read; returns the
+        kind of the place (META standing for anything in /.coffer)."""
+        kind = self.res.place(parts)
+        if not policy.possible(op, kind):
+            policy.check(op, kind, policy.OWNER, paths.join(parts))
+        return kind
 
-    def _need_write(self, c, dom: Domain, what: str) -> None:
-        if not dom.writable:
-            self._refuse(what, dom.id, "this shared folder is read-only for you")
+    def _allow(self, c, op: Op, kind: Kind, parts, grant: str | None = None, node=None) -> None:
+        """Check the policy table for one operation on one target; a refusal
+        to a collaborator is audited once the transaction ends."""
+        if grant is None and node is not None and policy.needs_grant(op, kind):
+            grant = self.keys.of(c, node).permission
+        dom_id = node["domain_id"] if node is not None else self.home.id
+        policy.check(op, kind, grant or policy.OWNER, paths.join(parts),
+                     lambda o: self._refused.append((o.value, dom_id)))
 
-    def _need_owner(self, c, node, what: str) -> None:
-        dom = self.keys.of(c, node)
-        if dom.permission != "owner":
-            self._refuse(what, dom.id, "only the shared folder's owner can do this")
-
-    def _need_removable(self, c, node, parts) -> None:
-        """May this node be removed from (or renamed in) its parent folder?"""
-        if not parts:
-            raise PermissionDenied("the top folder cannot be replaced or removed")
-        if in_shared(parts) and len(parts) <= 3:
-            raise PermissionDenied("a folder shared with you cannot be deleted, moved or renamed by you; "
-                                   "its owner can stop sharing it")
-        parent = t.node(c, node["parent_id"])
-        self._need_write(c, self.keys.of(c, parent), f"removing {paths.join(parts)}")
+    def _target(self, c, op: Op, parts) -> Target:
+        """Resolve a path for an operation and check the policy."""
+        kind = self._by_layout(op, parts)
+        if kind is Kind.META:
+            it = self.res.resolve(c, parts)
+        else:
+            it = self.res.node_target(self.res.live(c, parts), parts, kind, c=c)
+        self._allow(c, op, it.kind, parts, it.grant, it.node)
+        return it
 
     def _entry(self, it: Target) -> Entry:
         node = it.node
@@ -236,10 +240,12 @@ class Vfs:
             etag = f"{node['id']:x}-{(node['version_id'] or 0):x}-{node['changed_us']:x}"
         else:
             etag = f"m{it.mtime_us:x}"
+        grant = it.grant or policy.OWNER
         return Entry(it.name, paths.join(it.parts), it.is_dir, 0 if it.is_dir else it.size,
                      it.mtime_us / 1e6, it.created_us / 1e6, etag,
                      node["mode"] if node is not None and it.kind in LIVE_KINDS else None,
-                     writable=it.writable, virtual=it.virtual, removable=it.writable and it.kind is not Kind.MOUNT)
+                     writable=it.kind in LIVE_KINDS and policy.allowed(Op.CREATE, Kind.LIVE, grant),
+                     virtual=it.virtual, removable=policy.allowed(Op.REMOVE, it.kind, grant))
 
     # -- reading ------------------------------------------------------------------------
     def stat(self, path) -> Entry:
@@ -432,25 +438,18 @@ class Vfs:
                 for v, g, name in rows]
 
     # -- writing ---------------------------------------------------------------------------
-    def _writable(self, parts) -> None:
-        if paths.is_meta(parts):
-            raise PermissionDenied(READ_ONLY)
-        if not parts:
-            raise PermissionDenied("the top folder cannot be replaced or removed")
-        if in_shared(parts) and len(parts) < 4:
-            raise PermissionDenied(f"{paths.join(parts)}: /{SHARED} is where folders shared with you appear; "
-                                   "write inside a shared folder, not next to it")
-
     def _is_excluded(self, c, dom: Domain, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pat) for pat in self._policy(c, dom)[1])
 
     def _parent_for_write(self, c, parts):
-        """The folder a new entry goes into, and its domain, checked for write."""
+        """The folder a new entry (or a file's new content) goes into, and its
+        domain, checked for `create` at that place."""
+        kind = self._by_layout(Op.CREATE, parts)
         parent = self.res.live(c, parts[:-1])
         if parent["kind"] != "d":
             raise NotADirectory(f"{paths.join(parts[:-1])} is a file, not a folder")
         dom = self.keys.of(c, parent)
-        self._need_write(c, dom, f"writing {paths.join(parts)}")
+        self._allow(c, Op.CREATE, kind, parts, dom.permission, parent)
         if len(parts) > paths.MAX_DEPTH and t.child(c, parent["id"], crypto.name_lookup(
                 dom.keys, parent["id"], parts[-1])) is None:
             paths.check_depth(parts)          # nothing new deeper than the limit
@@ -464,7 +463,6 @@ class Vfs:
         only with `checksums`, or `expect` ({"sha1": hex, ...}: what the client
         says it sent; a mismatch refuses the upload); otherwise on first request."""
         parts = paths.parse(path)
-        self._writable(parts)
         with self._tx() as c:
             parent, dom = self._parent_for_write(c, parts)
             cur = t.child(c, parent["id"], crypto.name_lookup(dom.keys, parent["id"], parts[-1]))
@@ -487,8 +485,14 @@ class Vfs:
     def open_random(self, path, truncate: bool = False, create: bool = True,
                     exclusive: bool = False) -> RandomFile:
         parts = paths.parse(path)
-        self._writable(parts)
         base = e = None
+        with self._tx() as c:
+            _, dom = self._parent_for_write(c, parts)
+            # A write far past the end leaves a hole that reads as zeros and
+            # dedups to nothing, but publishing walks every chunk of it: one
+            # byte at 1 TiB cost 400 s of CPU. No file may outgrow its
+            # owner's whole quota.
+            limit = self._quota_of(c, dom.owner_id).limit
         try:
             e = self.stat(path)
             if e.is_dir:
@@ -498,13 +502,6 @@ class Vfs:
         except (NotFound,):
             if not create:
                 raise
-        with self._tx() as c:
-            _, dom = self._parent_for_write(c, parts)
-            # A write far past the end leaves a hole that reads as zeros and
-            # dedups to nothing, but publishing walks every chunk of it: one
-            # byte at 1 TiB cost 400 s of CPU. No file may outgrow its
-            # owner's whole quota.
-            limit = self._quota_of(c, dom.owner_id).limit
         if not truncate and e is not None and e.size:
             base = self.open_read(path)
         return RandomFile(self, lambda: self.open_write(path), base, self.cfg.spool_dir, max_size=limit,
@@ -607,7 +604,6 @@ class Vfs:
 
     def mkdir(self, path) -> Entry:
         parts = paths.parse(path)
-        self._writable(parts)
         now = meta.now_us()
         with self._tx(True) as c:
             parent, dom = self._parent_for_write(c, parts)
@@ -642,20 +638,16 @@ class Vfs:
         parts = paths.parse(path)
         if paths.is_meta(parts):
             return self._purge_meta(parts)
-        self._writable(parts)
         now = meta.now_us()
         with self._tx(True) as c:
-            node = self.res.live(c, parts)
-            self._need_removable(c, node, parts)
-            if node["id"] == self.home.root_id:
-                raise PermissionDenied("the top folder cannot be removed")
+            node = self._target(c, Op.REMOVE, parts).node
             self._trash(c, node, now)
             t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
 
     def rmdir(self, path) -> None:
         """Delete an empty folder (SFTP semantics)."""
         parts = paths.parse(path)
-        self._writable(parts)
+        self._by_layout(Op.REMOVE, parts)
         with self._tx() as c:
             node = self.res.live(c, parts)
             if node["kind"] != "d":
@@ -673,8 +665,8 @@ class Vfs:
         sp, dp = paths.parse(src), paths.parse(dst)
         if paths.is_meta(sp) and sp[1:2] == ("trash",) and len(sp) > 2:
             return self.copy(src, dst, overwrite)
-        self._writable(sp)
-        self._writable(dp)
+        self._by_layout(Op.REMOVE, sp)
+        self._by_layout(Op.CREATE, dp)
         if dp[:len(sp)] == sp:
             if dp == sp:
                 return self.stat(dst)
@@ -684,8 +676,7 @@ class Vfs:
         now = meta.now_us()
         drop: list[str] = []
         with self._tx(True) as c:
-            node = self.res.live(c, sp)
-            self._need_removable(c, node, sp)
+            node = self._target(c, Op.REMOVE, sp).node
             if len(dp) > len(sp):             # deeper: would its deepest entry pass the limit?
                 paths.check_depth(dp, t.subtree_height(c, node["id"]) if node["kind"] == "d" else 1)
             src_parent = t.node(c, node["parent_id"])
@@ -696,7 +687,7 @@ class Vfs:
             if target is not None:
                 if not overwrite:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
-                self._need_removable(c, target, dp)
+                self._allow(c, Op.REMOVE, self.res.place(dp), dp, node=target)
                 self._trash(c, target, now)
             if src_dom.owner_id != self.user.id and dst_dom.owner_id != src_dom.owner_id:
                 drop += self._copy_out(c, node, sp, src_dom, parent["id"], dst_dom, dp, now)
@@ -748,7 +739,6 @@ class Vfs:
         """Restore from the trash: the same node comes back at `dp`, so every
         version of every file in it comes along."""
         node = t.node(c, node["id"])
-        self._need_owner(c, node, f"restoring {paths.join(dp)}")
         src_dom = self.keys.of(c, t.node(c, node["parent_id"]))
         drop = self._relocate(c, node, src_dom, parent_id, dom, dp, now, dp)
         name = bytes(node["name_enc"])
@@ -766,7 +756,7 @@ class Vfs:
         version), a trash entry by bringing back the deleted file or folder
         itself, with its whole history (it leaves the trash)."""
         sp, dp = paths.parse(src), paths.parse(dst)
-        self._writable(dp)
+        self._by_layout(Op.CREATE, dp)
         if dp[:len(sp)] == sp:
             raise Conflict(f"cannot copy {paths.join(sp)} into itself")
         if sp[:len(dp)] == dp:
@@ -783,7 +773,7 @@ class Vfs:
                 if not overwrite:
                     raise AlreadyExists(f"{paths.join(dp)} already exists")
                 if target["kind"] == "d" or item.is_dir or self._untrashes(item, recursive):
-                    self._need_removable(c, target, dp)
+                    self._allow(c, Op.REMOVE, self.res.place(dp), dp, node=target)
                     self._trash(c, target, now)
                     target = None
             drop += self._copy_item(c, item, parent["id"], dom, dp, target, now, recursive)
@@ -879,25 +869,16 @@ class Vfs:
                                crypto.seal(dom.keys.meta, name.encode(), b"prop-name"),
                                crypto.seal(dom.keys.meta, value, b"prop-value"))
 
-    def _node_for_change(self, c, parts):
-        node = self.res.live(c, parts)
-        if is_mount(parts):
-            self._need_owner(c, node, f"changing {paths.join(parts)}")   # the top's attributes are the owner's
-        self._need_write(c, self.keys.of(c, node), f"changing {paths.join(parts)}")
-        return node
-
     def set_mtime(self, path, mtime: float) -> None:
         parts = paths.parse(path)
-        self._writable(parts)
         with self._tx(True) as c:
-            node = self._node_for_change(c, parts)
+            node = self._target(c, Op.CHANGE, parts).node
             t.update_node(c, node["id"], mtime_us=int(mtime * 1e6), changed_us=meta.now_us())
 
     def set_mode(self, path, mode: int) -> None:
         parts = paths.parse(path)
-        self._writable(parts)
         with self._tx(True) as c:
-            node = self._node_for_change(c, parts)
+            node = self._target(c, Op.CHANGE, parts).node
             t.update_node(c, node["id"], mode=mode & 0o7777, changed_us=meta.now_us())
 
     # -- dead properties ------------------------------------------------------------------------
@@ -923,9 +904,8 @@ class Vfs:
         per file or folder, PROP_BYTES_PER_ACCOUNT for all of the owner's.
         `dry_run` checks without writing."""
         parts = paths.parse(path)
-        self._writable(parts)
         with self._tx(not dry_run) as c:
-            node = self._node_for_change(c, parts)
+            node = self._target(c, Op.CHANGE, parts).node
             dom = self.keys.of(c, node)
             keys = dom.keys
             have = {r["name_lookup"]: t.prop_cost(bytes(r["name_enc"]), bytes(r["value_enc"]))
@@ -962,27 +942,19 @@ class Vfs:
 
     # -- purging ----------------------------------------------------------------------------------
     def _purge_meta(self, parts) -> None:
-        rest = parts[1:]
-        blobs: list[str] = []
-        if len(rest) < 2 and not (rest and rest[0] == "trash"):
-            raise PermissionDenied(f"{paths.join(parts)} cannot be deleted; delete entries inside it to purge")
         with self._tx(True) as c:
-            it = self.res.resolve(c, parts)
-            if it.node is not None:
-                self._need_owner(c, it.node, "purging")
+            it = self._target(c, Op.PURGE, parts)
             if it.kind is Kind.VERSION:
                 blobs, count = self._purge_version(c, it, parts), 1
             elif it.kind is Kind.HISTORY:
                 blobs, count = self._purge_path(c, parts[2:], it.ref)
             elif it.kind is Kind.TRASHED:
                 blobs, count = purge_nodes(c, [it.node["id"]])
-            elif it.kind is Kind.TRASH:
+            else:
                 st, sub = it.ref
                 blobs, count = purge_nodes(c, [n["id"] for n, tp in self.res.trash_entries(c, st)
                                                      if tp[:len(sub)] == sub])
-            else:
-                raise PermissionDenied(READ_ONLY)
-            self._audit_purge(c, it.node, rest[0], count)
+            self._audit_purge(c, it.node, parts[1], count)
         self.st.delete_blobs(blobs)
 
     def _audit_purge(self, c, node, what: str, versions: int) -> None:
@@ -1013,11 +985,9 @@ class Vfs:
                 gens = history.Walker(self.res, c).walk(parts)
             except (NotFound, NotADirectory):
                 gens = []
-        roots = []
+        roots, kind = [], self.res.place(parts)
         for g in gens:
-            self._need_owner(c, g.node, "purging")
-            if g.id == self.home.root_id or (in_shared(parts) and len(parts) <= 3):
-                raise PermissionDenied(f"{paths.join(parts)} cannot be purged")
+            self._allow(c, Op.PURGE, kind, parts, node=g.node)
             roots.append(g.id)
         roots += [n["id"] for n, tp in self.res.trash_entries(c) if tp[:len(parts)] == parts]
         if not roots:
@@ -1029,7 +999,7 @@ class Vfs:
         parts = paths.parse(path)
         if paths.is_meta(parts):
             return self._purge_meta(parts)
-        self._writable(parts)
+        self._by_layout(Op.PURGE, parts)
         with self._tx(True) as c:
             blobs, count = self._purge_path(c, parts)
             self._audit_purge(c, None, "tree", count)
@@ -1074,13 +1044,20 @@ class Vfs:
         `disclose` false, a name that is no active account gets the same
         answer as one that is (see `shares.grant`)."""
         from . import shares
-        return shares.grant(self, paths.parse(path), grantee, permission, actor, disclose)
+        parts = paths.parse(path)
+        with self._tx(True) as c:
+            out, blobs = shares.grant(self, c, self._target(c, Op.SHARE, parts).node, parts, grantee, permission,
+                                      actor, disclose)
+        self.st.delete_blobs(blobs)
+        return out
 
     def share_revoke(self, path, grantee: str, actor: str = "user", disclose: bool = True) -> dict:
         """Take a folder back from one collaborator: their copy of the key goes
         at once, and the folder key is rotated for everything afterwards."""
         from . import shares
-        return shares.revoke(self, paths.parse(path), grantee, actor, disclose)
+        parts = paths.parse(path)
+        with self._tx(True) as c:
+            return shares.revoke(self, c, self._target(c, Op.SHARE, parts).node, parts, grantee, actor, disclose)
 
     def share_list(self) -> dict:
         """Folders this principal shares (with whom, how) and receives."""

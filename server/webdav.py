@@ -130,8 +130,6 @@ class _Props:
     def set_property_value(self, name, value, *, dry_run=False):
         if name.startswith(DAV):
             return super().set_property_value(name, value, dry_run=dry_run)
-        if not self.entry.writable:
-            raise DAVError(HTTP_FORBIDDEN)
         data = None if value is None else etree.tostring(value)
         if dry_run:
             # PROPPATCH checks every change first: the limits apply to all of
