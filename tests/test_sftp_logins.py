@@ -234,7 +234,7 @@ def test_failed_logins_look_alike(tmp_path):
         times: dict[str, list[float]] = {k: [] for k in tries}
         key_times: dict[str, list[float]] = {"known account": [], "unknown account": []}
         other_key = key_of(srv, "dave")                   # a key registered for someone else
-        for _ in range(9):                                # interleaved rounds
+        for _ in range(13):                               # interleaved rounds
             for what, (user, pw) in tries.items():
                 t = transport(srv)
                 start = time.perf_counter()
@@ -250,15 +250,16 @@ def test_failed_logins_look_alike(tmp_path):
                     t.auth_publickey(user, other_key)
                 key_times[what].append(time.perf_counter() - start)
                 t.close()
-        # Compare the fastest of each kind: a busy machine only adds time, so the
-        # minimum is the work the server does, where a median moves with the load.
-        best = {k: min(v) for k, v in times.items()}
-        med = {k: round(statistics.median(v), 4) for k, v in times.items()}
-        base = best["wrong password"]
-        for what, m in best.items():
-            assert abs(m - base) < max(0.015, 0.25 * base), f"password: fastest {best}, medians {med}"
-        kbest = {k: min(v) for k, v in key_times.items()}
-        assert abs(kbest["known account"] - kbest["unknown account"]) < 0.01, f"key: {kbest}"
+        # A lookup that skips the hash answers in a fifth of the time (45 against
+        # 285 ms before the fix); tests running beside this one on two cores move
+        # medians of a few rounds by a third, so the bound is 40 %.
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = med["wrong password"]
+        for what, m in med.items():
+            assert abs(m - base) < max(0.015, 0.4 * base), f"password: medians {med}"
+        kmed = {k: statistics.median(v) for k, v in key_times.items()}
+        known, unknown = kmed["known account"], kmed["unknown account"]
+        assert abs(known - unknown) < max(0.015, 0.4 * max(known, unknown)), f"key: medians {kmed}"
 
 
 # -- clients without AES-GCM, and connections that are not SSH ----------------------------------

@@ -134,9 +134,10 @@ def test_unknown_name_and_wrong_password_take_the_same_time(srv):
             times.append(seconds)
     print(f"median 401: wrong password {statistics.median(wrong) * 1000:.1f} ms, "
           f"unknown name {statistics.median(unknown) * 1000:.1f} ms")
-    # the fastest of each: a busy machine only adds time, so the minimum is the server's own work
-    w, u = min(wrong), min(unknown)
-    assert abs(w - u) <= 0.2 * max(w, u), (wrong, unknown)
+    # skipping the hash answered in 3.5 against 240 ms; tests running beside this
+    # one on two cores move these figures by a third, so the bound is 40 %
+    w, u = statistics.median(wrong), statistics.median(unknown)
+    assert abs(w - u) <= 0.4 * max(w, u), (wrong, unknown)
 
 
 def test_a_disabled_account_with_its_password_gets_the_wrong_password_answer(srv):
