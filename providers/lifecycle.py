@@ -39,7 +39,7 @@ from .meta import sshkeys as sq
 from .meta import users as uq
 from .retention import DAY
 from .resolve import in_shared
-from .vfs import expire_account
+from .purging import expire_account
 
 log = logging.getLogger(__name__)
 CHUNK_BATCH = 200

@@ -4,8 +4,9 @@ their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
 
     st = Storage.open(cfg)
     st.accounts.create("alice", password)
-    vfs = st.login("alice", password, client_addr="192.0.2.1", protocol="webdav")
-    vfs = st.open_as("alice")          # managed accounts only: SSH keys, admin
+    vfs = st.open_account("alice", password, client_addr="192.0.2.1", protocol="webdav")
+    vfs = st.open_account("alice", how="key")      # managed accounts only: SSH keys
+    vfs = st.open_account("alice", how="admin")    # private accounts need their password
 """
 from __future__ import annotations
 
@@ -91,17 +92,34 @@ class Storage:
         self.db.dispose()
 
     # -- principals ------------------------------------------------------------------
-    def login(self, name: str, password: str, client_addr: str | None = None,
-              protocol: str = "admin") -> Vfs:
-        """Check the password (under the login guard) and open the account's
-        filesystem.
+    def open_account(self, name: str, password: str | None = None, *, how: str = "password",
+                     client_addr: str | None = None, protocol: str = "admin") -> Vfs:
+        """The one way to open an account's filesystem, `how`:
 
+        `password` — a login: the password is checked under the login guard.
         Raises Throttled (an AuthenticationFailed with `retry_after`) before
         any check when the guard refuses the attempt, and otherwise
         AuthenticationFailed with one message for an unknown name, a wrong
         password and an account that is not active, after the same work;
-        only the audit event records which it was."""
+        only the audit event records which it was.
+
+        `key` — an SSH key login (the key checked by the caller): active
+        managed accounts only; a private account raises Locked.
+
+        `admin` — the administrator's: managed accounts need nothing,
+        private ones their own password (given on stdin)."""
         name = normalize_name(name)
+        if how == "password":
+            row, user_key = self._login(name, password, client_addr, protocol)
+        elif how == "key":
+            row, user_key = self._by_key(name)
+        elif how == "admin":
+            row, user_key = self._for_admin(name, password)
+        else:
+            raise ValueError(f"an account is opened by password, key or admin, not {how!r}")
+        return Vfs(self, User.from_row(row), user_key)
+
+    def _login(self, name: str, password: str, client_addr, protocol):
         attempt = self.throttle.reserve(name, client_addr)
         try:
             with self.db.read() as c:
@@ -121,34 +139,30 @@ class Storage:
         user_key = self.accounts.user_key(row, password)
         with self.db.write() as c:
             uq.update_user(c, row["id"], last_login_us=meta.now_us())
-        return Vfs(self, User.from_row(row), user_key)
+        return row, user_key
 
-    def unlock(self, name: str, password: str | None = None) -> Vfs:
-        """Open an account for the administrator: managed accounts need
-        nothing, private ones need the user's password (given on stdin)."""
+    def _for_admin(self, name: str, password: str | None):
         with self.db.read() as c:
-            row = uq.user_by_name(c, normalize_name(name))
+            row = uq.user_by_name(c, name)
         if row is None:
-            raise NotFound(f"no account named {normalize_name(name)!r}; see `coffer-admin user list`")
+            raise NotFound(f"no account named {name!r}; see `coffer-admin user list`")
         if row["mode"] == "private":
             if password is None:
                 raise Locked(f"account {row['name']!r} is private: only its own password opens its files; "
                              "give it on stdin (--password-stdin)")
             if not self.accounts.verify(row, password):
                 raise AuthenticationFailed("wrong password for that account")
-        return Vfs(self, User.from_row(row), self.accounts.user_key(row, password))
+        return row, self.accounts.user_key(row, password)
 
-    def open_as(self, name: str) -> Vfs:
-        """A managed account's filesystem without its password (SSH key
-        login, admin work). Private accounts raise Locked."""
+    def _by_key(self, name: str):
         with self.db.read() as c:
-            row = uq.user_by_name(c, normalize_name(name))
+            row = uq.user_by_name(c, name)
         if row is None or row["status"] != "active":
             raise AuthenticationFailed("no such active account")
         if row["mode"] == "private":
             raise Locked(f"account {row['name']!r} is private: its files open only with its password, "
                          "a key alone cannot unlock them; log in with the password")
-        return Vfs(self, User.from_row(row), self.accounts.user_key(row))
+        return row, self.accounts.user_key(row)
 
     def account_generation(self, name: str) -> int | None:
         return self.accounts.generation(name)
@@ -250,10 +264,9 @@ class Storage:
                 continue
             vfs = None
             try:
-                if row["mode"] == "managed":
-                    vfs = Vfs(self, User.from_row(row), self.accounts.user_key(row))
-                elif password is not None and user:
-                    vfs = self.unlock(row["name"], password)
+                if row["mode"] == "managed" or (password is not None and user):
+                    vfs = self.open_account(row["name"], password if row["mode"] == "private" else None,
+                                            how="admin")
             except CofferError:
                 vfs = None
             with self.db.read() as c:

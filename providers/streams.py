@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -82,6 +83,31 @@ def _ahead_pool() -> ThreadPoolExecutor:
     return _AHEAD
 
 
+class Host(Protocol):
+    """What a stream needs from the filesystem it belongs to, and nothing
+    more (providers/publish.py gives it for a `Vfs`)."""
+
+    blobs: object                                     # the blob store (providers/blobs.py)
+
+    def find_chunk(self, domain, dedup_id: str) -> int | None:
+        """The id of a chunk the domain already stores with this dedup id."""
+
+    def quota_room(self, domain) -> int | None:
+        """Bytes the domain's owner may still store (None: no limit)."""
+
+    def publish(self, writer: "Writer"):
+        """Make a finished stream the file's current version; returns its Entry."""
+
+    def chunk_plaintext(self, domain, pc: "PendingChunk") -> bytes:
+        """The content of a chunk a writer holds (to read back a spooled write)."""
+
+    def chunk_location(self, chunk_id: int) -> tuple[str, int] | None:
+        """Where a chunk is stored now (a pack blob may have been rewritten)."""
+
+    def recheck(self, domain) -> None:
+        """Raise PermissionDenied once the principal has lost the domain."""
+
+
 @dataclass
 class PendingChunk:
     dedup_id: str
@@ -116,9 +142,9 @@ class Writer:
     MAX_QUEUED = 4
     QUOTA_CHECK_AFTER = 4 * 1024 * 1024   # smaller uploads are checked when published
 
-    def __init__(self, vfs, domain, parts, mtime_us=None, chunk_size=1024 * 1024, exclusive=False,
+    def __init__(self, host, domain, parts, mtime_us=None, chunk_size=1024 * 1024, exclusive=False,
                  checksums=False, expect: dict | None = None):
-        self.vfs, self.domain, self.parts, self.mtime_us = vfs, domain, parts, mtime_us
+        self.host, self.domain, self.parts, self.mtime_us = host, domain, parts, mtime_us
         self.exclusive = exclusive
         self.expect = dict(expect or {})
         self.checksums = bool(checksums or self.expect)
@@ -218,7 +244,7 @@ class Writer:
             return seen
         # A stream's last (or only) chunk skips the lookup: publishing checks
         # for it anyway, and small files then cost one transaction less.
-        existing = self.vfs._find_chunk(self.domain, did) if not self._final else None
+        existing = self.host.find_chunk(self.domain, did) if not self._final else None
         if existing is not None:
             pc = PendingChunk(did, len(data), existing_id=existing)
         else:
@@ -231,10 +257,10 @@ class Writer:
             with self._lock:
                 self.new_bytes += len(stored)
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
-                    self._quota_room, self._quota_known = self.vfs._quota_room(self.domain), True
+                    self._quota_room, self._quota_known = self.host.quota_room(self.domain), True
                 over = self._quota_room is not None and self.new_bytes > self._quota_room
                 if self._pack is None:
-                    self._pack = self.vfs.st.blobs.open_pack()
+                    self._pack = self.host.blobs.open_pack()
             if over:
                 raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
                                     "versions, or ask for a larger plan; nothing was changed")
@@ -273,8 +299,8 @@ class Writer:
             self._verify()
             if self._pack is not None:
                 self._pack.close()
-                self.vfs.st.blobs.sync(self.stored_blobs())
-            entry = self.vfs._publish(self)
+                self.host.blobs.sync(self.stored_blobs())
+            entry = self.host.publish(self)
         except BaseException:
             self.abort()
             raise
@@ -307,7 +333,7 @@ class Writer:
         """Plaintext written so far, chunk by chunk (RandomFile's fallback)."""
         self._drain()
         for pc in self.chunks:
-            yield self.vfs._chunk_plaintext(self.domain, pc.result() if hasattr(pc, "result") else pc)
+            yield self.host.chunk_plaintext(self.domain, pc.result() if hasattr(pc, "result") else pc)
         if self.buf:
             yield b"".join(self.buf)
 
@@ -332,8 +358,8 @@ class Reader:
 
     READAHEAD = 256 * 1024
 
-    def __init__(self, vfs, domain, version_row, chunk_rows, what: str):
-        self.vfs, self.domain, self.what = vfs, domain, what
+    def __init__(self, host, domain, version_row, chunk_rows, what: str):
+        self.host, self.domain, self.what = host, domain, what
         self.size = version_row["size"]
         self.version_id = version_row["id"]
         self.rows = chunk_rows
@@ -380,10 +406,10 @@ class Reader:
         lock back and forth that often cost more than it gained (512 MiB from
         the page cache: 1.1-1.2 GB/s decrypting ahead, 1.4-1.6 fetching only;
         cold, 0.6-0.7 against 0.7-0.8)."""
-        last = min(i + self.vfs.st.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
+        last = min(i + self.host.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
         for j in range(max(i + 1, self._hinted + 1), last + 1):
             r = self.rows[j]
-            self._ahead[j] = _ahead_pool().submit(self.vfs.st.blobs.get, r["blob_name"], r["blob_offset"],
+            self._ahead[j] = _ahead_pool().submit(self.host.blobs.get, r["blob_name"], r["blob_offset"],
                                                   r["stored_size"])
         self._hinted = max(self._hinted, last)
 
@@ -400,14 +426,14 @@ class Reader:
                 del self._ahead[i]          # fetched again below, where an error is reported
         r = self.rows[i]
         try:
-            return self.vfs.st.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
+            return self.host.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
         except NotFound:
             # gc may have moved the chunk to another pack since this reader opened
-            moved = self.vfs._chunk_location(r["id"])
+            moved = self.host.chunk_location(r["id"])
             if moved is None or moved == (r["blob_name"], r["blob_offset"]):
                 raise
             self.rows[i] = r = {**r, "blob_name": moved[0], "blob_offset": moved[1]}
-            return self.vfs.st.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
+            return self.host.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
 
     def _piece(self, i: int, off: int, want: int) -> bytes:
         ci, coff, data = self._cache
@@ -432,7 +458,7 @@ class Reader:
 
     def read(self, n: int = -1) -> bytes:
         if self.domain.permission != "owner":
-            self.vfs._recheck(self.domain)      # a shared folder: access may have been revoked since opening
+            self.host.recheck(self.domain)      # a shared folder: access may have been revoked since opening
         if n is None or n < 0:
             n = self.size - self.pos
         n = min(n, self.size - self.pos)
@@ -609,9 +635,8 @@ class RandomFile:
 
     WINDOW = 16 * 1024 * 1024
 
-    def __init__(self, vfs, opener, base_reader=None, spool_dir=None, max_size: int | None = None,
+    def __init__(self, opener, base_reader=None, spool_dir=None, max_size: int | None = None,
                  owner_id: int | None = None, quota_room=None):
-        self.vfs = vfs
         self._opener = opener                 # () -> Writer for the target
         self.max_size = max_size              # no write or truncate may make the file longer
         self.spool_dir = spool_dir

@@ -69,7 +69,7 @@ def open_account(st, args):
                          "on standard input with --password-stdin")
         password = Secrets(args.password_stdin).get(
             f"Password of {user.name} (private account: only its own password opens its files): ")
-    return st.unlock(user.name, password)
+    return st.open_account(user.name, password, how="admin")
 
 
 # -- user set | cancel | reinstate ------------------------------------------------------------

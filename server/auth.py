@@ -98,7 +98,7 @@ class CredentialCache:
             self.forget(name)
             if gen is None:
                 raise AuthenticationFailed(WRONG_LOGIN)
-        vfs = self.st.login(name, password, client_addr=client_addr, protocol=protocol)
+        vfs = self.st.open_account(name, password, client_addr=client_addr, protocol=protocol)
         gen = self.st.account_generation(name)
         fresh = Login(name=name, vfs=vfs, generation=gen if gen is not None else -1,
                       expires=now + self.ttl, users=1)

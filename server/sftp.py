@@ -135,7 +135,7 @@ class SshServer(paramiko.ServerInterface):
         st = self.srv.storage
         gen = st.account_generation(username)       # read first: a change during the check counts
         try:
-            vfs = st.login(username, password, client_addr=self.conn.addr, protocol="sftp")
+            vfs = st.open_account(username, password, client_addr=self.conn.addr, protocol="sftp")
         except AuthenticationFailed as e:
             log.info("sftp[%s]: password login refused", self.conn.tag)
             if isinstance(e, Throttled):       # the guard refused before any check: says nothing of the account
@@ -195,7 +195,7 @@ class SshServer(paramiko.ServerInterface):
             if self.key_login is None:
                 return False
             try:
-                self.conn.vfs = self.srv.storage.open_as(self.key_login)
+                self.conn.vfs = self.srv.storage.open_account(self.key_login, how="key")
             except (Locked, AuthenticationFailed, NotFound) as e:
                 log.info("sftp[%s]: key login could not open the account: %s", self.conn.tag, type(e).__name__)
                 return False

@@ -44,7 +44,7 @@ def storage(cfg):
 @pytest.fixture
 def alice(storage):
     storage.accounts.create("alice", "alice-password")
-    vfs = storage.login("alice", "alice-password")
+    vfs = storage.open_account("alice", "alice-password")
     yield vfs
     vfs.close()
 

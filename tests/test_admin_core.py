@@ -47,14 +47,14 @@ def test_password_never_on_argv_and_private_passwd(tmp_path):
                                                     "--recovery-code", input=f"{code}\nnew-password-2\n")
     from providers.storage import Storage
     st = Storage.open(admin.cfg)
-    st.login("carol", "new-password-1").write_bytes("/kept", b"still readable")
+    st.open_account("carol", "new-password-1").write_bytes("/kept", b"still readable")
     st.close()
     out = admin.ok("user", "passwd", "carol", "--password-stdin", input="new-password-1\nnew-password-3\n")
     new_code = out.split("recovery code (the old one no longer works): ")[1].strip()
     admin.ok("user", "passwd", "carol", "--password-stdin", "--recovery-code",
              input=f"{new_code}\nnew-password-4\n")
     st = Storage.open(admin.cfg)
-    assert st.login("carol", "new-password-4").read_bytes("/kept") == b"still readable"
+    assert st.open_account("carol", "new-password-4").read_bytes("/kept") == b"still readable"
     st.close()
 
 
@@ -63,7 +63,7 @@ def test_fsck_and_gc_commands(tmp_path):
     admin.ok("user", "add", "dan", "--password-stdin", input="dan-password\n")
     from providers.storage import Storage
     st = Storage.open(admin.cfg)
-    st.login("dan", "dan-password").write_bytes("/f", os.urandom(200_000))
+    st.open_account("dan", "dan-password").write_bytes("/f", os.urandom(200_000))
     st.blobs.put("ab" * 16, b"orphan left by a crash")
     st.close()
     report = admin.ok("fsck", "--json")
@@ -83,7 +83,7 @@ def test_forgotten_private_password_reset_discards_the_files(tmp_path):
     admin.ok("user", "add", "mgr", "--password-stdin", input="mgr-password1\n")
     from providers.storage import Storage
     st = Storage.open(admin.cfg)
-    st.login("erin", "erin-password").write_bytes("/old.bin", os.urandom(300_000))
+    st.open_account("erin", "erin-password").write_bytes("/old.bin", os.urandom(300_000))
     blobs_before = len(list(st.blobs.names()))
     st.close()
     refused = admin.fails("user", "passwd", "erin", "--discard-data", "--password-stdin",
@@ -96,7 +96,7 @@ def test_forgotten_private_password_reset_discards_the_files(tmp_path):
     assert data["files"] == 1 and data["recovery_code"]
     st = Storage.open(admin.cfg)
     assert len(list(st.blobs.names())) == blobs_before - 1
-    v = st.login("erin", "new-password-9")
+    v = st.open_account("erin", "new-password-9")
     assert v.list("/") == []
     v.write_bytes("/new.txt", b"fresh start")
     assert v.read_bytes("/new.txt") == b"fresh start"

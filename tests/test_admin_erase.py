@@ -36,7 +36,7 @@ def ssh_line() -> str:
 
 def populate(st, name: str, net: str = "192.0.2") -> None:
     """Files, versions, trash, a dead property, a lock, an SSH key, sessions, audit."""
-    vfs = st.open_as(name)
+    vfs = st.open_account(name, how="key")
     vfs.makedirs("/docs/deep")
     vfs.write_bytes("/docs/a.txt", os.urandom(100_000))
     vfs.write_bytes("/docs/a.txt", os.urandom(60_000))
@@ -51,7 +51,7 @@ def populate(st, name: str, net: str = "192.0.2") -> None:
     sid = st.sessions.start(vfs.user.id, "webdav", f"{net}.44")
     st.sessions.end(sid, 10, 20, 3)
     with pytest.raises(AuthenticationFailed):
-        st.login(name, "wrong-password", client_addr=f"{net}.45")
+        st.open_account(name, "wrong-password", client_addr=f"{net}.45")
 
 
 def references(st, user_id: int, domain_ids: list[int]) -> list[str]:
@@ -115,7 +115,7 @@ def test_erase_destroys_keys_data_and_personal_data(tmp_path):
     try:
         populate(st, "alice")
         populate(st, "bob", "198.51.100")
-        bob = st.open_as("bob")
+        bob = st.open_account("bob", how="key")
         bob.write_bytes("/bob.txt", b"bob's own")
         alice = st.accounts.get("alice")
         with st.db.write() as c:
@@ -161,9 +161,9 @@ def test_erase_destroys_keys_data_and_personal_data(tmp_path):
     try:
         assert references(st, alice.id, doms) == []
         with pytest.raises(AuthenticationFailed):
-            st.login("alice", "alice-password")
+            st.open_account("alice", "alice-password")
         with pytest.raises(AuthenticationFailed):
-            st.open_as("alice")
+            st.open_account("alice", how="key")
         assert st.account_generation("alice") is None
         # session records and audit events stay, without who or from where
         sessions = st.sessions.list()
@@ -177,7 +177,7 @@ def test_erase_destroys_keys_data_and_personal_data(tmp_path):
         assert stored and "alice" not in json.dumps(stored)
         # the blob store holds no chunk of alice's domains, and bob is untouched
         assert not any(st.blobs.exists(r["blob_name"]) for r in chunk_rows)
-        assert st.open_as("bob").read_bytes("/bob.txt") == b"bob's own"
+        assert st.open_account("bob", how="key").read_bytes("/bob.txt") == b"bob's own"
         assert st.account_generation("bob") == bob_gen
         # nothing left on the server decrypts the copies...
         keys = key_material(st)
@@ -210,7 +210,7 @@ def test_erase_private_account_needs_no_password(tmp_path):
     admin.add_user("pat", "pat-password", "--mode", "private")
     st = admin.storage()
     try:
-        st.login("pat", "pat-password").write_bytes("/x", b"private stuff")
+        st.open_account("pat", "pat-password").write_bytes("/x", b"private stuff")
     finally:
         st.close()
     r = admin.ok("user", "erase", "pat", "--yes", "--json")
@@ -225,7 +225,7 @@ def test_erase_interrupted_in_process_resumes(tmp_path, monkeypatch):
     try:
         if hasattr(st.blobs, "PACK_BYTES"):
             monkeypatch.setattr(type(st.blobs), "PACK_BYTES", 2 * 4096)     # two chunks per pack blob
-        st.open_as("alice").write_bytes("/f.bin", os.urandom(4096 * 450))
+        st.open_account("alice", how="key").write_bytes("/f.bin", os.urandom(4096 * 450))
         stored = len(list(st.blobs.names()))
         assert stored == (225 if hasattr(st.blobs, "PACK_BYTES") else 450)     # packs on local disk
         calls = {"n": 0}
@@ -241,7 +241,7 @@ def test_erase_interrupted_in_process_resumes(tmp_path, monkeypatch):
             lifecycle.erase(st, "alice")
         assert st.accounts.get("alice").status == "erasing"
         with pytest.raises(AuthenticationFailed):
-            st.login("alice", "alice-password")
+            st.open_account("alice", "alice-password")
         with pytest.raises(Conflict):
             st.accounts.set_status("alice", "active")          # no way back once the keys are gone
         assert st.fsck()["damaged"] == []
@@ -266,7 +266,7 @@ def test_sigkill_mid_erase_then_rerun_completes(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", lambda fd: None)       # faster set-up only; the erasing process fsyncs
     st = admin.storage()
     try:
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         for i in range(6):
             vfs.write_bytes(f"/f{i}.bin", os.urandom(4096 * 500))
         total = 3000
@@ -297,7 +297,7 @@ def test_sigkill_mid_erase_then_rerun_completes(tmp_path, monkeypatch):
             left = c.execute(sql_select(func.count()).select_from(schema.chunks)).scalar_one()
         assert 0 < left < total, "the erasure was not interrupted half-way"
         with pytest.raises(AuthenticationFailed):
-            st.login("alice", "alice-password")
+            st.open_account("alice", "alice-password")
     finally:
         st.close()
     r = admin.ok("user", "erase", "alice", "--json")
@@ -315,7 +315,7 @@ def test_maintenance_resumes_only_stalled_erasures(tmp_path, monkeypatch):
     admin.add_user("alice", "alice-password")
     st = admin.storage()
     try:
-        st.open_as("alice").write_bytes("/f", b"data")
+        st.open_account("alice", how="key").write_bytes("/f", b"data")
         monkeypatch.setattr(st.blobs, "delete", lambda name: (_ for _ in ()).throw(KeyboardInterrupt()))
         with pytest.raises(KeyboardInterrupt):
             lifecycle.erase(st, "alice")
@@ -362,10 +362,10 @@ def test_erase_spares_content_copied_into_another_accounts_folder(tmp_path):
     data = os.urandom(300_000)
     st = admin.storage()
     try:
-        bob = st.open_as("bob")
+        bob = st.open_account("bob", how="key")
         bob.mkdir("/Box")
         bob.share_grant("/Box", "alice", "write")
-        alice = st.open_as("alice")
+        alice = st.open_account("alice", how="key")
         alice.write_bytes("/mine.bin", data)
         alice.copy("/mine.bin", "/Shared/bob/Box/copy.bin")      # bob's folder now holds the same content
         alice.mkdir("/Out")
@@ -380,7 +380,7 @@ def test_erase_spares_content_copied_into_another_accounts_folder(tmp_path):
     assert r["domains"] == 2 and r["blobs"] < r["chunks"]           # blobs bob's folder uses stay
     st = admin.storage()
     try:
-        bob = st.open_as("bob")
+        bob = st.open_account("bob", how="key")
         assert bob.read_bytes("/Box/copy.bin") == data
         assert bob.share_list() == {"shared": [], "received": []}
         assert st.fsck()["damaged"] == []

@@ -24,7 +24,7 @@ def admin(tmp_path):
 
 
 def upload(st, name: str, files: dict, old: dict | None = None) -> None:
-    vfs = st.open_as(name)
+    vfs = st.open_account(name, how="key")
     for path, data in (old or {}).items():
         vfs.makedirs(path.rsplit("/", 1)[0] or "/")
         vfs.write_bytes(path, data)
@@ -42,13 +42,13 @@ def test_export_round_trip_with_versions(admin, tmp_path):
     st = admin.storage()
     try:
         upload(st, "alice", files, old)
-        st.open_as("alice").makedirs("/empty-folder")
+        st.open_account("alice", how="key").makedirs("/empty-folder")
         st.accounts.create("bob", "bob-password")
-        bob = st.open_as("bob")
+        bob = st.open_account("bob", how="key")
         bob.mkdir("/B")
         bob.write_bytes("/B/bobs.txt", b"not alice's")
         bob.share_grant("/B", "alice", "read")
-        st.open_as("alice").share_grant("/docs", "bob", "write")
+        st.open_account("alice", how="key").share_grant("/docs", "bob", "write")
         uid = st.accounts.get("alice").id
         sid = st.sessions.start(uid, "sftp", "203.0.113.5")
         st.sessions.end(sid, 1234, 5678, 9)
@@ -102,7 +102,7 @@ def test_export_private_account_needs_password_on_stdin(admin, tmp_path):
     admin.add_user("pat", "pat-password", "--mode", "private")
     st = admin.storage()
     try:
-        st.login("pat", "pat-password").write_bytes("/secret.txt", b"only mine")
+        st.open_account("pat", "pat-password").write_bytes("/secret.txt", b"only mine")
     finally:
         st.close()
     out = tmp_path / "pat.tar"

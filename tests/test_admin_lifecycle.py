@@ -57,16 +57,16 @@ def test_user_set_profile_consent_and_plan(admin):
 def test_downgrade_below_usage_keeps_files_and_blocks_writes(admin):
     st = admin.storage()
     try:
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         vfs.write_bytes("/big.bin", b"x" * 50_000)
         out = admin.ok("user", "set", "alice", "--quota", "10K")
         assert "above the new quota" in out and "new writes are refused" in out
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         assert vfs.read_bytes("/big.bin") == b"x" * 50_000
         with pytest.raises(QuotaExceeded):
             vfs.write_bytes("/more.bin", b"y" * 20_000)
         admin.ok("user", "set", "alice", "--plan", "basic")       # back to the plan's quota
-        st.open_as("alice").write_bytes("/more.bin", b"y" * 20_000)
+        st.open_account("alice", how="key").write_bytes("/more.bin", b"y" * 20_000)
     finally:
         st.close()
 
@@ -74,17 +74,17 @@ def test_downgrade_below_usage_keeps_files_and_blocks_writes(admin):
 def test_cancel_then_reinstate_within_grace_keeps_everything(admin):
     st = admin.storage()
     try:
-        st.open_as("alice").write_bytes("/keep.txt", b"precious")
+        st.open_account("alice", how="key").write_bytes("/keep.txt", b"precious")
         u = admin.ok("user", "cancel", "alice", "--json")
         assert u["status"] == "cancelled" and u["erase_after"]
         with pytest.raises(AuthenticationFailed):
-            st.login("alice", "alice-password")
+            st.open_account("alice", "alice-password")
         assert st.account_generation("alice") is None
         assert "already cancelled" in admin.fails("user", "cancel", "alice")
         report = admin.ok("maintenance", "--json")
         assert report["accounts_erased"] == 0
         assert admin.ok("user", "reinstate", "alice", "--json")["status"] == "active"
-        vfs = st.login("alice", "alice-password")
+        vfs = st.open_account("alice", "alice-password")
         assert vfs.read_bytes("/keep.txt") == b"precious"
         assert "not cancelled" in admin.fails("user", "reinstate", "alice")
         assert "no account named" in admin.fails("user", "cancel", "ghost")
@@ -98,8 +98,8 @@ def test_cancel_grace_over_then_maintenance_erases(tmp_path):
     admin.add_user("bob", "bob-password")
     st = admin.storage()
     try:
-        st.open_as("alice").write_bytes("/f.txt", b"bye")
-        st.open_as("bob").write_bytes("/f.txt", b"stay")
+        st.open_account("alice", how="key").write_bytes("/f.txt", b"bye")
+        st.open_account("bob", how="key").write_bytes("/f.txt", b"stay")
     finally:
         st.close()
     admin.ok("user", "cancel", "alice")
@@ -114,7 +114,7 @@ def test_cancel_grace_over_then_maintenance_erases(tmp_path):
     assert "no receipt #999" in admin.fails("receipts", "999")
     st = admin.storage()
     try:
-        assert st.open_as("bob").read_bytes("/f.txt") == b"stay"
+        assert st.open_account("bob", how="key").read_bytes("/f.txt") == b"stay"
     finally:
         st.close()
 
@@ -124,7 +124,7 @@ def test_maintenance_applies_trash_and_record_retention(tmp_path):
     admin.add_user("alice", "alice-password")
     st = admin.storage()
     try:
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         vfs.write_bytes("/gone.txt", b"old")
         vfs.delete("/gone.txt")
         sid = st.sessions.start(vfs.user.id, "webdav", "192.0.2.1")
@@ -150,7 +150,7 @@ def test_exclude_patterns(admin):
     assert "not paths" in admin.fails("exclude", "alice", "add", "a/b")
     st = admin.storage()
     try:
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         vfs.write_bytes("/x.bak", b"1")
         vfs.write_bytes("/x.bak", b"2")
         assert len(vfs.versions("/x.bak")) == 1          # excluded: no history
@@ -164,7 +164,7 @@ def test_exclude_patterns(admin):
 def test_versions_restore_and_purge(admin):
     st = admin.storage()
     try:
-        vfs = st.open_as("alice")
+        vfs = st.open_account("alice", how="key")
         vfs.makedirs("/docs")
         vfs.write_bytes("/docs/a.txt", b"one")
         t_one = time.time()
@@ -206,7 +206,7 @@ def test_private_account_needs_its_password(admin):
     admin.add_user("pat", "pat-password", "--mode", "private")
     st = admin.storage()
     try:
-        st.login("pat", "pat-password").write_bytes("/p.txt", b"mine")
+        st.open_account("pat", "pat-password").write_bytes("/p.txt", b"mine")
     finally:
         st.close()
     msg = admin.fails("versions", "pat", "/p.txt")

@@ -21,7 +21,7 @@ def all_bytes_under(root: pathlib.Path):
 @pytest.mark.parametrize("mode", ["managed", "private"])
 def test_no_plaintext_at_rest(storage, cfg, mode):
     storage.accounts.create("marker", "marker-password", mode=mode)
-    v = storage.login("marker", "marker-password")
+    v = storage.open_account("marker", "marker-password")
     v.mkdir(f"/{MARKER}-folder")
     body = (MARKER + " secret content ") * 5000
     v.write_bytes(f"/{MARKER}-folder/{MARKER}-file.txt", body.encode())
@@ -73,7 +73,7 @@ def test_tampered_chunk_is_an_error_and_fsck_names_the_file(storage, alice, cfg)
 
 def test_fsck_of_private_account_without_password_checks_ciphertext(storage, cfg):
     storage.accounts.create("priv", "priv-password", mode="private")
-    v = storage.login("priv", "priv-password")
+    v = storage.open_account("priv", "priv-password")
     v.write_bytes("/x", os.urandom(100_000))
     assert storage.fsck(user="priv")["damaged"] == []
     name, size = stored_blobs(storage.blobs)[0]
@@ -92,7 +92,7 @@ def test_fsck_still_checks_chunks_recorded_with_sha256(storage, cfg):
 
     from providers.meta.schema import chunks
     storage.accounts.create("old", "old-password", mode="private")
-    storage.login("old", "old-password").write_bytes("/x", os.urandom(50_000))
+    storage.open_account("old", "old-password").write_bytes("/x", os.urandom(50_000))
     with storage.db.write() as c:
         cid, name, recorded = c.execute(select(chunks.c.id, chunks.c.blob_name, chunks.c.stored_hash)).one()
         assert recorded.startswith("blake3:")
@@ -118,7 +118,7 @@ def test_fsck_checks_each_chunk_id_against_the_scheme_that_made_it(storage, monk
     from providers import crypto
     make = crypto.chunk_id if scheme == "blake3" else _legacy_chunk_id
     storage.accounts.create("ids", "ids-password")
-    v = storage.login("ids", "ids-password")
+    v = storage.open_account("ids", "ids-password")
     good, bad = os.urandom(300_000), os.urandom(300_000)
     monkeypatch.setattr(crypto, "chunk_id", make)
     v.write_bytes("/good.bin", good)
@@ -137,7 +137,7 @@ def test_chunks_with_old_ids_stay_readable_and_new_writes_get_blake3_ids(storage
     from providers import crypto
     from providers.meta.schema import chunks
     storage.accounts.create("mix", "mix-password")
-    v = storage.login("mix", "mix-password")
+    v = storage.open_account("mix", "mix-password")
     data = os.urandom(3 * 1024 * 1024)
     monkeypatch.setattr(crypto, "chunk_id", _legacy_chunk_id)
     v.write_bytes("/a.bin", data)

@@ -46,8 +46,8 @@ def history(st: Storage) -> dict:
     """One account's busy day, and everything the core reports about it."""
     st.accounts.create("olga", "olga-password", quota=50_000_000)
     st.accounts.create("petr", "petr-password", mode="private")
-    olga = st.login("olga", "olga-password", client_addr="192.0.2.7", protocol="webdav")
-    petr = st.login("petr", "petr-password", client_addr="2001:db8::9", protocol="sftp")
+    olga = st.open_account("olga", "olga-password", client_addr="192.0.2.7", protocol="webdav")
+    petr = st.open_account("petr", "petr-password", client_addr="2001:db8::9", protocol="sftp")
     olga.mkdir("/team")
     for i in range(3):
         olga.write_bytes("/team/plan.txt", b"plan %d " % i * 1000)

@@ -104,7 +104,7 @@ def run_vfs_on_s3(st, endpoint, access, secret):
     finally:
         emptied(neighbour)
     st.accounts.create("s3user", "s3user-password")
-    v = st.login("s3user", "s3user-password")
+    v = st.open_account("s3user", "s3user-password")
     marker = b"S3PlaintextMarker"
     data = marker * 200_000
     v.write_bytes("/a.bin", data)

@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
     from providers.storage import Storage
     cfg = config.load(sys.argv[1])
     st = Storage.open(cfg)
-    v = st.login("crash", "crash-password")
+    v = st.open_account("crash", "crash-password")
     start = int(sys.argv[2])
     for k in range(start, start + 1000):
         data = random.Random(k).randbytes(%d)
@@ -59,7 +59,7 @@ def test_sigkill_mid_write_leaves_old_or_new(tmp_path, cfg):
         for k in range(start, (done[-1] if done else start) + 2):
             known[digest(k)] = k
         committed = max([committed] + done)
-        v = st.login("crash", "crash-password")
+        v = st.open_account("crash", "crash-password")
         for name in ("/a.bin", "/b.bin"):
             if not v.exists(name):
                 assert committed < 0 or round_ > 0, "a committed file disappeared"

@@ -28,7 +28,7 @@ class DeepServer(Server):
         from providers.storage import Storage
         st = Storage.open(config.load(self.config))
         try:
-            o = st.login("owner", self.password("owner"))
+            o = st.open_account("owner", self.password("owner"))
             o.makedirs(BOTTOM)
             o.write_bytes(BOTTOM + "/f.txt", b"at the bottom")
             o.mkdir("/x")

@@ -171,7 +171,7 @@ def test_open_folders_hold_a_cursor_not_the_listing(tmp_path):
     from providers import config
     from providers.storage import Storage
     st = Storage.open(config.load(srv.config))
-    v = st.login("alice", TWO["alice"][0])
+    v = st.open_account("alice", TWO["alice"][0])
     v.mkdir("/big")
     for n in names:
         v.mkdir("/big/" + n)

@@ -29,7 +29,7 @@ def listed(vfs, path):
 def pair(storage):
     storage.accounts.create("owner", "owner-password", quota=1_000_000)
     storage.accounts.create("writer", "writer-password")
-    o, w = storage.login("owner", "owner-password"), storage.login("writer", "writer-password")
+    o, w = storage.open_account("owner", "owner-password"), storage.open_account("writer", "writer-password")
     o.makedirs("/Projects")
     o.write_bytes("/Projects/plan.txt", b"plan v1")
     o.write_bytes("/Projects/plan.txt", b"plan v2")
@@ -238,7 +238,7 @@ def test_collaborators_see_deleted_files_only_from_when_they_joined(storage, pai
     o.write_bytes("/Projects/before.txt", b"secret draft")
     o.delete("/Projects/before.txt")
     storage.accounts.create("late", "late-password")
-    late = storage.login("late", "late-password")
+    late = storage.open_account("late", "late-password")
     o.share_grant("/Projects", "late", "read")
     o.write_bytes("/Projects/after.txt", b"seen")
     o.delete("/Projects/after.txt")

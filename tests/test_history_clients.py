@@ -37,7 +37,7 @@ class Server(ShareServer):
         real = meta.now_us
         try:
             st.accounts.update("owner", quota_bytes=QUOTA)
-            o = st.login("owner", ACCOUNTS["owner"][0])
+            o = st.open_account("owner", ACCOUNTS["owner"][0])
             for i, body in enumerate(NOTES):
                 meta.now_us = lambda d=10 - i: real() - d * 86_400_000_000
                 o.write_bytes("/notes.bin", body)

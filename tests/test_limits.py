@@ -21,7 +21,7 @@ CHILD = textwrap.dedent("""
     cfg = config.load(sys.argv[1])
     st = Storage.open(cfg)
     st.accounts.create("big", "big-password")
-    v = st.login("big", "big-password")
+    v = st.open_account("big", "big-password")
     size = int(sys.argv[2])
     block = os.urandom(1 << 20)
     h = hashlib.sha256()
@@ -68,7 +68,7 @@ def test_disk_full_is_a_clear_error_and_keeps_the_old_version(tmp_path, small_di
                             "security": FAST}, base_dir=str(tmp_path))
     st = Storage.open(cfg)
     st.accounts.create("full", "full-password")
-    v = st.login("full", "full-password")
+    v = st.open_account("full", "full-password")
     v.write_bytes("/doc.txt", b"the old version")
     with pytest.raises(StorageUnavailable) as e:
         v.write_bytes("/doc.txt", os.urandom(8 << 20))

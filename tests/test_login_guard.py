@@ -52,7 +52,7 @@ def st(cfg, clock):
 
 
 def login(st, name, password, addr):
-    st.login(name, password, client_addr=addr, protocol="webdav").close()
+    st.open_account(name, password, client_addr=addr, protocol="webdav").close()
 
 
 def refused(st, name, password, addr) -> AuthenticationFailed:

@@ -25,7 +25,7 @@ def test_upgrading_keeps_existing_chunks_readable(cfg):
     st = Storage.open(cfg)
     st.accounts.create("alice", "alice-password")
     data = os.urandom(5000)
-    st.login("alice", "alice-password").write_bytes("/f", data)
+    st.open_account("alice", "alice-password").write_bytes("/f", data)
     st.close()
     db = Database(cfg.database_url)
     db.migrate("downgrade", "0001")
@@ -34,7 +34,7 @@ def test_upgrading_keeps_existing_chunks_readable(cfg):
     db.dispose()
     st = Storage.open(cfg)                        # upgrades to the newest revision on open
     try:
-        assert st.login("alice", "alice-password").read_bytes("/f") == data
+        assert st.open_account("alice", "alice-password").read_bytes("/f") == data
         assert st.fsck()["damaged"] == []
     finally:
         st.close()

@@ -25,7 +25,7 @@ def small(tmp_path, monkeypatch):
     cfg = make_config(tmp_path, blobs="local", storage={"chunk_size": CHUNK})
     st = Storage.open(cfg)
     st.accounts.create("alice", "alice-password")
-    yield st, st.login("alice", "alice-password")
+    yield st, st.open_account("alice", "alice-password")
     st.close()
 
 
@@ -206,8 +206,8 @@ def test_an_upload_is_on_disk_before_it_is_published(small, monkeypatch):
     monkeypatch.setattr(blobs_module.os, "fdatasync", recorder("data", os.fdatasync))
     monkeypatch.setattr(blobs_module.os, "fsync", recorder("full", os.fsync))
     monkeypatch.setattr(blobs_module.os, "sync", lambda: events.append(("everything", "")))
-    publish = v._publish
-    monkeypatch.setattr(v, "_publish", lambda w: (events.append(("publish", "")), publish(w))[1])
+    publish = v.publish
+    monkeypatch.setattr(v, "publish", lambda w: (events.append(("publish", "")), publish(w))[1])
     data = os.urandom(CHUNK * 10)
     v.write_bytes("/f.bin", data)
     monkeypatch.undo()

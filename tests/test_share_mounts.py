@@ -34,7 +34,7 @@ class MountServer(Server):
         from providers.storage import Storage
         st = Storage.open(config.load(self.config))
         try:
-            o = st.login("owner", ACCOUNTS["owner"][0])
+            o = st.open_account("owner", ACCOUNTS["owner"][0])
             try:
                 return fn(o)
             finally:

@@ -74,7 +74,7 @@ port = {self.sftp_port}
         try:
             for name, (pw, mode) in ACCOUNTS.items():
                 st.accounts.create(name, pw, mode=mode)
-            o = st.login("owner", ACCOUNTS["owner"][0])
+            o = st.open_account("owner", ACCOUNTS["owner"][0])
             o.makedirs("/Projects/inner")
             o.write_bytes("/Projects/plan.txt", b"plan v1")
             o.write_bytes("/Projects/plan.txt", b"plan v2")
@@ -82,7 +82,7 @@ port = {self.sftp_port}
             o.write_bytes("/private.txt", b"owner only")
             o.share_grant("/Projects", "reader", "read")
             o.share_grant("/Projects", "writer", "write")
-            k = st.login("keeper", ACCOUNTS["keeper"][0])
+            k = st.open_account("keeper", ACCOUNTS["keeper"][0])
             k.makedirs("/Box")
             k.write_bytes("/Box/kept.txt", b"kept")
             if shutil.which("ssh-keygen"):

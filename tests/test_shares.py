@@ -16,7 +16,7 @@ def team(storage):
     for name, mode in (("owner", "private"), ("reader", "private"), ("writer", "managed"),
                        ("stranger", "managed")):
         storage.accounts.create(name, f"{name}-password", mode=mode)
-        people[name] = storage.login(name, f"{name}-password")
+        people[name] = storage.open_account(name, f"{name}-password")
     o = people["owner"]
     o.makedirs("/Projects/inner")
     o.write_bytes("/Projects/plan.txt", b"v1")
@@ -151,7 +151,7 @@ def test_revocation_reaches_an_open_read_handle(team):
 def test_private_owner_content_is_unreadable_before_grant(storage):
     storage.accounts.create("p1", "p1-password", mode="private")
     storage.accounts.create("p2", "p2-password", mode="private")
-    a, b = storage.login("p1", "p1-password"), storage.login("p2", "p2-password")
+    a, b = storage.open_account("p1", "p1-password"), storage.open_account("p2", "p2-password")
     a.mkdir("/Box")
     a.write_bytes("/Box/secret.txt", b"s")
     with pytest.raises(CofferError):
@@ -232,14 +232,14 @@ def test_erasing_owner_and_grantee_with_real_shares(storage):
     from providers import lifecycle
     for n in ("own", "bob", "eve"):
         storage.accounts.create(n, f"{n}-password1", mode="managed")
-    o = storage.login("own", "own-password1")
+    o = storage.open_account("own", "own-password1")
     o.mkdir("/P"); o.write_bytes("/P/f", os.urandom(300_000)); o.share_grant("/P", "bob", "write"); o.share_grant("/P", "eve", "read")
-    b = storage.login("bob", "bob-password1")
+    b = storage.open_account("bob", "bob-password1")
     b.write_bytes("/Shared/own/P/g", b"bob wrote")
     lifecycle.erase(storage, "bob")
     assert [s["grantee"] for s in o.share_list()["shared"]] == ["eve"]
     assert o.read_bytes("/P/g") == b"bob wrote"
     lifecycle.erase(storage, "own")
-    e = storage.login("eve", "eve-password1")
+    e = storage.open_account("eve", "eve-password1")
     assert [x.name for x in e.list("/")] == []
     assert list(storage.blobs.names()) == []

@@ -118,7 +118,7 @@ def test_excluded_files_keep_no_history(alice):
 
 def test_quota_refuses_and_keeps_previous_version(storage):
     storage.accounts.create("small", "small-password", quota=200_000)
-    v = storage.login("small", "small-password")
+    v = storage.open_account("small", "small-password")
     v.write_bytes("/f", b"keep me")
     with pytest.raises(QuotaExceeded) as e:
         v.write_bytes("/f", os.urandom(300_000))

@@ -36,7 +36,7 @@ class VfsModel(RuleBasedStateMachine):
         cfg = make_config(Path(self.tmp.name), storage={"chunk_size": 65536})
         self.st = Storage.open(cfg)
         self.st.accounts.create("m", "model-password")
-        self.v = self.st.login("m", "model-password")
+        self.v = self.st.open_account("m", "model-password")
         self.root = Node(None, "", "d")
         self.nodes = [self.root]
         self.clock = 0

@@ -28,7 +28,7 @@ class Server(CofferServer):
         from providers.storage import Storage
         st = Storage.open(config.load(self.config))
         try:
-            a = st.login("alice", ACCOUNTS["alice"])
+            a = st.open_account("alice", ACCOUNTS["alice"])
             a.makedirs(TEAM)
             for name in ("doc.txt", "bob.txt", "carol.txt", "Café.txt"):
                 a.write_bytes(f"{TEAM}/{name}", b"v1 of " + name.encode())
@@ -44,7 +44,7 @@ class Server(CofferServer):
         from providers.storage import Storage
         st = Storage.open(config.load(self.config))
         try:
-            a = st.login("alice", ACCOUNTS["alice"])
+            a = st.open_account("alice", ACCOUNTS["alice"])
             try:
                 return fn(a)
             finally:

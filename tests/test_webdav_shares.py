@@ -22,7 +22,7 @@ def test_shared_folder_permissions(tmp_path):
         from providers.storage import Storage
         st = Storage.open(config.load(srv.config))
         try:
-            vfs = st.login("alice", "alice-pw-1")
+            vfs = st.open_account("alice", "alice-pw-1")
             vfs.share_grant("/Team", "bob", "read")
             vfs.share_grant("/Team", "carol", "write")
             vfs.close()
@@ -47,7 +47,7 @@ def test_shared_folder_permissions(tmp_path):
         # revoke: bob loses access at once
         st = Storage.open(config.load(srv.config))
         try:
-            vfs = st.login("alice", "alice-pw-1")
+            vfs = st.open_account("alice", "alice-pw-1")
             vfs.share_revoke("/Team", "bob")
             vfs.close()
         finally:

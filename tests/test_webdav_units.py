@@ -62,8 +62,8 @@ class Clock:
 def test_cache_verifies_once_then_reuses(storage, monkeypatch):
     storage.accounts.create("alice", "alice-password")
     calls = []
-    real = storage.login
-    monkeypatch.setattr(storage, "login", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = storage.open_account
+    monkeypatch.setattr(storage, "open_account", lambda *a, **k: calls.append(1) or real(*a, **k))
     clock = Clock()
     cache = CredentialCache(storage, ttl=60, clock=clock)
     first = cache.acquire("alice", "alice-password", "127.0.0.1")
@@ -124,8 +124,8 @@ def test_self_signed_certificate(cfg):
 def test_lock_store_scoped_and_sealed(storage):
     storage.accounts.create("alice", "alice-password")
     storage.accounts.create("bob", "bob-password")
-    a = storage.login("alice", "alice-password")
-    b = storage.login("bob", "bob-password")
+    a = storage.open_account("alice", "alice-password")
+    b = storage.open_account("bob", "bob-password")
     store = LockStore(storage.db)
     sa, sb = lock_scope_for(storage, a), lock_scope_for(storage, b)
     lock = store.create(sa, "/Secret Plans/q3.docx", {"type": "write", "scope": "exclusive", "depth": "0",
@@ -161,7 +161,7 @@ def test_periodic_maintenance_expires_private_accounts_without_their_keys(storag
     from server.main import _maintain
     for name, mode in (("alice", "managed"), ("pat", "private")):
         storage.accounts.create(name, f"{name}-password", mode=mode)
-        vfs = storage.login(name, f"{name}-password")
+        vfs = storage.open_account(name, f"{name}-password")
         vfs.write_bytes("/gone.txt", b"deleted long ago")
         vfs.delete("/gone.txt")
         for i in range(5):
@@ -173,7 +173,7 @@ def test_periodic_maintenance_expires_private_accounts_without_their_keys(storag
     assert report["errors"] == [] and report["trash_expired"] == 2 and report["versions_expired"] == 2 * 3
     _maintain(Scheduler(storage), [])      # what the server's timer calls; nothing left to do
     for name in ("alice", "pat"):
-        vfs = storage.login(name, f"{name}-password")
+        vfs = storage.open_account(name, f"{name}-password")
         assert vfs.read_bytes("/f.txt") == b"v4"
         assert len(vfs.versions("/f.txt")) == 2          # the current one, and one for that week
         assert vfs.list("/.coffer/trash") == []

@@ -48,7 +48,7 @@ def store():
     st = Storage.open(cfg)
     if not st.accounts.list():
         st.accounts.create("bench", "bench-password")
-    return st.login("bench", "bench-password")
+    return st.open_account("bench", "bench-password")
 # A server has the store open and the session unlocked before a transfer
 # starts; the clock starts at the file's open, as for the plain copy.
 v = store() if kind.startswith("vfs") else None
@@ -103,7 +103,7 @@ def dedup_case(work: str) -> dict:
                             "accounts": {"default_plan": "unlimited"}}, base_dir=work)
     st = Storage.open(cfg)
     st.accounts.create("dedup", "dedup-password")
-    v = st.login("dedup", "dedup-password")
+    v = st.open_account("dedup", "dedup-password")
     size = 64 * BLOCK
     rng = random.Random(7)
     data = bytearray(rng.randbytes(size))

@@ -203,7 +203,7 @@ default_plan = "unlimited"
             self.user = f"bench-{'https' if self.tls else 'http'}"
             if self.user not in {u.name for u in st.accounts.list()}:
                 st.accounts.create(self.user, self.password)
-                vfs = st.login(self.user, self.password)
+                vfs = st.open_account(self.user, self.password)
                 vfs.mkdir("/many")
                 for i in range(populate_10k):
                     vfs.write_bytes(f"/many/file {i:05d}.txt", b"x" * 100)
