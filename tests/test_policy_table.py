@@ -16,8 +16,7 @@ case depends on what another did. Operations as clients ask for them:
   change  PROPPATCH of a dead property / setstat of the modification time
   remove  DELETE / remove of a live target; MOVE / rename of one in /.coffer
           (moving out of the trash restores, a copy: not a removal)
-  purge   DELETE / remove in /.coffer (`coffer-admin purge` of a live path
-          is the same core call, tested in test_vfs.py)
+  purge   DELETE / remove in /.coffer; `coffer-admin purge` of a live path
   share   `ssh … coffer share grant` (SFTP's server only; WebDAV has none)
 """
 from __future__ import annotations
@@ -238,3 +237,29 @@ def test_every_answer_is_the_tables(server, clients, protocol, op, kind):
 
 def test_the_table_has_a_row_for_every_operation_and_kind():
     assert {(op, kind) for op in Op for kind in Kind} == set(policy.TABLE)
+
+
+LIVE_PURGE = sorted(ONLY_LIVE_PURGE, key=lambda k: k.name)
+
+
+@pytest.mark.parametrize("kind", LIVE_PURGE, ids=[k.name.lower() for k in LIVE_PURGE])
+def test_purging_a_live_path_with_coffer_admin_is_the_tables(server, clients, kind):
+    """`coffer-admin purge ACCOUNT PATH` is the front-end that purges live
+    paths (DELETE there is a removal): it opens the account and asks the
+    same gate, so a collaborator's grant answers as over the protocols."""
+    wrong = []
+    for who in WHO:
+        if who == "owner" and kind in NOT_OWNERS:
+            continue
+        path = Targets(clients, who, next(_n))(Op.PURGE, kind)
+        r = server.admin("purge", who, path, "--yes", "--password-stdin", input=server.password(who) + "\n")
+        if r.returncode == 0:
+            got = OK
+        elif "purging " + path in r.stderr:
+            got = DENIED
+        else:
+            got = "absent"
+        want = expected(Op.PURGE, kind, who)
+        if got != want and not (want == HIDDEN and got in (DENIED, "absent")):
+            wrong.append(f"{who} purge {path} ({kind.name}): {got} ({r.stderr.strip()}), the table says {want}")
+    assert not wrong, "\n".join(wrong)
