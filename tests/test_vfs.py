@@ -308,3 +308,38 @@ def test_mtime_mode_and_props(alice):
     assert alice.get_props("/f") == {"{urn:x}color": b"<x:color>red</x:color>"}
     alice.set_props("/f", {"{urn:x}color": None})
     assert alice.get_props("/f") == {}
+
+
+def test_many_sessions_creating_one_name_at_once(storage):
+    """Eight sessions make the same new folder and upload the same new file
+    at the same moment (rclone's parallel transfers do): one folder is made
+    and the others hear it exists; every upload lands as a version. On
+    PostgreSQL, check-then-insert raced and the losers got unique-index errors."""
+    import threading
+    from collections import Counter
+    storage.accounts.create("many", "many-password")
+    sessions = [storage.login("many", "many-password") for _ in range(8)]
+    outcomes = Counter()
+
+    def attempt(fn):
+        try:
+            fn()
+            outcomes["ok"] += 1
+        except AlreadyExists:
+            outcomes["exists"] += 1
+        except Exception as e:                    # anything else is the bug
+            outcomes[type(e).__name__] += 1
+
+    for i in range(5):
+        threads = [threading.Thread(target=attempt, args=(lambda v=v, i=i: v.mkdir(f"/d{i}"),)) for v in sessions]
+        threads += [threading.Thread(target=attempt, args=(lambda v=v, i=i, k=k: v.write_bytes(
+            f"/f{i}.txt", b"same bytes %d" % (k % 2)),)) for k, v in enumerate(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert outcomes == {"ok": 5 + 40, "exists": 35}, outcomes
+    for i in range(5):
+        assert len(sessions[0].versions(f"/f{i}.txt")) == 8
+    for v in sessions:
+        v.close()

@@ -25,6 +25,9 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
+WRITER_LOCK = 0x436f66666572        # the advisory lock key of write transactions on PostgreSQL ("Coffer")
+
+
 def _private_sqlite_file(path: Path) -> None:
     """Create the SQLite file mode 0600 (SQLite gives its -wal and -shm files
     the same mode) and tighten one made before, whatever the umask: it holds
@@ -131,6 +134,13 @@ class Database:
             with conn.begin():
                 if self.is_sqlite:
                     _sqlite_begin(conn, mode)
+                elif mode == "IMMEDIATE":
+                    # One writer at a time, as SQLite's BEGIN IMMEDIATE gives: the
+                    # core's look-then-write steps (a new name, a chunk seen for
+                    # the first time) stay atomic across threads, processes and
+                    # nodes. Read committed alone let two uploads of one new file
+                    # both insert it, and the second failed on the unique index.
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
                 yield conn
 
     def upgrade(self) -> None:
