@@ -57,11 +57,12 @@ def curl(srv, name, password, addr):
 def audit_count(srv, addr) -> int:
     from providers import config
     from providers.storage import Storage
+    from sqlalchemy import text
     st = Storage.open(config.load(srv.config))
     try:
         with st.db.read() as c:
-            return c.exec_driver_sql("select count(*) from audit_events where event = 'login_failed' "
-                                     "and client_addr = ?", (addr,)).scalar()
+            return c.execute(text("select count(*) from audit_events where event = 'login_failed' "
+                                  "and client_addr = :a"), {"a": addr}).scalar()
     finally:
         st.close()
 
@@ -143,6 +144,7 @@ def test_unknown_name_and_wrong_password_take_the_same_time(srv):
 def test_a_disabled_account_with_its_password_gets_the_wrong_password_answer(srv):
     from providers import config
     from providers.storage import Storage
+    from sqlalchemy import text
     st = Storage.open(config.load(srv.config))
     try:
         st.accounts.set_status("frank", "disabled")
