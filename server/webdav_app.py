@@ -34,6 +34,9 @@ from .webdav import CofferProvider
 from .webdav_errors import dav_error
 
 log = logging.getLogger(__name__)
+# wsgidav keeps its records to itself (a NullHandler, no propagation) unless
+# its own logging setup runs: the tracebacks of its 500s must reach ours.
+logging.getLogger("wsgidav").propagate = True
 access = logging.getLogger(__name__ + ".access")     # one line per request
 
 REALM = "Coffer"

@@ -226,3 +226,35 @@ def test_socket_files_keep_stream_order_across_small_and_large_reads():
     assert out[0] == body + b"tail" and w.bytes_written == len(body) + 4
     for s in (a, b, a2, b2):
         s.close()
+
+
+def test_an_unexpected_error_is_a_500_with_its_traceback_in_the_log(storage, cfg, monkeypatch):
+    """A fault below the handlers answers 500 and leaves its traceback in the
+    server's log (wsgidav kept its records to itself, so such 500s were silent)."""
+    import io
+    import logging
+    from wsgiref.util import setup_testing_defaults
+
+    from providers.vfs import Vfs
+    from server.webdav_app import CofferWebDAV
+    storage.accounts.create("erin", "erin-password")
+    app = CofferWebDAV(storage, cfg)
+
+    def broken(self, path):
+        raise RuntimeError("a fault nobody foresaw")
+    monkeypatch.setattr(Vfs, "mkdir", broken)
+    environ = {"REQUEST_METHOD": "MKCOL", "PATH_INFO": "/new/", "HTTP_AUTHORIZATION": basic(b"erin:erin-password"),
+               "wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", "SCRIPT_NAME": ""}
+    setup_testing_defaults(environ)
+    seen = io.StringIO()
+    handler = logging.StreamHandler(seen)             # where `coffer serve` sends its log: the root logger
+    logging.getLogger().addHandler(handler)
+    statuses = []
+    try:
+        body = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        b"".join(body)
+        body.close()
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert statuses[0].startswith("500")
+    assert "a fault nobody foresaw" in seen.getvalue() and "Traceback" in seen.getvalue()
