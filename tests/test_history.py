@@ -248,3 +248,22 @@ def test_collaborators_see_deleted_files_only_from_when_they_joined(storage, pai
         late.list("/.coffer/versions" + S + "/before.txt")
     assert "before.txt" in {e.name for e in w.list("/.coffer/versions" + S)}   # the earlier one saw it live
     assert listed(o, "/Projects/before.txt") == [sha(b"secret draft")]
+
+
+def test_a_versions_folder_lists_deleted_files_page_by_page_too(alice):
+    """SFTP reads a folder a page at a time: a versions folder must list the
+    deleted files' histories there too, as the whole listing does."""
+    alice.mkdir("/d")
+    for i in range(7):
+        alice.write_bytes(f"/d/f{i}.txt", b"v%d" % i)
+    alice.delete("/d/f2.txt")
+    alice.delete("/d/f5.txt")
+    whole = sorted(e.name for e in alice.list("/.coffer/versions/d"))
+    paged, cursor = [], None
+    while True:
+        page, cursor = alice.list_page("/.coffer/versions/d", cursor, limit=3)
+        paged += [e.name for e in page]
+        if cursor is None:
+            break
+    assert whole == [f"f{i}.txt" for i in range(7)]
+    assert sorted(paged) == whole and len(paged) == len(whole)
