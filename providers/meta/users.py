@@ -149,11 +149,16 @@ def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended
     c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
 
 
+def _of_user(table, user_id):
+    """A table's rows with their account's name (None once erased), of one
+    account when user_id is given."""
+    q = select(table, users.c.name.label("user_name")).select_from(
+        table.outerjoin(users, users.c.id == table.c.user_id))
+    return q if user_id is None else q.where(table.c.user_id == user_id)
+
+
 def sessions(c, user_id=None, since_us=None, until_us=None):
-    q = select(session_records, users.c.name.label("user_name")).select_from(
-        session_records.outerjoin(users, users.c.id == session_records.c.user_id))
-    if user_id is not None:
-        q = q.where(session_records.c.user_id == user_id)
+    q = _of_user(session_records, user_id)
     if since_us is not None:
         q = q.where(func.coalesce(session_records.c.ended_us, now_us()) >= since_us)
     if until_us is not None:
@@ -167,10 +172,7 @@ def audit(c, event: str, user_id=None, actor="system", client_addr=None, detail=
 
 
 def audit_events_list(c, user_id=None, since_us=None, event=None):
-    q = select(audit_events, users.c.name.label("user_name")).select_from(
-        audit_events.outerjoin(users, users.c.id == audit_events.c.user_id))
-    if user_id is not None:
-        q = q.where(audit_events.c.user_id == user_id)
+    q = _of_user(audit_events, user_id)
     if since_us is not None:
         q = q.where(audit_events.c.at_us >= since_us)
     if event is not None:
