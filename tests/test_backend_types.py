@@ -13,7 +13,7 @@ import os
 import pytest
 
 from conftest import make_config
-from providers import lifecycle, shares
+from providers import lifecycle
 from providers.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -54,7 +54,7 @@ def history(st: Storage) -> dict:
     olga.write_bytes("/notes.txt", os.urandom(300_000))
     olga.set_props("/team/plan.txt", {"{urn:x}colour": b"blue"})
     olga.delete("/notes.txt")
-    shares.grant(olga, ["team"], "petr", "write")
+    olga.share_grant("/team", "petr", "write")
     petr.write_bytes("/Shared/olga/team/reply.txt", b"from petr")
     sid = st.sessions.start(olga.user.id, "webdav", "192.0.2.7")
     st.sessions.end(sid, 1000, 2000, 3)
@@ -65,7 +65,7 @@ def history(st: Storage) -> dict:
         "versions": olga.versions("/team/plan.txt"),
         "hashes": olga.hashes("/team/plan.txt", compute=("md5",)),
         "props": olga.get_props("/team/plan.txt"),
-        "shares": [shares.listing(olga), shares.listing(petr)],
+        "shares": [olga.share_list(), petr.share_list()],
         "accounts": [st.accounts.get("olga"), st.accounts.list()],
         "record": lifecycle.account_record(st, olga),
         "sessions": lifecycle.sessions(st, "olga"),

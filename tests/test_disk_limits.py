@@ -101,10 +101,10 @@ def test_spools_of_one_account_count_against_its_quota(tmp_path):
             for i in range(20):                       # 5 MiB into the first spool
                 first.write(chunk)
             first.flush()
-            for i in range(20):                       # 5 MiB more would exceed the 8 MiB quota
-                second.write(chunk)
-            with pytest.raises(IOError) as e:         # (paramiko's close ignores a refusal: ask with FSTAT,
-                second.stat()                         # which waits for the handle's writes)
+            with pytest.raises(IOError) as e:         # 5 MiB more would exceed the 8 MiB quota: the
+                for i in range(20):                   # refusal comes back during the writes or, at the
+                    second.write(chunk)               # latest, at an FSTAT, which waits for them (paramiko's
+                second.stat()                         # close ignores a refusal)
             assert "quota" in str(e.value).lower()
             second.close()
             first.close()                             # the first one still publishes

@@ -318,7 +318,7 @@ def test_many_sessions_creating_one_name_at_once(storage):
     import threading
     from collections import Counter
     storage.accounts.create("many", "many-password")
-    sessions = [storage.login("many", "many-password") for _ in range(8)]
+    sessions = [storage.open_account("many", "many-password") for _ in range(8)]
     outcomes = Counter()
 
     def attempt(fn):
