@@ -82,7 +82,13 @@ class WebDAVConfig:
     allow_plain_http: bool = False    # only honoured on a loopback host
     cert_file: str = ""               # "" = <data_dir>/tls/cert.pem, self-signed on first run
     key_file: str = ""
-    threads: int = 16
+    threads: int = 16                 # request threads per worker process, at least
+    max_threads: int = 128            # more while all are busy (transfers in progress)
+    header_timeout_seconds: int = 20  # connect (TLS handshake included) to the end of a request's headers
+    idle_timeout_seconds: int = 120   # a kept-alive connection between requests (costs no thread)
+    io_timeout_seconds: int = 60      # a body or response making no progress this long ends the request
+    max_connections: int = 4096       # per worker process; when full, the longest-idle waiting one closes
+    max_connections_per_address: int = 256   # per worker process, IPv4 address or IPv6 /64
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,13 @@ class MailConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    workers: int = 0                  # processes serving WebDAV and SFTP; 0 = one per CPU core
+
+
+@dataclass(frozen=True)
 class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -204,7 +216,7 @@ def from_dict(raw: dict, base_dir: str = ".") -> Config:
             raise ConfigError(f"unknown config section [{name}]; known: {', '.join(sorted(_SECTIONS))}")
         if not isinstance(body, dict):
             raise ConfigError(f"[{name}] must be a table")
-        cls = {"storage": StorageConfig, "security": SecurityConfig, "retention": RetentionConfig,
+        cls = {"server": ServerConfig, "storage": StorageConfig, "security": SecurityConfig, "retention": RetentionConfig,
                "webdav": WebDAVConfig, "tls": TLSConfig, "sftp": SFTPConfig, "accounts": AccountsConfig,
                "mail": MailConfig}[name]
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
@@ -242,6 +254,14 @@ def validate(cfg: Config) -> None:
                 "max_unauthenticated_per_address"):
         if getattr(cfg.sftp, key) < 1:
             raise ConfigError(f"[sftp] {key} must be 1 or more")
+    if cfg.server.workers < 0:
+        raise ConfigError("[server] workers must be 0 (one per CPU core) or more")
+    for key in ("threads", "max_threads", "header_timeout_seconds", "idle_timeout_seconds", "io_timeout_seconds",
+                "max_connections", "max_connections_per_address"):
+        if getattr(cfg.webdav, key) < 1:
+            raise ConfigError(f"[webdav] {key} must be 1 or more")
+    if cfg.webdav.max_threads < cfg.webdav.threads:
+        raise ConfigError("[webdav] max_threads must be at least threads")
     if not 4 <= cfg.security.bcrypt_rounds <= 31:
         raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
     _validate_login_guard(cfg.security)

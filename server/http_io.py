@@ -89,5 +89,14 @@ class Connection(HTTPConnection):
     """cheroot's connection with the socket files above, for plain and TLS
     sockets alike (both are read and written through the socket object)."""
 
+    gate = None                      # the Gate that counted this connection (server/http_gate.py)
+    addr_key = ""
+
     def __init__(self, server, sock, makefile=None):
         super().__init__(server, sock, make_file)
+
+    def close(self):
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.release(self.addr_key)
+        super().close()

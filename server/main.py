@@ -89,10 +89,9 @@ def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None, ca_fi
     return "\n".join(lines)
 
 
-def _known_hosts(cfg, ssh, host: str, port: int) -> Path | None:
+def _known_hosts(cfg, keys, host: str, port: int) -> Path | None:
     """Write the SFTP server's host keys as known_hosts lines
     (`<data_dir>/known_hosts`), for the printed commands to check."""
-    keys = getattr(ssh, "host_keys", None)
     if not keys:
         return None
     pattern = host if port == 22 else f"[{host}]:{port}"
@@ -108,62 +107,114 @@ def _shown_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def serve(args) -> int:
+    """Set up once (database, certificate, host keys, listening sockets),
+    then serve in `[server] workers` processes that share the sockets (in
+    this process when there is one)."""
     os.umask(0o077)                  # everything under the data folder is the server's alone
     cfg = config_mod.load(args.config)
     _setup_logging(args.log_level)
+    from providers.storage import Storage
+    from . import tls
+    from .webdav_server import check_webdav, listen_webdav
+
+    st = Storage.open(cfg)
+    try:
+        if args.init is not None:
+            _init_account(st, cfg, args.init)
+    finally:
+        st.close()                   # workers open their own connections
+    _raise_file_limit()
+    sockets = {}
+    dav_url = sftp_addr = ca_file = known_hosts = None
+    if cfg.webdav.enabled:
+        check_webdav(cfg)
+        sockets["webdav"] = listen_webdav(cfg)
+        host, port = sockets["webdav"].getsockname()[:2]
+        dav_url = tls.public_url(cfg, host, port)
+        print(f"coffer: WebDAV listening on {dav_url}", flush=True)
+        if cfg.webdav.tls:
+            cert, _key, created = tls.ensure_certificate(cfg)
+            if created:
+                log.info("issued a server certificate from the local CA %s", tls.tls_dir(cfg) / "ca.pem")
+            print(f"coffer: TLS certificate SHA-256 fingerprint {tls.fingerprint(cert)}", flush=True)
+            ca_file = tls.local_ca_file(cfg)
+            if ca_file is not None:
+                print(f"coffer: clients trust this server's own CA {ca_file} (SHA-256 "
+                      f"{tls.fingerprint(ca_file)}); how, for each client: coffer-admin tls show", flush=True)
+            if cfg.tls.acme_domains and ca_file is not None:
+                print(f"coffer: requesting a certificate for {', '.join(cfg.tls.acme_domains)} from "
+                      f"{cfg.tls.acme_directory} in the background", flush=True)
+    if cfg.sftp.enabled:
+        from . import sftp_hostkeys
+        from .sftp import listen_sftp
+        sockets["sftp"] = listen_sftp(cfg)
+        sftp_addr = (_shown_host(cfg.sftp.host), sockets["sftp"].getsockname()[1])
+        print(f"coffer: SFTP listening on {cfg.sftp.host}:{sftp_addr[1]}", flush=True)
+        host_keys = sftp_hostkeys.load_or_create(sftp_hostkeys.host_key_dir(cfg))
+        for key in host_keys:
+            print(f"coffer: SSH host key fingerprint {sftp_hostkeys.fingerprint(key)}", flush=True)
+        known_hosts = _known_hosts(cfg, host_keys, *sftp_addr)
+    if args.init is not None:
+        print(_connect_help(args.init, dav_url, sftp_addr, ca_file, known_hosts), flush=True)
+    if not sockets:
+        print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
+        return 2
+    workers = cfg.server.workers or _cores()
+    if workers == 1:
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        print("coffer: ready", flush=True)
+        return _work(cfg, 0, sockets, stop)
+    from .workers import Supervisor
+    sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop))
+    return sup.run(ready=f"coffer: ready ({workers} worker processes)")
+
+
+def _raise_file_limit() -> None:
+    """Every connection is a descriptor: take the hard limit as the soft one."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _work(cfg, slot: int, sockets: dict, stop: threading.Event) -> int:
+    """One worker: serve on the shared sockets until `stop`. Worker 0 also
+    obtains certificates over ACME; the periodic jobs run where the
+    database lease says (providers/schedule.py)."""
     from providers.schedule import Scheduler
     from providers.storage import Storage
     from providers.streams import tune_malloc
-    from . import tls
     from .webdav_server import start_webdav
 
     tune_malloc()                    # for the whole process: this one streams (see providers/streams.py)
-    st = Storage.open(cfg)
-    scheduler = Scheduler(st)
-    if args.init is not None:
-        _init_account(st, cfg, args.init)
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-
+    st = Storage.open(cfg, upgrade=False)
+    scheduler = Scheduler(st) if slot == 0 else None
     running = []
-    dav_url = sftp_addr = ca_file = known_hosts = None
     try:
-        if cfg.webdav.enabled:
-            dav = start_webdav(st, cfg)
-            running.append(dav)
-            dav_url = dav.url
-            print(f"coffer: WebDAV listening on {dav.url}", flush=True)
-            if dav.fingerprint:
-                print(f"coffer: TLS certificate SHA-256 fingerprint {dav.fingerprint}", flush=True)
-                ca_file = tls.local_ca_file(cfg)
-                if ca_file is not None:
-                    print(f"coffer: clients trust this server's own CA {ca_file} (SHA-256 "
-                          f"{tls.fingerprint(ca_file)}); how, for each client: coffer-admin tls show", flush=True)
-                if cfg.tls.acme_domains and ca_file is not None:
-                    print(f"coffer: requesting a certificate for {', '.join(cfg.tls.acme_domains)} from "
-                          f"{cfg.tls.acme_directory} in the background", flush=True)
-        if cfg.sftp.enabled:
+        if "webdav" in sockets:
+            running.append(start_webdav(st, cfg, sock=sockets["webdav"], acme=slot == 0))
+        if "sftp" in sockets:
             try:
                 from .sftp import start_sftp
             except ImportError:
                 log.warning("the SFTP front-end is not available in this build")
             else:
-                ssh = start_sftp(st, cfg)
-                running.append(ssh)
-                sftp_addr = (_shown_host(cfg.sftp.host), getattr(ssh, "port", cfg.sftp.port))
-                print(f"coffer: SFTP listening on {cfg.sftp.host}:{sftp_addr[1]}", flush=True)
-                for fp in getattr(ssh, "fingerprints", []) or []:
-                    print(f"coffer: SSH host key fingerprint {fp}", flush=True)
-                known_hosts = _known_hosts(cfg, ssh, *sftp_addr)
-        if args.init is not None:
-            print(_connect_help(args.init, dav_url, sftp_addr, ca_file, known_hosts), flush=True)
-        if not running:
-            print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
-            return 2
-        print("coffer: ready", flush=True)
+                running.append(start_sftp(st, cfg, sock=sockets["sftp"]))
         while not stop.wait(MAINTENANCE_SECONDS):
             _maintain(scheduler, running)
     finally:
@@ -172,9 +223,7 @@ def serve(args) -> int:
                 srv.stop()
             except Exception:
                 log.exception("stopping a front-end failed")
-        close = getattr(st, "close", None)
-        if close:
-            close()
+        st.close()
     return 0
 
 
@@ -190,6 +239,8 @@ def _maintain(scheduler, running) -> None:
                 app.maintain()
             except Exception:
                 log.exception("front-end maintenance failed")
+    if scheduler is None:
+        return
     try:
         scheduler.tick()
     except Exception:

@@ -34,6 +34,7 @@ import paramiko
 from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, \
     cMSG_USERAUTH_BANNER
 
+from providers.config import ConfigError
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
 from providers.sshkeys import SSHKeys
 from providers.throttle import address_of
@@ -320,12 +321,9 @@ class SftpServer:
         self.threads: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> "SftpServer":
-        family = socket.AF_INET6 if ":" in self.cfg.sftp.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.cfg.sftp.host, self.cfg.sftp.port))
-        sock.listen(128)
+    def start(self, sock: socket.socket | None = None) -> "SftpServer":
+        """Serve on `sock` (already listening: a worker process) or on a socket bound now."""
+        sock = sock if sock is not None else listen_sftp(self.cfg)
         sock.settimeout(0.5)
         self.sock, self.port = sock, sock.getsockname()[1]
         for target, name in ((self._accept_loop, "sftp-accept"), (self._reaper, "sftp-reaper")):
@@ -528,6 +526,22 @@ class SftpServer:
             pass
 
 
-def start_sftp(storage, cfg) -> SftpServer:
-    """Start the SSH/SFTP listener; returns a handle with .stop(), .port and .fingerprints."""
-    return SftpServer(storage, cfg).start()
+def listen_sftp(cfg) -> socket.socket:
+    """Bind and listen on `[sftp] host:port` (before worker processes start)."""
+    family = socket.AF_INET6 if ":" in cfg.sftp.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.sftp.host, cfg.sftp.port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"[sftp] cannot listen on {cfg.sftp.host} port {cfg.sftp.port}: "
+                          f"{e.strerror or e}") from None
+    sock.listen(1024)
+    return sock
+
+
+def start_sftp(storage, cfg, sock: socket.socket | None = None) -> SftpServer:
+    """Start the SSH/SFTP listener (on `sock` when given); returns a handle
+    with .stop(), .port and .fingerprints."""
+    return SftpServer(storage, cfg).start(sock)

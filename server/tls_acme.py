@@ -16,6 +16,7 @@ import hashlib
 import http.server
 import ipaddress
 import logging
+import os
 import socket
 import ssl
 import struct
@@ -56,11 +57,60 @@ class TLSALPN01(challenges.KeyAuthorizationChallenge):
 
 
 class Challenges:
-    """Answers in flight: HTTP-01 tokens and TLS-ALPN-01 contexts by name."""
+    """Answers in flight: HTTP-01 tokens and TLS-ALPN-01 contexts by name.
 
-    def __init__(self):
+    With a `folder`, TLS-ALPN-01 answers are also kept there (one file per
+    name, holding the key authorization), so every worker process answers a
+    validation connection whichever of them the kernel gives it to."""
+
+    def __init__(self, folder: Path | None = None):
         self.http: dict[str, str] = {}
-        self.alpn: dict[str, ssl.SSLContext] = {}
+        self.folder = folder
+        self._alpn: dict[str, ssl.SSLContext] = {}
+        self._seen = None
+
+    @property
+    def alpn(self) -> dict[str, ssl.SSLContext]:
+        if self.folder is None:
+            return self._alpn
+        try:
+            stamp = os.stat(self.folder).st_mtime_ns
+        except FileNotFoundError:
+            return {}
+        if stamp != self._seen:
+            self._seen = stamp
+            found = {}
+            for f in self.folder.glob("alpn-*"):
+                try:
+                    found[f.name[5:]] = f.read_text()
+                except OSError:
+                    continue
+            self._alpn = {name: alpn_context(name, auth) for name, auth in found.items()}
+        return self._alpn
+
+    def add_alpn(self, name: str, key_authorization: str) -> None:
+        if self.folder is None:
+            self._alpn[name] = alpn_context(name, key_authorization)
+            return
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tls.write_file(self.folder / f"alpn-{name}", key_authorization.encode())
+
+    def clear(self) -> None:
+        """Forget answers left by an issuance that did not finish (a crash)."""
+        if self.folder is not None:
+            for f in self.folder.glob("alpn-*"):
+                f.unlink(missing_ok=True)
+        self._alpn.clear()
+        self.http.clear()
+
+    def drop_alpn(self, name: str) -> None:
+        if self.folder is None:
+            self._alpn.pop(name, None)
+            return
+        try:
+            (self.folder / f"alpn-{name}").unlink()
+        except FileNotFoundError:
+            pass
 
 
 def alpn_context(name: str, key_authorization: str) -> ssl.SSLContext:
@@ -198,6 +248,7 @@ class AcmeManager:
 
     def __init__(self, cfg, pending: Challenges):
         self.cfg, self.t, self.pending = cfg, cfg.tls, pending
+        pending.clear()
         self.folder = tls.acme_dir(cfg)
         self.cert_file, self.key_file = self.folder / "cert.pem", self.folder / "key.pem"
 
@@ -271,14 +322,17 @@ class AcmeManager:
                     self.pending.http[token] = validation
                     answered.append(("http", token))
                 else:
-                    self.pending.alpn[name] = alpn_context(name, validation)
+                    self.pending.add_alpn(name, validation)
                     answered.append(("alpn", name))
                 acme.answer_challenge(chall, response)
             deadline = datetime.datetime.now() + datetime.timedelta(seconds=120)
             order = acme.poll_and_finalize(order, deadline)
         finally:
             for kind, k in answered:
-                (self.pending.http if kind == "http" else self.pending.alpn).pop(k, None)
+                if kind == "http":
+                    self.pending.http.pop(k, None)
+                else:
+                    self.pending.drop_alpn(k)
         # key first: a pair that does not match (a crash in between) is ignored by tls.ensure_certificate
         tls.write_file(self.key_file, tls.key_pem(key))
         tls.write_file(self.cert_file, order.fullchain_pem.encode())

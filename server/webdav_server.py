@@ -10,8 +10,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import socket
 import ssl
 import threading
+import time
 from pathlib import Path
 
 from cheroot import errors as cheroot_errors
@@ -20,6 +22,7 @@ from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from providers.config import ConfigError
 from . import http_io, tls
+from .http_gate import Gate
 from .webdav_app import CofferWebDAV
 
 log = logging.getLogger(__name__)
@@ -71,11 +74,12 @@ def _stamp(*paths: Path) -> tuple:
 class CertificateKeeper:
     """Obtains, renews and reloads the served certificate in the background."""
 
-    def __init__(self, cfg, adapter: ReloadingSSLAdapter, cert: Path, key: Path, https_port: int):
+    def __init__(self, cfg, adapter: ReloadingSSLAdapter, cert: Path, key: Path, https_port: int,
+                 acme: bool = True):
         self.cfg, self.adapter = cfg, adapter
         self.stamp = _stamp(cert, key)
         self.acme = self.http = None
-        if cfg.tls.acme_domains:
+        if cfg.tls.acme_domains and acme:
             from .tls_acme import AcmeManager, HTTPChallengeServer
             self.acme = AcmeManager(cfg, adapter.pending)
             if cfg.tls.acme_challenge == "http-01":
@@ -93,13 +97,15 @@ class CertificateKeeper:
         self.thread.start()
 
     def _run(self):
-        wait = 0.0 if self.acme else self.cfg.tls.check_seconds
+        # a worker without ACME looks often for the certificate the ACME worker writes
+        often = min(self.cfg.tls.check_seconds, 10) if self.cfg.tls.acme_domains else self.cfg.tls.check_seconds
+        wait = 0.0 if self.acme else often
         while not self.stopping.wait(wait):
             try:
                 self.check()
             except Exception:
                 log.exception("checking the TLS certificate failed")
-            wait = self.cfg.tls.check_seconds
+            wait = self.cfg.tls.check_seconds if self.acme else often
 
     def check(self) -> None:
         if self.acme is not None:
@@ -128,6 +134,46 @@ class CertificateKeeper:
             self.thread.join(timeout=10)
 
 
+class HTTPServer(wsgi.Server):
+    """cheroot's server with the Gate in front (server/http_gate.py), on a
+    socket bound here or handed over already listening (a worker process)."""
+
+    listening: socket.socket | None = None
+    limits = None
+
+    def prepare(self):
+        if self.listening is None:
+            super().prepare()
+            self._connections.close()     # the plain manager never ran: only the selector to let go
+        else:
+            self._interrupt = None
+            if self.software is None:
+                self.software = f"{self.version} Server"
+            self.socket = self.listening
+            self.bind_addr = self.socket.getsockname()[:2]
+            self.requests.start()
+            self.ready = True
+            self._start_time = time.time()
+        self._connections = Gate(self, self.limits)
+
+
+def listen_webdav(cfg) -> socket.socket:
+    """Bind and listen on `[webdav] host:port` (before worker processes start)."""
+    w = cfg.webdav
+    family = socket.AF_INET6 if ":" in w.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((w.host, w.port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"[webdav] cannot listen on {w.host} port {w.port}: {e.strerror or e}") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
 class WebDAVServer:
     def __init__(self, app: CofferWebDAV, server: wsgi.Server, url: str, fingerprint: str | None,
                  keeper: CertificateKeeper | None = None):
@@ -152,19 +198,29 @@ class WebDAVServer:
         self.app.close()
 
 
-def start_webdav(storage, cfg, app=None) -> WebDAVServer:
-    """Bind, then serve in a background thread. Raises ConfigError for a
-    plain-HTTP setup that is not explicitly allowed on loopback."""
+def check_webdav(cfg) -> None:
+    """Raise ConfigError for a plain-HTTP setup not explicitly allowed on loopback."""
     w = cfg.webdav
     if not w.tls:
         if not w.allow_plain_http:
             raise ConfigError("[webdav] tls = false needs allow_plain_http = true (and a loopback host)")
         if not is_loopback(w.host):
             raise ConfigError(f"[webdav] plain HTTP is only allowed on a loopback address, not {w.host!r}")
+
+
+def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme: bool = True) -> WebDAVServer:
+    """Serve in a background thread, on `sock` (already listening) or on a
+    socket bound now. Only one process of a node runs ACME (`acme`); the
+    others load the certificate it writes. Raises ConfigError for a
+    plain-HTTP setup that is not explicitly allowed on loopback."""
+    w = cfg.webdav
+    check_webdav(cfg)
     app = app or CofferWebDAV(storage, cfg)
-    server = wsgi.Server((w.host, w.port), app, numthreads=w.threads, server_name="Coffer",
-                         request_queue_size=64, timeout=60, shutdown_timeout=5)
+    server = HTTPServer((w.host, w.port), app, numthreads=w.threads, max=w.max_threads, server_name="Coffer",
+                        request_queue_size=1024, timeout=w.io_timeout_seconds, shutdown_timeout=5)
+    server.listening, server.limits = sock, w
     server.max_request_body_size = 0
+    server.max_request_header_size = 64 * 1024
     server.ConnectionClass = http_io.Connection
     fp = keeper = None
     if w.tls:
@@ -172,7 +228,7 @@ def start_webdav(storage, cfg, app=None) -> WebDAVServer:
         pending = None
         if cfg.tls.acme_domains:
             from .tls_acme import Challenges
-            pending = Challenges()
+            pending = Challenges(tls.acme_dir(cfg) / "pending")     # shared by the worker processes
         server.ssl_adapter = ReloadingSSLAdapter(cert, key, pending)
         fp = tls.fingerprint(cert)
         if created:
@@ -181,7 +237,7 @@ def start_webdav(storage, cfg, app=None) -> WebDAVServer:
     host, port = server.bind_addr[:2]
     if w.tls:
         try:
-            keeper = CertificateKeeper(cfg, server.ssl_adapter, cert, key, port)
+            keeper = CertificateKeeper(cfg, server.ssl_adapter, cert, key, port, acme=acme)
         except Exception:
             server.stop()
             raise

@@ -133,7 +133,7 @@ def test_a_changed_account_ends_its_open_connections(tmp_path, change):
 def test_idle_connections_that_never_log_in_lock_nobody_out(tmp_path):
     require_client("sftp")
     extra = ("max_sessions = 4\nlogin_timeout_seconds = 8\nmax_unauthenticated = 300\n"
-             "max_unauthenticated_per_address = 5\n")
+             "max_unauthenticated_per_address = 5\n[server]\nworkers = 1\n")     # limits per worker process
     with SftpServer(tmp_path, extra=extra) as srv:
         idle = []
         started = time.monotonic()

@@ -43,9 +43,11 @@ def require_client(program: str) -> str:
     pytest.skip(msg)
 
 
-def write_config(folder: Path, port: int, *, tls: bool = True, extra: str = "", pin: dict | None = None) -> Path:
+def write_config(folder: Path, port: int, *, tls: bool = True, extra: str = "", pin: dict | None = None,
+                 webdav: str = "") -> Path:
     """`pin` (blobs="local", database="sqlite") keeps a test about one
-    backend's own files on that backend (see backend.py)."""
+    backend's own files on that backend (see backend.py); `webdav` holds
+    more [webdav] options, `extra` more sections."""
     cfg = folder / "coffer.toml"
     cfg.write_text(f"""
 {storage_toml(folder, **(pin or {}))}
@@ -61,6 +63,7 @@ host = "127.0.0.1"
 port = {port}
 tls = {'true' if tls else 'false'}
 allow_plain_http = {'false' if tls else 'true'}
+{webdav}
 
 [sftp]
 enabled = false
@@ -121,12 +124,12 @@ class CofferServer(ServeProcess):
     """`coffer serve` in a child process. Use as a context manager."""
 
     def __init__(self, folder: Path, *, tls: bool = True, accounts: dict | None = None,
-                 quotas: dict | None = None, extra: str = "", pin: dict | None = None):
+                 quotas: dict | None = None, extra: str = "", pin: dict | None = None, webdav: str = ""):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
-        self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin)
+        self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin, webdav=webdav)
         self.accounts = dict(accounts or {"alice": "alice-pw-1", "bob": "bob-pw-22"})
         self.quotas = quotas or {}
         self.proc = None

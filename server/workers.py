@@ -1,0 +1,140 @@
+"""Worker processes of `coffer serve`: one per core, sharing the listening sockets.
+
+The supervisor is the process `coffer serve` started. It has set up what is
+made once (the database schema, the certificate, the SSH host keys, the
+listening sockets) and runs no thread of its own, so forking is safe. Each
+worker opens its own database connections and serves WebDAV and SFTP on the
+inherited sockets; the kernel gives each new connection to one of them.
+Nothing a worker keeps in memory is needed by another: logins, locks, the
+login guard, session limits and the periodic jobs' lease are in the
+database.
+
+A worker that dies is replaced (its connections are lost; an upload in
+flight leaves the previous version, and gc reclaims its blobs). One that
+dies within `QUICK_DEATH_SECONDS` of starting, `GIVE_UP_AFTER` times in a
+row, stops the server: something is wrong that a restart will not fix.
+SIGTERM or SIGINT stops the workers (each finishes within its stop timeout)
+and then the supervisor.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+QUICK_DEATH_SECONDS = 10
+GIVE_UP_AFTER = 5
+STOP_WAIT_SECONDS = 20
+RESTART_PAUSE_SECONDS = 1
+
+
+def describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            return f"killed by {signal.Signals(sig).name}"
+        except ValueError:
+            return f"killed by signal {sig}"
+    return f"exited with status {os.WEXITSTATUS(status)}"
+
+
+class Supervisor:
+    def __init__(self, count: int, work):
+        """`work(slot, stop_event) -> exit status` runs in each worker."""
+        self.count, self.work = count, work
+        self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
+        self.quick_deaths = 0
+        self.stopping = False
+
+    def _spawn(self, slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:                                      # the worker
+            status = 1
+            try:
+                stop = threading.Event()
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                signal.signal(signal.SIGINT, lambda *_: stop.set())
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                status = self.work(slot, stop) or 0
+            except BaseException:
+                log.exception("worker %d failed", slot)
+            finally:
+                logging.shutdown()
+                os._exit(status)
+        self.children[pid] = (slot, time.monotonic())
+        log.info("worker %d started (pid %d)", slot, pid)
+
+    def run(self, ready: str = "") -> int:
+        """Start the workers, print `ready`, and supervise until SIGTERM/SIGINT."""
+        wake = threading.Event()                          # set from signal handlers only
+        signal.signal(signal.SIGTERM, lambda *_: (setattr(self, "stopping", True), wake.set()))
+        signal.signal(signal.SIGINT, lambda *_: (setattr(self, "stopping", True), wake.set()))
+        signal.signal(signal.SIGCHLD, lambda *_: wake.set())
+        for slot in range(self.count):
+            self._spawn(slot)
+        if ready:
+            print(ready, flush=True)
+        status = 0
+        while not self.stopping:
+            wake.wait(1.0)
+            wake.clear()
+            if self.stopping:
+                break
+            if self._reap_and_replace():
+                status = 1
+                break
+        self._stop_all()
+        return status
+
+    def _reap_and_replace(self) -> bool:
+        """Replace dead workers; True when they keep dying at once."""
+        while True:
+            try:
+                pid, st = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if pid == 0:
+                return False
+            slot, started = self.children.pop(pid, (None, 0.0))
+            if slot is None:
+                continue
+            lived = time.monotonic() - started
+            self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
+            if self.quick_deaths >= GIVE_UP_AFTER:
+                log.error("worker %d (pid %d) %s, %d workers in a row died within %d s of starting: "
+                          "stopping the server; the log above says why", slot, pid, describe(st),
+                          self.quick_deaths, QUICK_DEATH_SECONDS)
+                return True
+            log.error("worker %d (pid %d) %s after %.0f s; starting another", slot, pid, describe(st), lived)
+            if lived < QUICK_DEATH_SECONDS:
+                time.sleep(RESTART_PAUSE_SECONDS)
+            self._spawn(slot)
+
+    def _stop_all(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.05)
+            else:
+                self.children.pop(pid, None)
+        for pid in list(self.children):
+            log.warning("worker pid %d did not stop within %d s: killed", pid, STOP_WAIT_SECONDS)
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.children.clear()

@@ -1,0 +1,102 @@
+"""`coffer serve` with several worker processes: each serves, one killed
+mid-upload is replaced while the others go on, and nothing it was writing
+takes the place of the file's content."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from webdav_harness import ROOT, CofferServer
+
+
+def workers_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return sorted(int(c) for c in children)
+
+
+def holder_of(workers: list[int], server_port: int, client_port: int) -> int:
+    """The worker process holding the server side of a TCP connection."""
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            local, remote = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16)
+            if local == server_port and remote == client_port:
+                inode = f[9]
+    assert inode, "the connection is not in the TCP table"
+    for pid in workers:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(fd) == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue
+    raise AssertionError("no worker holds the connection")
+
+
+def wait_for(cond, seconds: float = 20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting")
+
+
+def test_every_worker_serves_and_a_killed_one_is_replaced(tmp_path):
+    with CofferServer(tmp_path / "srv", tls=False, extra="[server]\nworkers = 2") as srv:
+        assert "ready (2 worker processes)" in srv.output
+        workers = wait_for(lambda: len(workers_of(srv.proc.pid)) == 2 and workers_of(srv.proc.pid))
+        assert srv.request("PUT", "/doc.txt", b"version one")[0] == 201
+
+        # many connections: both workers take some, all are answered
+        held = [srv.connection() for _ in range(40)]
+        seen = set()
+        for c in held:
+            status, _, body = srv.request("GET", "/doc.txt", conn=c)
+            assert (status, body) == (200, b"version one")
+            seen.add(holder_of(workers, srv.port, c.sock.getsockname()[1]))
+        assert seen == set(workers)
+        for c in held:
+            c.close()
+
+        # bob uploads slowly; the worker receiving it dies
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"PUT /doc.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\nAuthorization: "
+                  + srv.auth()["Authorization"].encode() + b"\r\n\r\n" + b"z" * 2_000_000)
+        time.sleep(0.5)
+        victim = holder_of(workers, srv.port, s.getsockname()[1])
+        os.kill(victim, signal.SIGKILL)
+        s.settimeout(10)
+        try:
+            assert s.recv(100) == b""                             # the connection ends with its worker
+        except ConnectionResetError:
+            pass
+        s.close()
+
+        # the other worker answered throughout; a new one takes the dead one's place
+        status, _, body = srv.request("GET", "/doc.txt")
+        assert (status, body) == (200, b"version one")
+        replaced = wait_for(lambda: (len(w := workers_of(srv.proc.pid)) == 2 and victim not in w) and w)
+        assert "killed by SIGKILL" in srv.log.read_text() and "starting another" in srv.log.read_text()
+        assert srv.request("PUT", "/doc.txt", b"version two")[0] == 204
+        status, _, body = srv.request("GET", "/doc.txt")
+        assert (status, body) == (200, b"version two")
+        status, _, listing = srv.request("PROPFIND", "/.coffer/versions/doc.txt", headers={"Depth": "1"})
+        assert status == 207 and listing.count(b"<d:response>") + listing.count(b"<D:response>") == 3, listing
+
+    # stopped: the supervisor and every worker are gone
+    for pid in replaced:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    out = subprocess.run([sys.executable, "-m", "scripts.admin", "--config", str(srv.config), "gc", "--grace", "0",
+                          "--json"], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["orphan_blobs_removed"] >= 1, report          # the dead upload's chunks
