@@ -175,8 +175,21 @@ def serve(args) -> int:
         print("coffer: ready", flush=True)
         return _work(cfg, 0, sockets, stop)
     from .workers import Supervisor
+    _preload()
     sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop))
     return sup.run(ready=f"coffer: ready ({workers} worker processes)")
+
+
+def _preload() -> None:
+    """Import what every worker runs before forking: the workers share it and
+    start at once (importing starts no thread)."""
+    import providers.schedule  # noqa: F401
+    import providers.streams  # noqa: F401
+    from . import webdav_app, webdav_server  # noqa: F401
+    try:
+        from . import sftp  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _raise_file_limit() -> None:

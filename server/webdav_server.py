@@ -98,7 +98,7 @@ class CertificateKeeper:
 
     def _run(self):
         # a worker without ACME looks often for the certificate the ACME worker writes
-        often = min(self.cfg.tls.check_seconds, 10) if self.cfg.tls.acme_domains else self.cfg.tls.check_seconds
+        often = min(self.cfg.tls.check_seconds, 2) if self.cfg.tls.acme_domains else self.cfg.tls.check_seconds
         wait = 0.0 if self.acme else often
         while not self.stopping.wait(wait):
             try:

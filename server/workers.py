@@ -42,6 +42,17 @@ def describe(status: int) -> str:
     return f"exited with status {os.WEXITSTATUS(status)}"
 
 
+def _die_with_parent() -> None:
+    """A worker whose supervisor was killed outright (SIGKILL) gets SIGTERM
+    (Linux), rather than serving on as an orphan nobody can stop by PID."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class Supervisor:
     def __init__(self, count: int, work):
         """`work(slot, stop_event) -> exit status` runs in each worker."""
@@ -55,6 +66,7 @@ class Supervisor:
         if pid == 0:                                      # the worker
             status = 1
             try:
+                _die_with_parent()
                 stop = threading.Event()
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 signal.signal(signal.SIGINT, lambda *_: stop.set())
