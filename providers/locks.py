@@ -179,6 +179,12 @@ class LockStore:
                 out.append(lock)
         return out
 
+    def user_has_locks(self, user_id: int) -> bool:
+        """Whether any key domain the user belongs to (its home, folders it
+        shares or was given) holds a live lock: one query."""
+        with self.db.read() as conn:
+            return q.any_live_for_user(conn, user_id, self._now_us())
+
     def has_locks(self, scope: LockScope) -> bool:
         """Whether the account holds any live lock at all (a cheap pre-check)."""
         with self.db.read() as conn:
@@ -239,11 +245,37 @@ class PrincipalLocks:
     at `/Shared/<owner>/<folder>` for a collaborator). Paths in and roots out
     are paths of the principal's tree."""
 
-    def __init__(self, store: LockStore, places: list[tuple[tuple, LockScope]]):
+    def __init__(self, store: LockStore, places, user_id: int | None = None):
+        """`places`: the (prefix, scope) pairs, or a function giving them when
+        first needed. With `user_id`, one query first asks whether any domain
+        the user belongs to holds a live lock at all; most requests of most
+        accounts then need no other lock query (nor the list of places)."""
         self.store = store
-        self.places = sorted(places, key=lambda p: -len(p[0]))       # the deepest top first
-        self.by_domain = {scope.domain_id: (prefix, scope) for prefix, scope in places}
+        self._places_of = places if callable(places) else (lambda: places)
+        self._places = None
+        self.user_id = user_id
+        self._quiet: bool | None = None          # no live lock anywhere the user reaches (this view)
         self._lock_free: dict[int, bool] = {}   # domain -> held no live lock when first asked (this view)
+
+    @property
+    def places(self) -> list[tuple[tuple, LockScope]]:
+        if self._places is None:
+            places = self._places_of()
+            self._places = sorted(places, key=lambda p: -len(p[0]))      # the deepest top first
+            self._by_domain = {scope.domain_id: (prefix, scope) for prefix, scope in places}
+        return self._places
+
+    @property
+    def by_domain(self) -> dict:
+        self.places
+        return self._by_domain
+
+    def _nothing_live(self) -> bool:
+        if self.user_id is None:
+            return False
+        if self._quiet is None:
+            self._quiet = not self.store.user_has_locks(self.user_id)
+        return self._quiet
 
     def _locks_on(self, scope: LockScope, rel: str, **how) -> list[dict]:
         """The store's answer, skipping the query for a domain seen without
@@ -273,6 +305,7 @@ class PrincipalLocks:
 
     def create(self, path: str, lock: dict) -> dict:
         scope, rel, prefix = self._place(path)
+        self._quiet = False
         self._lock_free.pop(scope.domain_id, None)
         return self._outward(self.store.create(scope, rel, lock), prefix)
 
@@ -289,6 +322,8 @@ class PrincipalLocks:
         return self.store.delete(scope, token) if scope else False
 
     def locks_on(self, path: str, *, include_root: bool = True, include_children: bool = False) -> list[dict]:
+        if self._nothing_live():
+            return []
         scope, rel, prefix = self._place(path)
         out = [self._outward(lk, prefix) for lk in self._locks_on(
             scope, rel, include_root=include_root, include_children=include_children)]
@@ -301,9 +336,10 @@ class PrincipalLocks:
         return out
 
     def has_locks(self) -> bool:
-        return any(self.store.has_locks(scope) for _, scope in self.places)
+        return not self._nothing_live() and any(self.store.has_locks(scope) for _, scope in self.places)
 
 
 def principal_locks(store: LockStore, vfs) -> PrincipalLocks:
     """The lock view of an open account filesystem."""
-    return PrincipalLocks(store, [(prefix, scope_of(vfs.user.id, dom)) for prefix, dom in vfs.key_domains()])
+    return PrincipalLocks(store, lambda: [(prefix, scope_of(vfs.user.id, dom)) for prefix, dom in vfs.key_domains()],
+                          user_id=vfs.user.id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.engine import Connection
 
-from .schema import domains, locks
+from .schema import domain_members as dm, domains, locks
 
 
 def insert(conn: Connection, *, token: str, domain_id: int, user_id: int | None, root_lookup: str,
@@ -60,6 +60,13 @@ def purge_expired(conn: Connection, now_us: int) -> int:
 def any_live(conn: Connection, domain_id: int, now_us: int) -> bool:
     return conn.execute(select(locks.c.token).where(and_(locks.c.domain_id == domain_id,
                                                          locks.c.expires_us >= now_us)).limit(1)).first() is not None
+
+
+def any_live_for_user(conn: Connection, user_id: int, now_us: int) -> bool:
+    """A live lock in any key domain the user is a member of (owner included)."""
+    return conn.execute(select(locks.c.token).select_from(locks.join(dm, dm.c.domain_id == locks.c.domain_id))
+                        .where(and_(dm.c.user_id == user_id, locks.c.expires_us >= now_us)).limit(1)
+                        ).first() is not None
 
 
 def of_domain(conn: Connection, domain_id: int) -> list:
