@@ -181,6 +181,7 @@ class LocalBlobStore(BlobStore):
     def __init__(self, root: Path):
         self.root = Path(root)
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._durable: set[Path] = set()      # fan-out folders whose own entries this process has synced
 
     def _path(self, name: str) -> Path:
         if len(name) < 8 or not all(c in "0123456789abcdef" for c in name):
@@ -233,12 +234,16 @@ class LocalBlobStore(BlobStore):
         folders = set()
         for name in names:
             path = self._path(name)
-            folders.update((path.parent, path.parent.parent))
+            folders.add(path.parent)
+            for up in (path.parent, path.parent.parent):
+                if up not in self._durable:           # its own entry may not be on disk yet
+                    folders.add(up.parent)
             _fsync_path(path, data_only=True)
-        if folders:
-            folders.add(self.root)
-        for folder in sorted(folders, reverse=True):      # deepest first
+        for folder in sorted(folders, key=lambda p: -len(p.parts)):      # deepest first
             _fsync_path(folder)
+        for name in names:                            # their entries are on disk now
+            path = self._path(name)
+            self._durable.update((path.parent, path.parent.parent))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         try:

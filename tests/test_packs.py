@@ -227,3 +227,30 @@ def test_an_upload_is_on_disk_before_it_is_published(small, monkeypatch):
         assert os.path.dirname(p) in folders and os.path.dirname(os.path.dirname(p)) in folders
     assert all(kind != "everything" for kind, _ in events)
     assert v.read_bytes("/f.bin") == data
+
+
+def test_a_folder_entry_is_synced_once_then_only_the_new_file_and_its_folder(tmp_path, monkeypatch):
+    """A blob in a fan-out folder made just now syncs the folders above it;
+    the next blob there syncs only itself and its folder (two syncs fewer
+    per small upload), and a folder never synced in this process is synced."""
+    from providers import blobs as blobs_module
+    store = blobs_module.LocalBlobStore(tmp_path / "blobs")
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(blobs_module.os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")),
+                                                               real(fd))[1])
+    first, second = "abcd" + "0" * 28, "abcd" + "1" * 28
+    store.put(first, b"one")
+    store.sync([first])
+    leaf = str(tmp_path / "blobs" / "ab" / "cd")
+    assert synced == [leaf, str(tmp_path / "blobs" / "ab"), str(tmp_path / "blobs")]
+    synced.clear()
+    store.put(second, b"two")
+    store.sync([second])
+    assert synced == [leaf]
+    synced.clear()
+    other = blobs_module.LocalBlobStore(tmp_path / "blobs")      # another process: it knows nothing yet
+    third = "abcd" + "2" * 28
+    other.put(third, b"three")
+    other.sync([third])
+    assert synced == [leaf, str(tmp_path / "blobs" / "ab"), str(tmp_path / "blobs")]
