@@ -19,6 +19,7 @@ from pathlib import Path
 from . import crypto, meta, rekey
 from .accounts import Accounts, MasterKey, User, normalize_name
 from .blobs import open_store
+from .leases import Leases
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
 from .meta import tree as t
 from .meta import users as uq
@@ -77,6 +78,7 @@ class Storage:
         self.cfg, self.db, self.blobs, self.master = cfg, db, blobs, master
         self.accounts = Accounts(db, cfg, master)
         self.sessions = Sessions(db)
+        self.leases = Leases(db)
         self.throttle = Throttle(db, cfg, master.subkey("throttle"))
         self._lock = threading.Lock()
 

@@ -141,10 +141,20 @@ def cmd_fsck(st, args):
 
 
 def cmd_gc(st, args):
-    prog = Progress(args, "blobs scanned")
-    grace = st.cfg.storage.gc_grace_seconds if args.grace is None else args.grace
-    report = st.gc(grace_seconds=grace, progress=prog)
-    prog.done()
+    from providers.leases import holder_id
+    from providers.schedule import LEASE_SECONDS
+    me = "coffer-admin:" + holder_id()
+    taken, by = st.leases.take("gc", me, 24 * 3600)
+    if not taken:
+        raise UsageError(f"a gc is running already, in {by}; wait for it to finish (at most {LEASE_SECONDS} s "
+                         f"after that process stops) and run this again")
+    try:
+        prog = Progress(args, "blobs scanned")
+        grace = st.cfg.storage.gc_grace_seconds if args.grace is None else args.grace
+        report = st.gc(grace_seconds=grace, progress=prog)
+        prog.done()
+    finally:
+        st.leases.give_up("gc", me)
     out(args, report, ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in report.items()))
 
 

@@ -207,8 +207,9 @@ def _raise_file_limit() -> None:
 
 def _work(cfg, slot: int, sockets: dict, stop: threading.Event) -> int:
     """One worker: serve on the shared sockets until `stop`. Worker 0 also
-    obtains certificates over ACME; the periodic jobs run where the
-    database lease says (providers/schedule.py)."""
+    obtains certificates over ACME; every worker ticks the scheduler, and
+    the one holding the database lease runs the periodic jobs
+    (providers/schedule.py)."""
     from providers.schedule import Scheduler
     from providers.storage import Storage
     from providers.streams import tune_malloc
@@ -216,7 +217,7 @@ def _work(cfg, slot: int, sockets: dict, stop: threading.Event) -> int:
 
     tune_malloc()                    # for the whole process: this one streams (see providers/streams.py)
     st = Storage.open(cfg, upgrade=False)
-    scheduler = Scheduler(st) if slot == 0 else None
+    scheduler = Scheduler(st)
     running = []
     try:
         if "webdav" in sockets:

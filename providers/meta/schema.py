@@ -139,6 +139,14 @@ dead_props = Table(   # WebDAV dead properties, encrypted like names
     Column("value_enc", LargeBinary, nullable=False),
 )
 
+leases = Table(   # who runs a periodic job now (one process among all nodes), and its timetable
+    "leases", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("holder", String(128), nullable=True),
+    Column("expires", BigInteger, nullable=False, default=0),        # on the holders' clock, seconds
+    Column("state", JSON, nullable=True),                           # the job's own timetable
+)
+
 locks = Table(   # WebDAV locks, shared by every server node
     "locks", metadata,
     Column("token", String(100), primary_key=True),
