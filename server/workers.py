@@ -62,21 +62,27 @@ class Supervisor:
         self.stopping = False
 
     def _spawn(self, slot: int) -> None:
+        # a SIGTERM right after the fork must reach the worker's own handler,
+        # not the supervisor's copy: held back until the worker has set it
+        stopping = {signal.SIGTERM, signal.SIGINT}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
         pid = os.fork()
         if pid == 0:                                      # the worker
             status = 1
             try:
-                _die_with_parent()
                 stop = threading.Event()
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 signal.signal(signal.SIGINT, lambda *_: stop.set())
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
+                _die_with_parent()
                 status = self.work(slot, stop) or 0
             except BaseException:
                 log.exception("worker %d failed", slot)
             finally:
                 logging.shutdown()
                 os._exit(status)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
         self.children[pid] = (slot, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
