@@ -8,6 +8,7 @@ import bisect
 import hashlib
 import logging
 import os
+import struct
 import tempfile
 import threading
 from collections import deque
@@ -591,7 +592,7 @@ class Spool:
 
 class SpoolBudget:
     """What the random-access writes of each account hold in scratch files
-    in this process. Their bytes are not stored yet, so the account's quota
+    in this process (`SharedSpoolBudget`: in every worker of this node). Their bytes are not stored yet, so the account's quota
     does not count them; together they may not exceed what is left of it
     (an account without a quota is bounded by the disk only)."""
 
@@ -619,7 +620,71 @@ class SpoolBudget:
                 self.held.pop(owner_id, None)
 
 
-spool_budget = SpoolBudget()
+class SharedSpoolBudget(SpoolBudget):
+    """The same budget shared by the worker processes of one node (spools
+    are that node's scratch files): a table in memory mapped by all of them,
+    made before they fork. Slots are found by the account id (open
+    addressing); an account whose spools are gone keeps its slot at zero."""
+
+    SLOTS = 4096
+    _slot = struct.Struct("<qq")       # account id (0 = free), bytes held
+
+    def __init__(self):
+        import mmap
+        import multiprocessing
+        self._lock = multiprocessing.Lock()
+        self._map = mmap.mmap(-1, self.SLOTS * self._slot.size)
+
+    def _find(self, owner_id: int) -> int:
+        """The slot of `owner_id`, taken if needed (lock held)."""
+        start = owner_id % self.SLOTS
+        for i in range(self.SLOTS):
+            at = ((start + i) % self.SLOTS) * self._slot.size
+            who, _ = self._slot.unpack_from(self._map, at)
+            if who == owner_id:
+                return at
+            if who == 0:
+                self._slot.pack_into(self._map, at, owner_id, 0)
+                return at
+        for at in range(0, len(self._map), self._slot.size):      # full: forget the idle accounts' slots
+            if self._slot.unpack_from(self._map, at)[1] == 0:
+                self._slot.pack_into(self._map, at, 0, 0)
+        return self._find(owner_id)
+
+    def take(self, owner_id: int, n: int, room) -> None:
+        with self._lock:
+            at = self._find(owner_id)
+            total = self._slot.unpack_from(self._map, at)[1] + n
+            if room is not None and total > room:
+                raise QuotaExceeded(f"the account's storage quota is full: {total} bytes of unfinished "
+                                    f"uploads would exceed the {room} bytes left; finish or close other "
+                                    "uploads, delete files or ask for a larger plan; nothing was written")
+            self._slot.pack_into(self._map, at, owner_id, total)
+
+    def give(self, owner_id: int, n: int) -> None:
+        with self._lock:
+            at = self._find(owner_id)
+            left = self._slot.unpack_from(self._map, at)[1] - n
+            self._slot.pack_into(self._map, at, owner_id, max(left, 0))
+
+    @property
+    def held(self) -> dict[int, int]:
+        with self._lock:
+            out = {}
+            for at in range(0, len(self._map), self._slot.size):
+                who, n = self._slot.unpack_from(self._map, at)
+                if who and n:
+                    out[who] = n
+            return out
+
+
+spool_budget: SpoolBudget = SpoolBudget()
+
+
+def share_spool_budget() -> None:
+    """Before forking worker processes: one spool budget for all of them."""
+    global spool_budget
+    spool_budget = SharedSpoolBudget()
 
 
 class RandomFile:

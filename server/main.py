@@ -174,8 +174,10 @@ def serve(args) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         print("coffer: ready", flush=True)
         return _work(cfg, 0, sockets, stop)
+    from providers.streams import share_spool_budget
     from .workers import Supervisor
     _preload()
+    share_spool_budget()             # unfinished SFTP uploads of an account count once, in every worker
     sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop))
     return sup.run(ready=f"coffer: ready ({workers} worker processes)")
 

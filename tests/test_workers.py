@@ -100,3 +100,31 @@ def test_every_worker_serves_and_a_killed_one_is_replaced(tmp_path):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert report["orphan_blobs_removed"] >= 1, report          # the dead upload's chunks
+
+
+def test_unfinished_uploads_of_an_account_count_once_in_every_worker():
+    """The spool budget (SFTP writes out of order, not stored yet) is one for
+    the node's workers: what one worker's spools hold leaves less for another's."""
+    from providers.errors import QuotaExceeded
+    from providers.streams import SharedSpoolBudget
+    budget = SharedSpoolBudget()
+    budget.take(7, 1000, None)
+
+    def in_child(fn) -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                fn()
+                os._exit(0)
+            except QuotaExceeded:
+                os._exit(3)
+            except BaseException:
+                os._exit(1)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    assert in_child(lambda: budget.take(7, 500, 1400)) == 3      # 1,000 held elsewhere: 500 more is too much
+    assert in_child(lambda: budget.take(7, 300, 1400)) == 0
+    assert in_child(lambda: budget.take(8, 1400, 1400)) == 0     # another account has its own
+    assert budget.held == {7: 1300, 8: 1400}
+    budget.give(7, 1300)
+    assert budget.held == {8: 1400}
