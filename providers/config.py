@@ -143,6 +143,7 @@ class MailConfig:
 @dataclass(frozen=True)
 class ServerConfig:
     workers: int = 0                  # processes serving WebDAV and SFTP; 0 = one per CPU core
+    proxy_protocol_from: tuple = ()   # load balancers (CIDRs) whose connections start with a PROXY header
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,12 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[sftp] {key} must be 1 or more")
     if cfg.server.workers < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU core) or more")
+    for net in cfg.server.proxy_protocol_from:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except (TypeError, ValueError):
+            raise ConfigError(f"[server] proxy_protocol_from: {net!r} is not an address or network such as "
+                              "\"10.0.0.2\" or \"10.0.0.0/24\" (the load balancers' own addresses)") from None
     for key in ("threads", "max_threads", "header_timeout_seconds", "idle_timeout_seconds", "io_timeout_seconds",
                 "max_connections", "max_connections_per_address"):
         if getattr(cfg.webdav, key) < 1:

@@ -20,7 +20,10 @@ selector thread does all the waiting, without blocking:
   /64, and `max_connections` in all (when full, the longest-idle waiting
   connection is closed to make room);
 - the pool of request threads grows from `threads` up to `max_threads` while
-  every thread is busy (uploads and downloads in progress).
+  every thread is busy (uploads and downloads in progress);
+- a connection from a load balancer in `[server] proxy_protocol_from` first
+  gives its PROXY header (server/proxy_protocol.py), whose client address
+  counts from then on.
 """
 from __future__ import annotations
 
@@ -35,6 +38,8 @@ from cheroot.connections import ConnectionManager, prevent_socket_inheritance
 from cheroot.makefile import MakeFile
 
 from providers.throttle import address_of
+
+from . import proxy_protocol
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,23 @@ class _Handshake:
 
     def __init__(self, sock: ssl.SSLSocket, addr, key: str, now: float):
         self.socket, self.addr, self.addr_key = sock, addr, key
+        self.last_used = now
+        self.closed = False
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            try:
+                self.socket.close()
+            except OSError:
+                pass
+
+
+class _ProxyWait:
+    """A connection from a load balancer whose PROXY header has not arrived whole."""
+
+    def __init__(self, sock: socket.socket, addr, now: float):
+        self.socket, self.addr = sock, addr
         self.last_used = now
         self.closed = False
 
@@ -136,6 +158,8 @@ class Gate(ConnectionManager):
                         self._accept()
                     elif isinstance(item, _Handshake):
                         self._shake(fd, item)
+                    elif isinstance(item, _ProxyWait):
+                        self._proxied(fd, item)
                     else:
                         self._read_head(fd, item)
                 except Exception:
@@ -147,6 +171,7 @@ class Gate(ConnectionManager):
                 self._expire_late(now)
 
     def _accept(self) -> None:
+        proxies = getattr(self.server, "proxies", ())
         for _ in range(ACCEPTS_PER_WAKE):
             try:
                 s, addr = self.server.socket.accept()
@@ -156,34 +181,56 @@ class Gate(ConnectionManager):
                 log.warning("webdav: accept failed: %s", e)
                 return
             prevent_socket_inheritance(s)
-            host = addr[0] if isinstance(addr, tuple) else "unix"
-            key = address_of(host)
-            if not self._admit(key):
-                self._refused(key, f"{self.limits.max_connections_per_address} connections already "
-                                   f"(max_connections_per_address)")
-                s.close()
-                continue
-            if self.total > self.limits.max_connections and not self._evict_one():
-                self.release(key)
-                self._refused(key, f"the server has {self.limits.max_connections} connections (max_connections)")
-                s.close()
-                continue
             s.setblocking(False)
             now = time.monotonic()
-            adapter = self.server.ssl_adapter
-            if adapter is None:
-                conn = self._connection(s, addr, key, {}, MakeFile)
-                conn.last_used = conn.gate_started = now
-                self._selector.register(s.fileno(), selectors.EVENT_READ, data=conn)
-            elif getattr(adapter, "pending", None) is not None and adapter.pending.alpn:
-                # an ACME TLS-ALPN-01 validation may be under way: the adapter
-                # peeks at the hello and answers it (a few seconds at most, and
-                # only while a certificate is being issued)
-                threading.Thread(target=self._wrap_blocking, args=(s, addr, key), daemon=True).start()
+            if proxies and isinstance(addr, tuple) and proxy_protocol.trusted(proxies, addr[0]):
+                self._selector.register(s.fileno(), selectors.EVENT_READ, data=_ProxyWait(s, addr, now))
             else:
-                tls_sock = adapter.context.wrap_socket(s, server_side=True, do_handshake_on_connect=False)
-                hs = _Handshake(tls_sock, addr, key, now)
-                self._selector.register(tls_sock.fileno(), selectors.EVENT_READ, data=hs)
+                self._start(s, addr, now)
+
+    def _proxied(self, fd: int, wait: _ProxyWait) -> None:
+        """A load balancer's connection: its PROXY header names the client."""
+        try:
+            got = proxy_protocol.peek_header(wait.socket)
+            if got is None:
+                return
+            proxy_protocol.consume(wait.socket, got[0])
+        except BlockingIOError:
+            return
+        except (proxy_protocol.ProxyError, OSError) as e:
+            log.info("webdav: closed a connection from the load balancer %s: %s", wait.addr[0], e)
+            self._drop(fd, wait)
+            return
+        self._selector.unregister(fd)
+        self._start(wait.socket, got[1] or wait.addr, wait.last_used)
+
+    def _start(self, s, addr, now: float) -> None:
+        host = addr[0] if isinstance(addr, tuple) else "unix"
+        key = address_of(host)
+        if not self._admit(key):
+            self._refused(key, f"{self.limits.max_connections_per_address} connections already "
+                               f"(max_connections_per_address)")
+            s.close()
+            return
+        if self.total > self.limits.max_connections and not self._evict_one():
+            self.release(key)
+            self._refused(key, f"the server has {self.limits.max_connections} connections (max_connections)")
+            s.close()
+            return
+        adapter = self.server.ssl_adapter
+        if adapter is None:
+            conn = self._connection(s, addr, key, {}, MakeFile)
+            conn.last_used = conn.gate_started = now
+            self._selector.register(s.fileno(), selectors.EVENT_READ, data=conn)
+        elif getattr(adapter, "pending", None) is not None and adapter.pending.alpn:
+            # an ACME TLS-ALPN-01 validation may be under way: the adapter
+            # peeks at the hello and answers it (a few seconds at most, and
+            # only while a certificate is being issued)
+            threading.Thread(target=self._wrap_blocking, args=(s, addr, key), daemon=True).start()
+        else:
+            tls_sock = adapter.context.wrap_socket(s, server_side=True, do_handshake_on_connect=False)
+            hs = _Handshake(tls_sock, addr, key, now)
+            self._selector.register(tls_sock.fileno(), selectors.EVENT_READ, data=hs)
 
     def _connection(self, sock, addr, key: str, ssl_env: dict, makefile):
         conn = self.server.ConnectionClass(self.server, sock, makefile)
@@ -284,12 +331,12 @@ class Gate(ConnectionManager):
                 item.close()
                 self.release(item.addr_key)
         else:
-            item.close()
+            item.close()                      # a _ProxyWait was never counted
 
     # -- time limits -------------------------------------------------------------------
     def _deadline(self, item) -> float:
-        if isinstance(item, _Handshake) or item.gate_started is not None:
-            started = item.last_used if isinstance(item, _Handshake) else item.gate_started
+        if isinstance(item, (_Handshake, _ProxyWait)) or item.gate_started is not None:
+            started = item.last_used if isinstance(item, (_Handshake, _ProxyWait)) else item.gate_started
             return started + self.limits.header_timeout_seconds
         return item.last_used + self.limits.idle_timeout_seconds
 

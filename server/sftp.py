@@ -40,7 +40,7 @@ from providers.sshkeys import SSHKeys
 from providers.throttle import address_of
 from providers.vfs import UNLIMITED_SPACE
 
-from . import sftp_exec, sftp_hostkeys
+from . import proxy_protocol, sftp_exec, sftp_hostkeys
 from .sessions import SessionTracker
 from .sftp_session import SftpSession
 from .sftp_transport import CofferTransport
@@ -319,6 +319,7 @@ class SftpServer:
         self.sock: socket.socket | None = None
         self.port: int | None = None
         self.threads: list[threading.Thread] = []
+        self.proxies = proxy_protocol.networks(cfg.server.proxy_protocol_from)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, sock: socket.socket | None = None) -> "SftpServer":
@@ -369,13 +370,31 @@ class SftpServer:
                     return
                 time.sleep(0.1)
                 continue
-            if not self._room_for(sock, addr):
+            if self.proxies and isinstance(addr, tuple) and proxy_protocol.trusted(self.proxies, addr[0]):
+                threading.Thread(target=self._open_proxied, args=(sock, addr), name="sftp-proxy",
+                                 daemon=True).start()
                 continue
-            try:
-                self._open(sock, addr)
-            except Exception:
-                log.exception("sftp: could not start a connection")
-                sock.close()
+            self._admit(sock, addr)
+
+    def _admit(self, sock, addr) -> None:
+        if not self._room_for(sock, addr):
+            return
+        try:
+            self._open(sock, addr)
+        except Exception:
+            log.exception("sftp: could not start a connection")
+            sock.close()
+
+    def _open_proxied(self, sock, addr) -> None:
+        """A load balancer's connection: its PROXY header names the client
+        (server/proxy_protocol.py), whose address counts from then on."""
+        try:
+            client = proxy_protocol.read_blocking(sock, self.cfg.sftp.login_timeout_seconds)
+        except (proxy_protocol.ProxyError, OSError) as e:
+            log.info("sftp: closed a connection from the load balancer %s: %s", addr[0], e)
+            sock.close()
+            return
+        self._admit(sock, client or addr)
 
     def _room_for(self, sock, addr) -> bool:
         """Whether a new connection may start logging in: at most

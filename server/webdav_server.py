@@ -21,7 +21,7 @@ from cheroot import wsgi
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 
 from providers.config import ConfigError
-from . import http_io, tls
+from . import http_io, proxy_protocol, tls
 from .http_gate import Gate
 from .webdav_app import CofferWebDAV
 
@@ -219,6 +219,7 @@ def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme
     server = HTTPServer((w.host, w.port), app, numthreads=w.threads, max=w.max_threads, server_name="Coffer",
                         request_queue_size=1024, timeout=w.io_timeout_seconds, shutdown_timeout=5)
     server.listening, server.limits = sock, w
+    server.proxies = proxy_protocol.networks(cfg.server.proxy_protocol_from)
     server.max_request_body_size = 0
     server.max_request_header_size = 64 * 1024
     server.ConnectionClass = http_io.Connection

@@ -7,6 +7,7 @@ interleaved rounds (each round runs every server once, in turn):
 
   PROPFIND Depth 0 and GET of a 4 KiB file, req/s, with 1 and 16
       connections (wrk, --seconds each)
+  server CPU per request (ms) of the 1-connection runs, all its processes
   1,000 uploads of 4 KiB over one WebDAV keep-alive connection, files/s
   1,000 uploads of 4 KiB over one SFTP session (paramiko), files/s
 
@@ -142,6 +143,25 @@ class Rclone(Server):
         wait_port(self.sftp_port, sftp)
 
 
+def cpu_seconds(pids) -> float:
+    """User and system CPU time of these processes and their children (workers)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    seen = set()
+    todo = list(pids)
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
 def put(srv: Server, path: str, body: bytes, conn=None) -> int:
     c = conn or http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
     c.request("PUT", path, body=body, headers={"Authorization": srv.auth()})
@@ -157,13 +177,17 @@ def wrk(srv: Server, method: str, path: str, connections: int, seconds: float) -
     body = f"wrk.body = [[{PROPFIND0}]]\nwrk.headers['Content-Type'] = 'application/xml'\n" \
         if method == "PROPFIND" else ""
     script.write_text(f"wrk.method = '{method}'\n{body}")
+    cpu = cpu_seconds(p.pid for p in srv.procs)
     out = subprocess.run(["wrk", "-t", str(min(connections, 2)), "-c", str(connections), "-d", f"{int(seconds)}s",
                           "-H", f"Authorization: {srv.auth()}", "-H", "Depth: 0", "-s", str(script),
                           f"http://127.0.0.1:{srv.port}{path}"], capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
-    return {"rate": rate, "errors": int(bad.group(1)) if bad else 0, "socket_errors": errors.group(1) if errors else ""}
+    cpu_ms = (cpu_seconds(p.pid for p in srv.procs) - cpu) * 1000 / max(total, 1)
+    return {"rate": rate, "cpu_ms": cpu_ms, "errors": int(bad.group(1)) if bad else 0,
+            "socket_errors": errors.group(1) if errors else ""}
 
 
 def uploads_webdav(srv: Server, n: int, tag: str) -> float:
@@ -222,6 +246,8 @@ def main(argv=None) -> int:
                     for conns in (1, 16):
                         got = wrk(s, method, path, conns, args.seconds)
                         res.setdefault(f"{method} c{conns} req/s", []).append(got["rate"])
+                        if conns == 1:
+                            res.setdefault(f"{method} server CPU ms/req", []).append(got["cpu_ms"])
                         res.setdefault("errors", []).append(got["errors"])
                 res.setdefault("WebDAV 4 KiB uploads files/s", []).append(uploads_webdav(s, args.files, f"r{r}"))
                 res.setdefault("SFTP 4 KiB uploads files/s", []).append(uploads_sftp(s, args.files, f"r{r}"))
@@ -242,7 +268,8 @@ def main(argv=None) -> int:
     print(f"{'':34}" + "".join(f"{n:>14}" for n in names) + f"{'x1/rclone':>11}{f'x{cores}/rclone':>11}")
     for k in keys:
         row = [medians[n][k] for n in names]
-        print(f"{k:34}" + "".join(f"{v:14.0f}" for v in row) + f"{row[0] / row[2]:11.2f}{row[1] / row[2]:11.2f}")
+        fmt = "14.2f" if "ms" in k else "14.0f"
+        print(f"{k:34}" + "".join(f"{v:{fmt}}" for v in row) + f"{row[0] / row[2]:11.2f}{row[1] / row[2]:11.2f}")
     print(f"{'non-2xx answers':34}" + "".join(f"{medians[n]['errors']:14d}" for n in names))
     return 0
 
