@@ -57,27 +57,10 @@ def head_complete(data: bytes) -> bool:
     return HEAD_END in data.lstrip(b"\r\n") or len(data) > MAX_HEAD_BYTES
 
 
-class _Handshake:
-    """A TLS connection still shaking hands (no HTTP connection yet)."""
+class _Waiting:
+    """A socket in the selector with no HTTP connection yet."""
 
-    def __init__(self, sock: ssl.SSLSocket, addr, key: str, now: float):
-        self.socket, self.addr, self.addr_key = sock, addr, key
-        self.last_used = now
-        self.closed = False
-
-    def close(self):
-        if not self.closed:
-            self.closed = True
-            try:
-                self.socket.close()
-            except OSError:
-                pass
-
-
-class _ProxyWait:
-    """A connection from a load balancer whose PROXY header has not arrived whole."""
-
-    def __init__(self, sock: socket.socket, addr, now: float):
+    def __init__(self, sock, addr, now: float):
         self.socket, self.addr = sock, addr
         self.last_used = now
         self.closed = False
@@ -89,6 +72,18 @@ class _ProxyWait:
                 self.socket.close()
             except OSError:
                 pass
+
+
+class _Handshake(_Waiting):
+    """A TLS connection still shaking hands."""
+
+    def __init__(self, sock: ssl.SSLSocket, addr, key: str, now: float):
+        super().__init__(sock, addr, now)
+        self.addr_key = key
+
+
+class _ProxyWait(_Waiting):
+    """A connection from a load balancer whose PROXY header has not arrived whole."""
 
 
 class Gate(ConnectionManager):
