@@ -66,12 +66,14 @@ def _drop_schemas() -> None:
 
 def storage_options(folder: Path, *, blobs: str | None = None, database: str | None = None) -> dict:
     """[storage] options for data kept under `folder`. `blobs="local"` or
-    `database="sqlite"` pins a test about that backend's own files."""
+    `database="sqlite"` pins a test about that backend's own files;
+    `blobs="s3"` with `database="postgres"` a test of several nodes (the
+    test command runs both services for both passes)."""
     folder = Path(folder)
     opts: dict = {"data_dir": str(folder / "var")}
-    if ON_POSTGRES and database != "sqlite":
+    if (ON_POSTGRES and database != "sqlite") or database == "postgres":
         opts["database_url"] = fresh_database_url()
-    if ON_POSTGRES and blobs != "local":
+    if (ON_POSTGRES and blobs != "local") or blobs == "s3":
         keyfile = folder / "s3-credentials"
         folder.mkdir(parents=True, exist_ok=True)
         keyfile.write_text(f"{_need('S3_ACCESS_KEY')}:{_need('S3_SECRET_KEY')}\n")
