@@ -14,9 +14,7 @@ import argparse
 import logging
 import os
 import shlex
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from providers import config as config_mod
@@ -168,14 +166,12 @@ def serve(args) -> int:
         print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
         return 2
     workers = cfg.server.workers or _cores()
+    from .workers import StopSignals, Supervisor
     if workers == 1:
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = StopSignals()
         print("coffer: ready", flush=True)
         return _work(cfg, 0, sockets, stop)
     from providers.streams import share_spool_budget
-    from .workers import Supervisor
     _preload()
     share_spool_budget()             # unfinished SFTP uploads of an account count once, in every worker
     sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop))
@@ -207,7 +203,7 @@ def _raise_file_limit() -> None:
         pass
 
 
-def _work(cfg, slot: int, sockets: dict, stop: threading.Event) -> int:
+def _work(cfg, slot: int, sockets: dict, stop) -> int:
     """One worker: serve on the shared sockets until `stop`. Worker 0 also
     obtains certificates over ACME; every worker ticks the scheduler, and
     the one holding the database lease runs the periodic jobs

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -53,54 +52,63 @@ def _die_with_parent() -> None:
         pass
 
 
+class StopSignals:
+    """SIGTERM and SIGINT, waited for by the main thread. They stay blocked
+    and `wait` takes them with sigtimedwait: a Python handler that sets an
+    Event can deadlock when it interrupts the main thread inside that same
+    Event's wait (it did, now and then, on a stop right after the start)."""
+
+    SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+    def __init__(self):
+        signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)    # threads started later inherit it
+        self.stopped = False
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds; True once a stop signal has come."""
+        if not self.stopped and signal.sigtimedwait(self.SIGNALS, timeout) is not None:
+            self.stopped = True
+        return self.stopped
+
+    def is_set(self) -> bool:
+        return self.stopped
+
+
 class Supervisor:
     def __init__(self, count: int, work):
-        """`work(slot, stop_event) -> exit status` runs in each worker."""
+        """`work(slot, stop: StopSignals) -> exit status` runs in each worker."""
         self.count, self.work = count, work
         self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
         self.quick_deaths = 0
-        self.stopping = False
 
     def _spawn(self, slot: int) -> None:
-        # a SIGTERM right after the fork must reach the worker's own handler,
-        # not the supervisor's copy: held back until the worker has set it
-        stopping = {signal.SIGTERM, signal.SIGINT}
-        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
-        pid = os.fork()
+        pid = os.fork()                                   # TERM and INT are blocked (see run): none is lost
         if pid == 0:                                      # the worker
             status = 1
             try:
-                stop = threading.Event()
-                signal.signal(signal.SIGTERM, lambda *_: stop.set())
-                signal.signal(signal.SIGINT, lambda *_: stop.set())
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
                 _die_with_parent()
-                status = self.work(slot, stop) or 0
+                status = self.work(slot, StopSignals()) or 0
             except BaseException:
                 log.exception("worker %d failed", slot)
             finally:
                 logging.shutdown()
                 os._exit(status)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
         self.children[pid] = (slot, time.monotonic())
         log.info("worker %d started (pid %d)", slot, pid)
 
     def run(self, ready: str = "") -> int:
         """Start the workers, print `ready`, and supervise until SIGTERM/SIGINT."""
-        wake = threading.Event()                          # set from signal handlers only
-        signal.signal(signal.SIGTERM, lambda *_: (setattr(self, "stopping", True), wake.set()))
-        signal.signal(signal.SIGINT, lambda *_: (setattr(self, "stopping", True), wake.set()))
-        signal.signal(signal.SIGCHLD, lambda *_: wake.set())
+        watched = StopSignals.SIGNALS | {signal.SIGCHLD}
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched)
         for slot in range(self.count):
             self._spawn(slot)
         if ready:
             print(ready, flush=True)
         status = 0
-        while not self.stopping:
-            wake.wait(1.0)
-            wake.clear()
-            if self.stopping:
+        while True:
+            got = signal.sigtimedwait(watched, 1.0)
+            if got is not None and got.si_signo in StopSignals.SIGNALS:
                 break
             if self._reap_and_replace():
                 status = 1
