@@ -11,6 +11,7 @@ Order of work for every request (`CofferWebDAV.__call__`):
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -134,36 +135,48 @@ class DatabaseLockStorage:
         pass
 
     def get(self, token):
-        view = self.current_view()
-        return self._out(view.get(token)) if view else None
+        with _as_dav_errors():
+            view = self.current_view()
+            return self._out(view.get(token)) if view else None
 
     def create(self, path, lock):
-        view = self.current_view()
-        if view is None:
-            raise errors.PermissionDenied("locks need a logged-in account")
-        try:
+        with _as_dav_errors():
+            view = self.current_view()
+            if view is None:
+                raise errors.PermissionDenied("locks need a logged-in account")
             lock.update(self._out(view.create(unquote(path), lock)))
-        except errors.CofferError as e:
-            raise dav_error(e) from None
         return lock
 
     def refresh(self, token, *, timeout):
-        view = self.current_view()
-        lock = view.refresh(token, timeout) if view else None
+        with _as_dav_errors():
+            view = self.current_view()
+            lock = view.refresh(token, timeout) if view else None
         if lock is None:
             raise ValueError("no such lock")
         return self._out(lock)
 
     def delete(self, token):
-        view = self.current_view()
-        return view.delete(token) if view else False
+        with _as_dav_errors():
+            view = self.current_view()
+            return view.delete(token) if view else False
 
     def get_lock_list(self, path, *, include_root, include_children, token_only):
-        view = self.current_view()
-        if view is None:
-            return []
-        found = view.locks_on(unquote(path), include_root=include_root, include_children=include_children)
+        with _as_dav_errors():
+            view = self.current_view()
+            if view is None:
+                return []
+            found = view.locks_on(unquote(path), include_root=include_root, include_children=include_children)
         return [lk["token"] for lk in found] if token_only else [self._out(lk) for lk in found]
+
+
+@contextlib.contextmanager
+def _as_dav_errors():
+    """The storage core's errors as their HTTP answers (a database that is
+    down: 503), not as wsgidav's 500 with a traceback."""
+    try:
+        yield
+    except errors.CofferError as e:
+        raise dav_error(e) from None
 
 
 class _CountingInput:
@@ -307,8 +320,10 @@ class CofferWebDAV:
                 headers.append(("Retry-After", str(e.retry_after)))
             return _status_response(start_response, "401 Unauthorized", str(e), headers)
         except errors.CofferError as e:
-            log.warning("login failed: %s", type(e).__name__)
-            return _status_response(start_response, "503 Service Unavailable", "login is not possible now")
+            log.warning("login not possible now: %s", e if isinstance(e, errors.StorageUnavailable)
+                        else type(e).__name__)
+            return _status_response(start_response, "503 Service Unavailable",
+                                    "login is not possible now; try again shortly", [("Retry-After", "5")])
 
         if method in XML_METHODS:
             refused = self._guard_xml(environ)

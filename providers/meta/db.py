@@ -18,6 +18,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, exc, inspect
 from sqlalchemy.engine import Connection, Engine
 
+from ..errors import StorageUnavailable
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -41,6 +43,16 @@ def _private_sqlite_file(path: Path) -> None:
                 p.chmod(0o600)
         except FileNotFoundError:
             pass
+
+
+def unavailable(e: Exception) -> StorageUnavailable:
+    """A database that cannot be reached (down, restarting, out of
+    connections) or stays locked: the request fails cleanly (503, or
+    SSH_FX_FAILURE with this message) and the next one tries again; the
+    connection pool drops broken connections by itself (pool_pre_ping)."""
+    first = str(getattr(e, "orig", e) or e).strip().splitlines()
+    return StorageUnavailable(f"the database is not available ({first[0][:200] if first else type(e).__name__}); "
+                              "nothing was changed; try again shortly")
 
 
 class GroupSync:
@@ -140,6 +152,9 @@ class Database:
             with conn.begin():
                 _sqlite_begin(conn, mode)
                 yield conn
+        except exc.OperationalError as e:
+            clean = False
+            raise unavailable(e) from e
         except (exc.DBAPIError, sqlite3.Error):
             clean = False
             raise
@@ -173,6 +188,14 @@ class Database:
         # SQLite's BEGIN is issued here rather than from a "begin" listener on
         # the engine: any engine-wide listener makes SQLAlchemy dispatch
         # events around every statement, which cost about as much as a query.
+        try:
+            with self._connected_transaction(mode) as conn:
+                yield conn
+        except (exc.OperationalError, exc.InterfaceError) as e:
+            raise unavailable(e) from e
+
+    @contextlib.contextmanager
+    def _connected_transaction(self, mode: str):
         with self.engine.connect() as conn:
             with conn.begin():
                 if self.is_sqlite:
