@@ -14,6 +14,7 @@ per chunk.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -273,6 +274,27 @@ class LocalBlobStore(BlobStore):
                     yield f.name, st.st_mtime, st.st_size
 
 
+@contextlib.contextmanager
+def _s3_errors(what: str):
+    """An object store that cannot be reached or fails (after botocore's own
+    retries) as StorageUnavailable: the client gets a clean error (503,
+    SSH_FX_FAILURE) saying so, and the next request tries again. A missing
+    object stays the caller's to handle."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        yield
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise
+        raise StorageUnavailable(f"could not {what} the object store ({code or 'error'}: "
+                                 f"{e.response.get('Error', {}).get('Message', '')[:120]}); nothing was "
+                                 "changed; try again shortly") from None
+    except BotoCoreError as e:
+        raise StorageUnavailable(f"could not {what} the object store ({str(e)[:160]}); nothing was changed; "
+                                 "try again shortly") from None
+
+
 class S3BlobStore(BlobStore):
     """An S3-compatible bucket (AWS, MinIO, SeaweedFS...), path-style addressing."""
 
@@ -297,7 +319,8 @@ class S3BlobStore(BlobStore):
                 pass                # another process or node made it a moment ago
 
     def put(self, name: str, data: bytes) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=bytes(data))
+        with _s3_errors("write to"):
+            self.s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=bytes(data))
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         kw = {}
@@ -305,12 +328,14 @@ class S3BlobStore(BlobStore):
             end = "" if length is None else str(offset + length - 1)
             kw["Range"] = f"bytes={offset}-{end}"
         try:
-            return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name, **kw)["Body"].read()
+            with _s3_errors("read from"):
+                return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name, **kw)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             raise NotFound(f"stored chunk {name} is missing from the blob store") from None
 
     def delete(self, name: str) -> None:
-        self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)
+        with _s3_errors("delete from"):
+            self.s3.delete_object(Bucket=self.bucket, Key=self.prefix + name)
 
     def exists(self, name: str) -> bool:
         try:

@@ -200,6 +200,26 @@ class _Props:
         return quote(path + "/" if self.is_collection and path != "/" else path)
 
 
+class _Reading:
+    """A file's reader whose storage errors are HTTP answers (an object store
+    that is down: 503) when wsgidav reads the first block, not a 500; later
+    ones cut the response short, the status being sent already."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def read(self, size=-1):
+        with core():
+            return self.reader.read(size)
+
+    def seek(self, *args):
+        with core():
+            return self.reader.seek(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.reader, name)
+
+
 class CofferFile(_Props, DAVNonCollection):
     def __init__(self, path, environ, entry, *, pending=False):
         super().__init__(path, environ)
@@ -230,7 +250,7 @@ class CofferFile(_Props, DAVNonCollection):
 
     def get_content(self):
         with core():
-            return self.vfs.open_read(self.path)
+            return _Reading(self.vfs.open_read(self.path))
 
     def begin_write(self, *, content_type=None):
         mtime = None
