@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 CHUNK_BATCH = 200
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STALE_ERASURE_US = 600 * 1_000_000     # the periodic job resumes erasures idle this long
+ABANDONED_SESSION_US = 600 * 1_000_000  # an open session record nobody wrote this long lost its process
+                                        # (open ones are written every minute or two)
 EXPORT_FORMAT = "coffer-export/1"
 
 
@@ -479,7 +481,7 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
     guard records that no longer matter."""
     now = now_us or meta.now_us()
     report = {"accounts_erased": 0, "receipts": [], "retention_accounts": 0, "versions_expired": 0,
-              "trash_expired": 0, "session_records_purged": 0,
+              "trash_expired": 0, "session_records_ended": 0, "session_records_purged": 0,
               "audit_events_purged": 0, "locks_purged": 0, "errors": []}
     with st.db.read() as c:
         stalled = [r for r in lq.users_with_status(c, "erasing")
@@ -511,6 +513,7 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
             if progress:
                 progress(report["retention_accounts"])
     with st.db.write() as c:
+        report["session_records_ended"] = lq.end_abandoned_sessions(c, now - ABANDONED_SESSION_US)
         report["session_records_purged"] = lq.purge_sessions_before(
             c, now - st.cfg.accounts.session_record_days * DAY)
         report["audit_events_purged"] = lq.purge_audit_before(c, now - st.cfg.accounts.audit_days * DAY)

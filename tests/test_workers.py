@@ -128,3 +128,53 @@ def test_unfinished_uploads_of_an_account_count_once_in_every_worker():
     assert budget.held == {7: 1300, 8: 1400}
     budget.give(7, 1300)
     assert budget.held == {8: 1400}
+
+
+def test_the_session_record_of_a_killed_worker_is_ended_at_its_last_write(tmp_path):
+    """A worker killed outright cannot end its records: the periodic job
+    ends open records nobody has written for ten minutes, at the time they
+    were last written; records of live connections stay open."""
+    import paramiko
+    from sqlalchemy import select, update
+
+    from providers import config
+    from providers.lifecycle import run_maintenance
+    from providers.meta.schema import session_records
+    from providers.storage import Storage
+    from sftp_harness import SftpServer
+
+    with SftpServer(tmp_path / "srv", extra="\n[server]\nworkers = 2\n") as srv:
+        def login():
+            t = paramiko.Transport(("127.0.0.1", srv.port))
+            t.connect(username="bob", password="bob-pw-22")
+            paramiko.SFTPClient.from_transport(t).listdir("/")
+            return t
+
+        doomed = login()
+        workers = workers_of(srv.proc.pid)
+        victim = holder_of(workers, srv.port, doomed.sock.getsockname()[1])
+        st = Storage.open(config.load(srv.config), upgrade=False)
+        try:
+            def records():
+                with st.db.read() as c:
+                    return {r.id: r for r in c.execute(select(session_records))}
+
+            dead_id = max(records())
+            os.kill(victim, signal.SIGKILL)
+            live = login()
+            wait_for(lambda: len(records()) == 2)
+            live_id = max(records())
+            long_ago = records()[dead_id].seen_us - 11 * 60 * 1_000_000
+            with st.db.write() as c:              # as if the worker had died eleven minutes ago
+                c.execute(update(session_records).where(session_records.c.id == dead_id)
+                          .values(seen_us=long_ago))
+            assert records()[dead_id].ended_us is None
+            report = run_maintenance(st, retention=False)
+            assert report["session_records_ended"] == 1
+            rows = records()
+            assert rows[dead_id].ended_us == long_ago            # ended when last seen
+            assert rows[live_id].ended_us is None                       # the live one goes on
+            live.close()
+            doomed.close()
+        finally:
+            st.close()

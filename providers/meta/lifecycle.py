@@ -119,6 +119,14 @@ def purge_sessions_before(c, cutoff_us: int) -> int:
         session_records.c.ended_us.is_not(None))).rowcount
 
 
+def end_abandoned_sessions(c, seen_before_us: int) -> int:
+    """End the open records no process has written since `seen_before_us`
+    (their process died): at the last time they were seen."""
+    seen = func.coalesce(session_records.c.seen_us, session_records.c.started_us)
+    return c.execute(update(session_records).where(session_records.c.ended_us.is_(None), seen < seen_before_us)
+                     .values(ended_us=seen)).rowcount
+
+
 def purge_audit_before(c, cutoff_us: int) -> int:
     return c.execute(delete(audit_events).where(audit_events.c.at_us < cutoff_us)).rowcount
 

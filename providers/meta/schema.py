@@ -176,6 +176,7 @@ session_records = Table(
     Column("client_addr", String(64), nullable=True),
     Column("started_us", BigInteger, nullable=False, index=True),
     Column("ended_us", BigInteger, nullable=True),
+    Column("seen_us", BigInteger, nullable=True),                     # last written while open
     Column("bytes_in", BigInteger, nullable=False, default=0),
     Column("bytes_out", BigInteger, nullable=False, default=0),
     Column("requests", Integer, nullable=False, default=0),

@@ -137,15 +137,16 @@ def throttle_prune(c, before_us: int, now: int) -> int:
 # -- session records and audit ---------------------------------------------------------
 
 def session_start(c, user_id, protocol: str, addr) -> int:
+    now = now_us()
     return c.execute(insert(session_records).values(user_id=user_id, protocol=protocol, client_addr=addr,
-                                                    started_us=now_us(), bytes_in=0, bytes_out=0,
+                                                    started_us=now, seen_us=now, bytes_in=0, bytes_out=0,
                                                     requests=0)).inserted_primary_key[0]
 
 
 def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended: bool = True) -> None:
-    values = dict(bytes_in=bytes_in, bytes_out=bytes_out, requests=requests)
+    values = dict(bytes_in=bytes_in, bytes_out=bytes_out, requests=requests, seen_us=now_us())
     if ended:
-        values["ended_us"] = now_us()
+        values["ended_us"] = values["seen_us"]
     c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
 
 
