@@ -10,8 +10,13 @@ interleaved rounds (each round runs every server once, in turn):
   server CPU per request (ms) of the 1-connection runs, all its processes
   1,000 uploads of 4 KiB over one WebDAV keep-alive connection, files/s
   1,000 uploads of 4 KiB over one SFTP session (paramiko), files/s
+  a mixed load of 32 clients (16 WebDAV, 16 SFTP; uploads, overwrites,
+      downloads, listings and renames of 1-256 KiB files) for
+      --mixed-seconds: ops/s, p50 and p99 latency; every file is verified
+      after, and errors and wrong files are counted
 
-    python scripts/bench/bench_many.py [--rounds 3] [--seconds 5] [--files 1000] [--json]
+    python scripts/bench/bench_many.py [--rounds 3] [--seconds 5] [--files 1000]
+        [--mixed-seconds 60] [--json]
 
 Needs wrk and rclone (apt-get install wrk rclone). The load generators run
 on the same cores as the servers: with two cores, what a 16-connection
@@ -218,11 +223,182 @@ def uploads_sftp(srv: Server, n: int, tag: str) -> float:
     return rate
 
 
+# -- the mixed load ------------------------------------------------------------------------------
+
+class _Client:
+    """One client of the mixed load: its own folder, what each of its files
+    should hold, and a random walk of uploads, overwrites, downloads,
+    listings and renames of 1-256 KiB files."""
+
+    def __init__(self, srv: Server, n: int, seed: int):
+        import random
+        self.srv, self.n, self.rng = srv, n, random.Random(seed)
+        self.folder = f"/mix-{n}"
+        self.files: dict[str, bytes] = {}                 # name -> sha256 of what it should hold
+        self.latencies: list[float] = []
+        self.errors = 0
+
+    def body(self) -> bytes:
+        return self.rng.randbytes(self.rng.randint(1024, 256 * 1024))
+
+    def step(self) -> None:
+        import hashlib
+        op = self.rng.random()
+        started = time.perf_counter()
+        try:
+            if op < 0.25 or not self.files:
+                name = f"f{len(self.files)}-{self.rng.randrange(1 << 30)}.bin"
+                data = self.body()
+                self.put(name, data)
+                self.files[name] = hashlib.sha256(data).digest()
+            elif op < 0.45:
+                name = self.rng.choice(sorted(self.files))
+                data = self.body()
+                self.put(name, data)
+                self.files[name] = hashlib.sha256(data).digest()
+            elif op < 0.75:
+                name = self.rng.choice(sorted(self.files))
+                if hashlib.sha256(self.get(name)).digest() != self.files[name]:
+                    raise RuntimeError(f"{name}: wrong content")
+            elif op < 0.9:
+                if set(self.listing()) != set(self.files):
+                    raise RuntimeError("the listing is not what was written")
+            else:
+                old = self.rng.choice(sorted(self.files))
+                new = f"r{self.rng.randrange(1 << 30)}.bin"
+                self.rename(old, new)
+                self.files[new] = self.files.pop(old)
+        except Exception as e:
+            self.errors += 1
+            if self.errors <= 3:
+                print(f"bench_many: {self.srv.name} client {self.n}: {e}", file=sys.stderr)
+            return
+        self.latencies.append(time.perf_counter() - started)
+
+    def verify(self) -> int:
+        import hashlib
+        bad = 0
+        for name, digest in self.files.items():
+            try:
+                bad += hashlib.sha256(self.get(name)).digest() != digest
+            except Exception:
+                bad += 1
+        return bad
+
+
+class _DavClient(_Client):
+    def start(self):
+        self.c = http.client.HTTPConnection("127.0.0.1", self.srv.port, timeout=120)
+        self.request("MKCOL", self.folder)
+
+    def request(self, method, path, body=None, headers=None) -> tuple[int, bytes]:
+        from urllib.parse import quote
+        self.c.request(method, quote(path), body=body, headers={"Authorization": self.srv.auth(), **(headers or {})})
+        r = self.c.getresponse()
+        return r.status, r.read()
+
+    def put(self, name, data):
+        status, _ = self.request("PUT", f"{self.folder}/{name}", data)
+        if status not in (200, 201, 204):
+            raise RuntimeError(f"PUT {status}")
+
+    def get(self, name):
+        status, data = self.request("GET", f"{self.folder}/{name}")
+        if status != 200:
+            raise RuntimeError(f"GET {status}")
+        return data
+
+    def listing(self):
+        status, data = self.request("PROPFIND", self.folder + "/", headers={"Depth": "1"})
+        if status != 207:
+            raise RuntimeError(f"PROPFIND {status}")
+        names = re.findall(rb"<(?:\w+:)?href>([^<]*)</(?:\w+:)?href>", data)
+        from urllib.parse import unquote
+        return [unquote(h.decode()).rstrip("/").rsplit("/", 1)[-1] for h in names
+                if unquote(h.decode()).rstrip("/") != self.folder]
+
+    def rename(self, old, new):
+        from urllib.parse import quote
+        status, _ = self.request("MOVE", f"{self.folder}/{old}",
+                                 headers={"Destination": quote(f"{self.folder}/{new}"), "Overwrite": "F"})
+        if status not in (201, 204):
+            raise RuntimeError(f"MOVE {status}")
+
+
+class _SftpClient(_Client):
+    def start(self):
+        import paramiko
+        self.t = paramiko.Transport(("127.0.0.1", self.srv.sftp_port))
+        self.t.connect(username=self.srv.user, password=self.srv.password)
+        self.sftp = paramiko.SFTPClient.from_transport(self.t)
+        self.folder = self.folder.replace("mix", "smix")
+        self.sftp.mkdir(self.folder)
+
+    def put(self, name, data):
+        self.sftp.putfo(io.BytesIO(data), f"{self.folder}/{name}", confirm=False)
+
+    def get(self, name):
+        out = io.BytesIO()
+        self.sftp.getfo(f"{self.folder}/{name}", out)
+        return out.getvalue()
+
+    def listing(self):
+        return self.sftp.listdir(self.folder)
+
+    def rename(self, old, new):
+        self.sftp.posix_rename(f"{self.folder}/{old}", f"{self.folder}/{new}")
+
+
+def _mixed_part(srv: Server, kind: str, clients: int, seconds: float, round_no: int, out) -> None:
+    """One process of the mixed load: `clients` threads of one protocol."""
+    import threading
+    made = [(_DavClient if kind == "dav" else _SftpClient)(srv, round_no * 100 + i, seed=round_no * 1000 + i)
+            for i in range(clients)]
+    for c in made:
+        c.start()
+    stop = time.monotonic() + seconds
+
+    def run(c):
+        while time.monotonic() < stop:
+            c.step()
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out.send({"latencies": [x for c in made for x in c.latencies], "errors": sum(c.errors for c in made),
+              "bad": sum(c.verify() for c in made)})
+
+
+def mixed(srv: Server, seconds: float, round_no: int) -> dict:
+    """16 WebDAV and 16 SFTP clients at once for `seconds`, each protocol in
+    a process of its own: ops/s, p50 and p99 latency, errors, and the files
+    whose content is not what was last written (verified after)."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    for kind in ("dav", "sftp"):
+        here, there = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_mixed_part, args=(srv, kind, 16, seconds, round_no, there))
+        p.start()
+        pipes.append(here)
+        procs.append(p)
+    parts = [p.recv() for p in pipes]
+    for p in procs:
+        p.join()
+    lat = sorted(x for part in parts for x in part["latencies"])
+    return {"ops_per_s": len(lat) / seconds, "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
+            "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else float("nan"),
+            "errors": sum(p["errors"] for p in parts), "bad_files": sum(p["bad"] for p in parts)}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--files", type=int, default=1000)
+    p.add_argument("--mixed-seconds", type=int, default=60, help="length of the mixed load (0: skip it)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     for program in ("wrk", "rclone"):
@@ -251,6 +427,12 @@ def main(argv=None) -> int:
                         res.setdefault("errors", []).append(got["errors"])
                 res.setdefault("WebDAV 4 KiB uploads files/s", []).append(uploads_webdav(s, args.files, f"r{r}"))
                 res.setdefault("SFTP 4 KiB uploads files/s", []).append(uploads_sftp(s, args.files, f"r{r}"))
+                if args.mixed_seconds:
+                    m = mixed(s, args.mixed_seconds, r)
+                    res.setdefault("mixed 32 clients ops/s", []).append(m["ops_per_s"])
+                    res.setdefault("mixed p50 ms", []).append(m["p50_ms"])
+                    res.setdefault("mixed p99 ms", []).append(m["p99_ms"])
+                    res.setdefault("errors", []).append(m["errors"] + m["bad_files"])
             if not args.json:
                 print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     finally:
@@ -270,7 +452,7 @@ def main(argv=None) -> int:
         row = [medians[n][k] for n in names]
         fmt = "14.2f" if "ms" in k else "14.0f"
         print(f"{k:34}" + "".join(f"{v:{fmt}}" for v in row) + f"{row[0] / row[2]:11.2f}{row[1] / row[2]:11.2f}")
-    print(f"{'non-2xx answers':34}" + "".join(f"{medians[n]['errors']:14d}" for n in names))
+    print(f"{'errors (all rounds)':34}" + "".join(f"{medians[n]['errors']:14d}" for n in names))
     return 0
 
 
