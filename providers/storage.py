@@ -53,6 +53,21 @@ class Sessions:
         with self.db.read() as c:
             return [dict(r) for r in uq.sessions(c, user_id, since_us, until_us)]
 
+    def start_within(self, user_id: int, protocol: str, client_addr, seen_since_us: int, per_account: int,
+                     in_all: int) -> tuple[int | None, str | None]:
+        """Start a record unless the account already has `per_account` open
+        records of `protocol` (or there are `in_all`), counting those written
+        since `seen_since_us` (their processes are alive) on every worker and
+        node, in one write transaction: (record id, None) or (None,
+        "account" or "server")."""
+        with self.db.write() as c:
+            mine, everyone = uq.live_sessions(c, user_id, protocol, seen_since_us)
+            if mine >= per_account:
+                return None, "account"
+            if everyone >= in_all:
+                return None, "server"
+            return uq.session_start(c, user_id, protocol, client_addr), None
+
 
 @dataclass
 class Damage:

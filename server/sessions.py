@@ -60,6 +60,15 @@ class SessionTracker:
             self._write_end(rec)
         return kept
 
+    def adopt(self, key, sid: int | None) -> Record:
+        """The open record for `key`: the one started already as `sid`."""
+        rec = Record(sid)
+        with self._lock:
+            kept = self._open.setdefault(key, rec)
+        if kept is not rec:
+            self._write_end(rec)
+        return kept
+
     def add(self, rec: Record, bytes_in: int, bytes_out: int, requests: int = 1, part=None) -> None:
         """Count a request, or the totals of a part that has ended (see `follow`)."""
         with self._lock:

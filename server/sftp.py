@@ -36,6 +36,7 @@ from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRA
 
 from providers.config import ConfigError
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
+from providers.meta.db import now_us
 from providers.sshkeys import SSHKeys
 from providers.throttle import address_of
 from providers.vfs import UNLIMITED_SPACE
@@ -51,6 +52,7 @@ WINDOW_SIZE = paramiko.common.DEFAULT_WINDOW_SIZE
 MAX_PACKET_SIZE = paramiko.common.DEFAULT_MAX_PACKET_SIZE
 CHANNELS_PER_CONNECTION = 10
 RECORD_SECONDS = 60                  # long connections update their session record this often
+LIVE_RECORD_US = 3 * RECORD_SECONDS * 1_000_000   # a record written this recently has a live process
 ACCOUNT_CHECK_SECONDS = 2            # idle logged-in connections re-check their account this often
 REFUSAL_LOG_SECONDS = 60             # one log line per address and minute for refused connections
 PRIVATE_KEY_MESSAGE = ("Coffer: account {name!r} is in private mode: its files are unlocked only by its "
@@ -78,6 +80,7 @@ class Connection:
         self.revoked = False
         self.vfs = None
         self.session = None                  # its session record (server/sessions.py), once logged in
+        self.announced = False               # its login has been logged
         self.channels = 0
         self.checked_at = time.monotonic()
         self.lock = threading.Lock()
@@ -202,6 +205,8 @@ class SshServer(paramiko.ServerInterface):
                 return False
         if self.conn.session is None:
             self.conn.session = self.srv.sessions.start(self.conn, self.conn.user_id, self.conn.addr)
+        if not self.conn.announced:
+            self.conn.announced = True
             log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag,
                      "key" if self.key_login else "password", self.conn.session.sid)
         return True
@@ -446,12 +451,27 @@ class SftpServer:
         with self.lock:
             if conn.finished or conn.account is not None:
                 return ""
-            if self.logged_in >= sftp.max_sessions:
-                log.warning("sftp[%s]: login refused, the server is at max_sessions", conn.tag)
-                return SERVER_FULL_MESSAGE.format(n=sftp.max_sessions)
-            if self.per_account.get(name, 0) >= sftp.max_sessions_per_account:
-                log.warning("sftp[%s]: login refused, the account is at max_sessions_per_account", conn.tag)
-                return TOO_MANY_MESSAGE.format(n=sftp.max_sessions_per_account)
+        try:        # counted with every worker's and node's open records, as this one's starts
+            sid, full = self.storage.sessions.start_within(user_id, "sftp", conn.addr, now_us() - LIVE_RECORD_US,
+                                                           sftp.max_sessions_per_account, sftp.max_sessions)
+        except CofferError as e:
+            log.warning("sftp[%s]: no session record (%s); counting this process's sessions only", conn.tag, e)
+            sid, full = None, "unknown"
+        if full == "unknown":
+            with self.lock:
+                full = ("server" if self.logged_in >= sftp.max_sessions else
+                        "account" if self.per_account.get(name, 0) >= sftp.max_sessions_per_account else None)
+        if full == "server":
+            log.warning("sftp[%s]: login refused, the server is at max_sessions", conn.tag)
+            return SERVER_FULL_MESSAGE.format(n=sftp.max_sessions)
+        if full == "account":
+            log.warning("sftp[%s]: login refused, the account is at max_sessions_per_account", conn.tag)
+            return TOO_MANY_MESSAGE.format(n=sftp.max_sessions_per_account)
+        conn.session = self.sessions.adopt(conn, sid)
+        with self.lock:
+            if conn.finished or conn.account is not None:
+                self.sessions.end(conn)
+                return ""
             self.per_account[name] = self.per_account.get(name, 0) + 1
             self.logged_in += 1
             conn.account, conn.user_id, conn.generation = name, user_id, generation

@@ -207,8 +207,7 @@ def tight(tmp_path_factory):
     require_client("ssh-keygen")
     folder = tmp_path_factory.mktemp("sftp-limits")
     with SftpServer(folder, accounts={"alice": ("alice-pw-1", "managed")},
-                    extra="idle_timeout_seconds = 2\nmax_sessions_per_account = 2\n"
-                          "[server]\nworkers = 1\n") as srv:     # the session limits count per worker process
+                    extra="idle_timeout_seconds = 2\nmax_sessions_per_account = 2\n") as srv:   # two workers
         yield srv
 
 

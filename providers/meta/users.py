@@ -150,6 +150,16 @@ def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended
     c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
 
 
+def live_sessions(c, user_id: int, protocol: str, seen_since_us: int) -> tuple[int, int]:
+    from sqlalchemy import case, func
+    seen = func.coalesce(session_records.c.seen_us, session_records.c.started_us)
+    row = c.execute(select(func.count(), func.coalesce(func.sum(case((session_records.c.user_id == user_id, 1),
+                                                                      else_=0)), 0))
+                    .where(session_records.c.protocol == protocol, session_records.c.ended_us.is_(None),
+                           seen >= seen_since_us)).first()
+    return int(row[1]), int(row[0])
+
+
 def _of_user(table, user_id):
     """A table's rows with their account's name (None once erased), of one
     account when user_id is given."""
