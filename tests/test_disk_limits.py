@@ -108,7 +108,9 @@ def test_spools_of_one_account_count_against_its_quota(tmp_path):
             assert "quota" in str(e.value).lower()
             second.close()
             first.close()                             # the first one still publishes
-            assert a.stat("/base.txt").st_size == 5 * MiB
+            assert a.stat("/base.txt").st_size == 5 * MiB, "".join(      # why the first one did not publish
+                line for line in srv.log.read_text().splitlines(True)[-400:] if "CLOSE" in line or "WARN" in line
+                or "ERROR" in line)
             with b.open("/bob.bin", "w") as f:         # another account is not affected
                 f.set_pipelined(True)
                 f.write(os.urandom(10 * MiB))
