@@ -101,6 +101,7 @@ def test_spools_of_one_account_count_against_its_quota(tmp_path):
             for i in range(20):                       # 5 MiB into the first spool
                 first.write(chunk)
             first.flush()
+            assert first.stat().st_size == 5 * MiB     # FSTAT waits until the server has taken every write
             with pytest.raises(IOError) as e:         # 5 MiB more would exceed the 8 MiB quota: the
                 for i in range(20):                   # refusal comes back during the writes or, at the
                     second.write(chunk)               # latest, at an FSTAT, which waits for them (paramiko's
