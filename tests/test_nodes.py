@@ -1,11 +1,18 @@
 """Two `coffer serve` nodes, each with two worker processes, on one
 PostgreSQL database and one S3 bucket (SeaweedFS) are one server: what is
 done through one is seen, refused or required through the other, over
-either protocol, at the next request."""
+either protocol, at the next request; and a worker killed mid-upload on
+one leaves both serving the file's previous version, with the blobs of the
+dead upload reclaimed by `coffer-admin gc`."""
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
+import signal
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +21,8 @@ import paramiko
 import pytest
 
 from admin_harness import ADMIN, FAST, toml_value
-from backend import storage_options
+from backend import storage_options, stored_blobs
+from test_workers import holder_of, wait_for, workers_of
 from webdav_harness import ServeProcess, free_port, require_client
 
 ACCOUNTS = {"alice": "alice-pw-1", "bob": "bob-pw-22"}
@@ -112,6 +120,7 @@ def test_a_lock_taken_on_one_node_holds_on_the_other(nodes, tmp_path):
     token = re.search(rb"Lock-Token: <([^>]+)>", head, re.I).group(1).decode()
     body.write_bytes(b"v2")
     assert b.curl("-T", str(body), f"{b.url}/doc.txt")[0] == "423"             # no token: refused on B
+    assert b.curl("-X", "DELETE", f"{b.url}/doc.txt")[0] == "423"
     assert b.curl("-T", str(body), "-H", f"If: (<{token}>)", f"{b.url}/doc.txt")[0] == "204"
     assert b.curl("-X", "UNLOCK", "-H", f"Lock-Token: <{token}>", f"{b.url}/doc.txt")[0] == "204"
     body.write_bytes(b"v3")
@@ -153,3 +162,57 @@ def test_failed_logins_on_both_nodes_are_counted_as_one(nodes):
     code, body = b.curl(f"{b.url}/", "-X", "PROPFIND", "-H", "Depth: 0", user="bob", source="127.0.0.9")
     assert code == "401" and b"too many failed logins" in body                   # banned on both
     assert a.curl(f"{a.url}/", "-X", "PROPFIND", "-H", "Depth: 0", user="bob", source="127.0.0.10")[0] == "207"
+
+
+def test_a_worker_killed_mid_upload_leaves_the_old_version_and_gc_reclaims_its_blobs(nodes, tmp_path):
+    a, b = nodes
+    old = os.urandom(2_500_000)
+    src = tmp_path / "big.bin"
+    src.write_bytes(old)
+    assert a.curl("-T", str(src), f"{a.url}/big.bin")[0] == "201"
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(a.config))
+    try:
+        before = set(stored_blobs(st.blobs))
+        # a new version half sent to A over WebDAV, and another over SFTP
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        dav = ctx.wrap_socket(socket.create_connection(("127.0.0.1", a.port)))
+        dav.sendall(b"PUT /big.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\nAuthorization: Basic "
+                    + base64.b64encode(f"alice:{ACCOUNTS['alice']}".encode()) + b"\r\n\r\n"
+                    + os.urandom(4_000_000))
+        t, sftp = a.sftp()
+        f = sftp.open("/big.bin", "wb")
+        f.write(os.urandom(3_000_000))
+        f.flush()
+        wait_for(lambda: len(set(stored_blobs(st.blobs)) - before) >= 3)     # its chunks are in the bucket
+        workers = workers_of(a.proc.pid)
+        victims = {holder_of(workers, a.port, dav.getsockname()[1]),
+                   holder_of(workers, a.sftp_port, t.sock.getsockname()[1])}
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)                                   # mid-upload
+        orphans = set(stored_blobs(st.blobs)) - before
+
+        # B serves on, over both protocols, the old version
+        assert b.curl(f"{b.url}/big.bin") == ("200", old)
+        tb, sftp_b = b.sftp()
+        assert sftp_b.open("/big.bin").read() == old
+        tb.close()
+        dav.close()
+        t.close()
+        # A's supervisor replaces what died, and A serves the old version too
+        wait_for(lambda: len(w := workers_of(a.proc.pid)) == 2 and not victims & set(w))
+        assert a.curl(f"{a.url}/big.bin") == ("200", old)
+
+        # what the dead uploads left in the bucket, and only that, goes with gc
+        report = json.loads(admin(b, "gc", "--grace", "0", "--json"))
+        assert report["orphan_blobs_removed"] >= len(orphans) >= 3, report
+        assert set(stored_blobs(st.blobs)) == before
+        assert b.curl(f"{b.url}/big.bin") == ("200", old)
+        new = os.urandom(1_000_000)
+        src.write_bytes(new)
+        assert b.curl("-T", str(src), f"{b.url}/big.bin")[0] == "204"
+        assert a.curl(f"{a.url}/big.bin") == ("200", new)
+    finally:
+        st.close()
