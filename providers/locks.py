@@ -255,7 +255,6 @@ class PrincipalLocks:
         self._places = None
         self.user_id = user_id
         self._quiet: bool | None = None          # no live lock anywhere the user reaches (this view)
-        self._lock_free: dict[int, bool] = {}   # domain -> held no live lock when first asked (this view)
 
     @property
     def places(self) -> list[tuple[tuple, LockScope]]:
@@ -277,15 +276,6 @@ class PrincipalLocks:
             self._quiet = not self.store.user_has_locks(self.user_id)
         return self._quiet
 
-    def _locks_on(self, scope: LockScope, rel: str, **how) -> list[dict]:
-        """The store's answer, skipping the query for a domain seen without
-        locks: a request asks up to four times, and most domains have none.
-        A view lives for one request (server/webdav_app.py)."""
-        free = self._lock_free.get(scope.domain_id)
-        if free is None:
-            free = self._lock_free[scope.domain_id] = not self.store.has_locks(scope)
-        return [] if free else self.store.locks_on(scope, rel, **how)
-
     def _place(self, path: str) -> tuple[LockScope, str, tuple]:
         parts = _parts(path)
         for prefix, scope in self.places:
@@ -306,7 +296,6 @@ class PrincipalLocks:
     def create(self, path: str, lock: dict) -> dict:
         scope, rel, prefix = self._place(path)
         self._quiet = False
-        self._lock_free.pop(scope.domain_id, None)
         return self._outward(self.store.create(scope, rel, lock), prefix)
 
     def get(self, token: str) -> dict | None:
@@ -325,13 +314,13 @@ class PrincipalLocks:
         if self._nothing_live():
             return []
         scope, rel, prefix = self._place(path)
-        out = [self._outward(lk, prefix) for lk in self._locks_on(
+        out = [self._outward(lk, prefix) for lk in self.store.locks_on(
             scope, rel, include_root=include_root, include_children=include_children)]
         if include_children:            # shared folders further down are domains of their own
             parts = _parts(path)
             for below, other in self.places:
                 if len(below) > len(parts) and below[:len(parts)] == parts:
-                    out += [self._outward(lk, below) for lk in self._locks_on(
+                    out += [self._outward(lk, below) for lk in self.store.locks_on(
                         other, "/", include_root=True, include_children=True)]
         return out
 
