@@ -107,10 +107,7 @@ class Challenges:
         if self.folder is None:
             self._alpn.pop(name, None)
             return
-        try:
-            (self.folder / f"alpn-{name}").unlink()
-        except FileNotFoundError:
-            pass
+        (self.folder / f"alpn-{name}").unlink(missing_ok=True)
 
 
 def alpn_context(name: str, key_authorization: str) -> ssl.SSLContext:
