@@ -48,13 +48,14 @@ class User:
     consent_changed_us: int | None
     erase_after_us: int | None
     settings: dict
+    sealing: int = crypto.SEALING_BOUND   # below: some of its values are not bound to their rows yet
 
     @classmethod
     def from_row(cls, row) -> "User":
         return cls(row["id"], row["name"], row["mode"], row["status"], row["plan"], row["quota_bytes"],
                    row["first_name"], row["last_name"], row["email"], row["created_us"],
                    row["last_login_us"], bool(row["consent_news"]), row["consent_changed_us"],
-                   row["erase_after_us"], dict(row["settings"] or {}))
+                   row["erase_after_us"], dict(row["settings"] or {}), row["sealing"])
 
 
 def normalize_name(name: str) -> str:
@@ -169,47 +170,50 @@ class Accounts:
             raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(self.cfg.accounts.plans)}")
         if quota is not None and quota < 0:
             raise BadRequest("quota must be zero (no limit) or a positive number of bytes")
-        values, recovery, home = self._new_keys(password, mode)
+        values, recovery, finish = self._new_keys(password, mode)
         with self.db.write() as c:
             if q.user_by_name(c, name) is not None:
                 raise AlreadyExists(f"an account named {name!r} already exists")
             uid = q.insert_user(
                 c, name=name, first_name=first_name, last_name=last_name, email=email, status="active",
                 plan=plan, quota_bytes=quota, mode=mode, created_us=meta.now_us(), consent_news=False,
-                settings={}, credential_gen=0, **values)
-            home(c, uid)
+                settings={}, credential_gen=0, wrapped_user_key=b"", wrapped_private_key=b"", **values)
+            finish(c, uid)
             q.audit(c, "account_created", user_id=uid, actor="admin", detail={"mode": mode, "plan": plan})
             row = q.user_by_id(c, uid)
         return User.from_row(row), recovery
 
     def _new_keys(self, password: str, mode: str):
-        """Fresh keys for an account: the user row's key columns, a recovery
-        code (private accounts), and a function that makes its empty home."""
+        """Fresh keys for an account: the user row's key columns that need
+        no row id, a recovery code (private accounts), and a function that,
+        given the row's id, stores the wrapped keys (bound to that id) and
+        makes the empty home."""
         user_key = crypto.random_key()
         salt = os.urandom(16)
         recovery = None
         if mode == "private":
-            wrapped = crypto.wrap_key(crypto.password_kek(password, salt, self.kdf), user_key, b"user")
+            kek = crypto.password_kek(password, salt, self.kdf)
             recovery = "-".join(secrets.token_hex(3).upper() for _ in range(6))
-            recovery_wrapped = crypto.wrap_key(
-                crypto.password_kek(recovery.replace("-", ""), salt, self.kdf), user_key, b"recovery")
+            recovery_kek = crypto.password_kek(recovery.replace("-", ""), salt, self.kdf)
         else:
-            wrapped = crypto.wrap_key(self.master.key, user_key, b"user")
-            recovery_wrapped = None
+            kek, recovery_kek = self.master.key, None
         priv, pub = crypto.new_keypair()
         domain_key = crypto.random_key()
         keys = crypto.DomainKeys.derive(domain_key)
         values = dict(password_hash=bcrypt.hashpw(bcrypt_input(password),
                                                   bcrypt.gensalt(self.cfg.security.bcrypt_rounds)),
-                      kdf_salt=salt, kdf_params=self.kdf.as_dict(), wrapped_user_key=wrapped,
-                      recovery_wrapped_key=recovery_wrapped, public_key=pub,
-                      wrapped_private_key=crypto.wrap_key(user_key, priv, b"x25519"))
+                      kdf_salt=salt, kdf_params=self.kdf.as_dict(), public_key=pub, sealing=crypto.SEALING_BOUND)
 
-        def home(c, uid: int) -> None:
+        def finish(c, uid: int) -> None:
+            q.update_user(c, uid, wrapped_user_key=crypto.wrap_bound(kek, user_key, crypto.user_key_aad(uid)),
+                          recovery_wrapped_key=None if recovery_kek is None else crypto.wrap_bound(
+                              recovery_kek, user_key, crypto.recovery_aad(uid)),
+                          wrapped_private_key=crypto.wrap_bound(user_key, priv, crypto.private_key_aad(uid)))
             did = q.insert_domain(c, uid, "home")
-            q.set_domain_root(c, did, q.make_root(c, did, crypto.encrypt_name(keys, "")))
-            q.add_member(c, did, uid, "owner", wrapped_key=crypto.wrap_key(user_key, domain_key, b"domain"))
-        return values, recovery, home
+            q.set_domain_root(c, did, q.make_root(c, did, crypto.encrypt_name(keys, "", "root")))
+            q.add_member(c, did, uid, "owner",
+                         wrapped_key=crypto.wrap_bound(user_key, domain_key, crypto.domain_key_aad(did, uid, 1)))
+        return values, recovery, finish
 
     def replace_keys(self, name: str, new_password: str) -> str | None:
         """Give an account new keys and an empty home (its old files must be
@@ -218,10 +222,10 @@ class Accounts:
         check_password(new_password)
         with self.db.read() as c:
             row = self._row(c, name)
-        values, recovery, home = self._new_keys(new_password, row["mode"])
+        values, recovery, finish = self._new_keys(new_password, row["mode"])
         with self.db.write() as c:
             q.update_user(c, row["id"], credential_gen=row["credential_gen"] + 1, **values)
-            home(c, row["id"])
+            finish(c, row["id"])
             q.audit(c, "keys_replaced", user_id=row["id"], actor="admin")
         return recovery
 
@@ -257,16 +261,24 @@ class Accounts:
         """Unwrap the account's user key: with the password (private), or the
         master key (managed)."""
         if row["mode"] == "managed":
-            return crypto.unwrap_key(self.master.key, bytes(row["wrapped_user_key"]), b"user", "user key")
-        if password is None:
+            kek = self.master.key
+        elif password is None:
             raise Locked(f"account {row['name']!r} is private: its files open only with the account "
                          "password; give it on stdin or log in with it")
-        params = crypto.KdfParams.from_dict(row["kdf_params"])
-        kek = crypto.password_kek(password, bytes(row["kdf_salt"]), params)
+        else:
+            kek = crypto.password_kek(password, bytes(row["kdf_salt"]), crypto.KdfParams.from_dict(row["kdf_params"]))
+        wrapped, aad = bytes(row["wrapped_user_key"]), crypto.user_key_aad(row["id"])
         try:
-            return crypto.unwrap_key(kek, bytes(row["wrapped_user_key"]), b"user", "user key")
+            key = crypto.unwrap_bound(kek, wrapped, aad, b"user" if row["sealing"] < crypto.SEALING_BOUND else None,
+                                      "user key")
         except CofferError:
+            if row["mode"] == "managed":
+                raise
             raise AuthenticationFailed("wrong password") from None
+        if not crypto.is_bound(wrapped):        # bound to its row now, while its key-encryption key is here
+            with self.db.write() as c:
+                q.update_user(c, row["id"], wrapped_user_key=crypto.wrap_bound(kek, key, aad))
+        return key
 
     def set_password(self, name: str, new_password: str, old_password: str | None = None,
                      recovery_code: str | None = None, discard_data: bool = False) -> str | None:
@@ -291,9 +303,11 @@ class Accounts:
                 params = crypto.KdfParams.from_dict(row["kdf_params"])
                 if row["recovery_wrapped_key"] is None:
                     raise AuthenticationFailed("this account has no recovery code")
-                try:
-                    user_key = crypto.unwrap_key(crypto.password_kek(code, bytes(row["kdf_salt"]), params),
-                                                 bytes(row["recovery_wrapped_key"]), b"recovery")
+                try:       # a recovery code made before binding is read as it is: its key-encryption key
+                    # comes from the code and this row's salt, so moved elsewhere it opens nothing
+                    user_key = crypto.unwrap_bound(crypto.password_kek(code, bytes(row["kdf_salt"]), params),
+                                                   bytes(row["recovery_wrapped_key"]),
+                                                   crypto.recovery_aad(row["id"]), b"recovery", "recovery key")
                 except CofferError:
                     raise AuthenticationFailed("the recovery code is wrong") from None
             elif discard_data:
@@ -302,11 +316,12 @@ class Accounts:
             else:
                 raise Locked(f"account {row['name']!r} is private: give the current password or the "
                              "recovery code, or the files become unreadable")
-            values["wrapped_user_key"] = crypto.wrap_key(
-                crypto.password_kek(new_password, salt, self.kdf), user_key, b"user")
+            values["wrapped_user_key"] = crypto.wrap_bound(
+                crypto.password_kek(new_password, salt, self.kdf), user_key, crypto.user_key_aad(row["id"]))
             new_recovery = "-".join(secrets.token_hex(3).upper() for _ in range(6))
-            values["recovery_wrapped_key"] = crypto.wrap_key(
-                crypto.password_kek(new_recovery.replace("-", ""), salt, self.kdf), user_key, b"recovery")
+            values["recovery_wrapped_key"] = crypto.wrap_bound(
+                crypto.password_kek(new_recovery.replace("-", ""), salt, self.kdf), user_key,
+                crypto.recovery_aad(row["id"]))
         values["kdf_salt"] = salt
         values["kdf_params"] = self.kdf.as_dict()
         values["password_hash"] = bcrypt.hashpw(bcrypt_input(new_password),

@@ -73,12 +73,14 @@ class Quota:
 class Core:
     """What the operations of one principal share (see the module doc)."""
 
-    def __init__(self, storage, user, user_key: bytes):
+    def __init__(self, storage, user, user_key: bytes, scope: str | None = None, app_password: int | None = None):
         self.st = storage
         self.user = user
+        self.scope = None if scope == "full" else scope     # a limited app password's: read-only | backup
+        self.app_password = app_password
         self._refused: list = []
         self.cfg = storage.cfg
-        self.keys = Keyring(storage.db, user.id, user_key)
+        self.keys = Keyring(storage.db, user.id, user_key, legacy=user.sealing < crypto.SEALING_BOUND)
         self.home = self.keys.home
         self.res = Resolver(storage.db, self.keys, user.id)
         self._policies: dict[int, tuple] = {}
@@ -114,6 +116,7 @@ class Core:
     def by_layout(self, op: Op, parts) -> Kind:
         """What the layout alone refuses, before anything is read; returns the
         kind of the place (META standing for anything in /.coffer)."""
+        policy.check_scope(op, paths.join(parts), self.scope)
         kind = self.res.place(parts)
         if not policy.possible(op, kind):
             policy.check(op, kind, policy.OWNER, paths.join(parts))
@@ -126,7 +129,7 @@ class Core:
             grant = self.keys.of(c, node).permission
         dom_id = node["domain_id"] if node is not None else self.home.id
         policy.check(op, kind, grant or policy.OWNER, paths.join(parts),
-                     lambda o: self._refused.append((o.value, dom_id)))
+                     lambda o: self._refused.append((o.value, dom_id)), self.scope)
 
     def resolve_for(self, c, op: Op, parts) -> Target:
         """Resolve a path for an operation and check the policy."""
@@ -164,8 +167,8 @@ class Core:
         return Entry(it.name, paths.join(it.parts), it.is_dir, 0 if it.is_dir else it.size,
                      it.mtime_us / 1e6, it.created_us / 1e6, etag,
                      node["mode"] if node is not None and it.kind in LIVE_KINDS else None,
-                     writable=it.kind in LIVE_KINDS and policy.allowed(Op.CREATE, Kind.LIVE, grant),
-                     virtual=it.virtual, removable=policy.allowed(Op.REMOVE, it.kind, grant))
+                     writable=it.kind in LIVE_KINDS and policy.allowed(Op.CREATE, Kind.LIVE, grant, self.scope),
+                     virtual=it.virtual, removable=policy.allowed(Op.REMOVE, it.kind, grant, self.scope))
 
     # -- quota, retention, exclusion ------------------------------------------------------------
     def quota_of(self, c, owner_id: int) -> Quota:

@@ -57,18 +57,21 @@ def subkey(key: bytes, purpose: str) -> bytes:
 
 @dataclass(frozen=True)
 class DomainKeys:
-    """The subkeys of one key domain, derived once when the domain is opened."""
+    """The subkeys of one key domain, derived once when the domain is opened.
+    `legacy`: the domain may still hold values sealed before they were bound
+    to their rows (see "Row binding" below), which are then read too."""
     names: AESGCM
     lookup: bytes
     dedup: bytes
     wrap: AESGCM
     meta: AESGCM
+    legacy: bool = False
 
     @classmethod
-    def derive(cls, domain_key: bytes) -> "DomainKeys":
+    def derive(cls, domain_key: bytes, legacy: bool = False) -> "DomainKeys":
         return cls(AESGCM(subkey(domain_key, "names")), subkey(domain_key, "lookup"),
                    subkey(domain_key, "dedup"), AESGCM(subkey(domain_key, "wrap")),
-                   AESGCM(subkey(domain_key, "meta")))
+                   AESGCM(subkey(domain_key, "meta")), legacy)
 
 
 # -- authenticated encryption of small values ----------------------------------
@@ -85,12 +88,131 @@ def open_sealed(aead: AESGCM, blob: bytes, aad: bytes = b"", what: str = "value"
         raise IntegrityError(f"{what} failed authentication: wrong key or tampered data") from None
 
 
-def wrap_key(kek: bytes, key: bytes, aad: bytes = b"") -> bytes:
-    return seal(AESGCM(kek), key, aad)
+# -- row binding ------------------------------------------------------------------
+#
+# Every small sealed value in the database is bound to the identity of the row
+# it belongs to (its associated data names the row), so someone who can write
+# the database but holds no key cannot move a name, a property, a lock, a
+# content hash or a wrapped key from one row to another: the value no longer
+# opens there. What binds each value:
+#   file and folder names   their keyed lookup, HMAC(parent id, name)
+#   trash paths             the node's id
+#   content hashes          the version's node, creation time and size
+#   dead properties         the node's id and the property's keyed lookup
+#   WebDAV locks            the lock token
+#   user key                the account's id (and the password's or master key)
+#   X25519 private key      the account's id
+#   domain keys             domain id, member id, key generation
+#   share mount names       domain id, member id
+#   chunk keys              their chunk's dedup id (from the start)
+# Values sealed before binding carry no format mark and a constant label;
+# they are read while their domain or account is marked `legacy`, until the
+# first use with its key re-seals them all (providers/reseal.py).
+
+BOUND = b"\x02"          # first byte of a value bound to its row
+SEALING_BOUND = 2         # `sealing` of an account or domain whose values are all bound
 
 
-def unwrap_key(kek: bytes, wrapped: bytes, aad: bytes = b"", what: str = "key") -> bytes:
-    return open_sealed(AESGCM(kek), wrapped, aad, what)
+def bind(label: str, *parts) -> bytes:
+    """The associated data of a value bound to a row: its kind and the row's
+    identity (integers and strings, each length-prefixed: unambiguous)."""
+    out = bytearray(label.encode() + b"\x00")
+    for p in parts:
+        b = p.to_bytes(8, "big", signed=True) if isinstance(p, int) else str(p).encode("utf-8")
+        out += len(b).to_bytes(2, "big") + b
+    return bytes(out)
+
+
+def seal_bound(aead: AESGCM, data: bytes, aad: bytes) -> bytes:
+    return BOUND + seal(aead, data, aad)
+
+
+def open_bound(aead: AESGCM, blob, aad: bytes, legacy: bytes | None, what: str) -> bytes:
+    """Open a value bound to its row by `aad`; with `legacy` (the constant
+    label values had before) an unbound value is read too."""
+    blob = bytes(blob)
+    if blob[:1] == BOUND:
+        try:
+            return open_sealed(aead, blob[1:], aad, what)
+        except IntegrityError:
+            if legacy is None:      # a legacy value may start with the mark by chance
+                raise
+    elif legacy is None:
+        raise IntegrityError(f"{what} is not bound to its row: sealed elsewhere, or tampered with")
+    return open_sealed(aead, blob, legacy, what)
+
+
+def is_bound(blob) -> bool:
+    return blob is not None and bytes(blob[:1]) == BOUND
+
+
+def _legacy(keys: "DomainKeys", label: bytes) -> bytes | None:
+    return label if keys.legacy else None
+
+
+def seal_trash_path(keys: DomainKeys, path: str, node_id: int) -> bytes:
+    return seal_bound(keys.names, path.encode("utf-8"), bind("trash", node_id))
+
+
+def open_trash_path(keys: DomainKeys, blob, node_id: int) -> str:
+    return open_bound(keys.names, blob, bind("trash", node_id), _legacy(keys, b"trash"), "trash path").decode("utf-8")
+
+
+def seal_hashes(keys: DomainKeys, data: bytes, node_id: int, created_us: int, size: int) -> bytes:
+    return seal_bound(keys.meta, data, bind("hashes", node_id, created_us, size))
+
+
+def open_hashes(keys: DomainKeys, blob, node_id: int, created_us: int, size: int) -> bytes:
+    return open_bound(keys.meta, blob, bind("hashes", node_id, created_us, size), _legacy(keys, b"hashes"),
+                      "content hashes")
+
+
+def seal_prop(keys: DomainKeys, node_id: int, lookup: str, name: str, value: bytes) -> tuple[bytes, bytes]:
+    return (seal_bound(keys.meta, name.encode("utf-8"), bind("prop-name", node_id, lookup)),
+            seal_bound(keys.meta, bytes(value), bind("prop-value", node_id, lookup)))
+
+
+def open_prop(keys: DomainKeys, node_id: int, lookup: str, name_enc, value_enc) -> tuple[str, bytes]:
+    name = open_bound(keys.meta, name_enc, bind("prop-name", node_id, lookup), _legacy(keys, b"prop-name"),
+                      "property").decode("utf-8")
+    return name, open_bound(keys.meta, value_enc, bind("prop-value", node_id, lookup),
+                            _legacy(keys, b"prop-value"), "property")
+
+
+def seal_lock(keys: DomainKeys, token: str, data: bytes) -> bytes:
+    return seal_bound(keys.meta, data, bind("lock", token))
+
+
+def open_lock(keys: DomainKeys, token: str, blob) -> bytes:
+    return open_bound(keys.meta, blob, bind("lock", token), _legacy(keys, b"lock"), "lock")
+
+
+def wrap_bound(kek: bytes, key: bytes, aad: bytes) -> bytes:
+    return seal_bound(AESGCM(kek), key, aad)
+
+
+def unwrap_bound(kek: bytes, wrapped, aad: bytes, legacy: bytes | None, what: str) -> bytes:
+    return open_bound(AESGCM(kek), wrapped, aad, legacy, what)
+
+
+def user_key_aad(user_id: int) -> bytes:
+    return bind("user", user_id)
+
+
+def recovery_aad(user_id: int) -> bytes:
+    return bind("recovery", user_id)
+
+
+def private_key_aad(user_id: int) -> bytes:
+    return bind("x25519", user_id)
+
+
+def domain_key_aad(domain_id: int, user_id: int, key_gen: int) -> bytes:
+    return bind("domain", domain_id, user_id, key_gen)
+
+
+def mount_aad(domain_id: int, user_id: int) -> bytes:
+    return bind("mount", domain_id, user_id)
 
 
 # -- passwords -------------------------------------------------------------------
@@ -130,30 +252,54 @@ def _box_key(shared: bytes, eph_pub: bytes, recipient_pub: bytes) -> bytes:
                 info=b"coffer/seal").derive(shared)
 
 
-def seal_to(recipient_public: bytes, data: bytes, aad: bytes = b"") -> bytes:
-    """Encrypt `data` so only the holder of the matching private key opens it."""
+def seal_to(recipient_public: bytes, data: bytes, aad: bytes) -> bytes:
+    """Encrypt `data` so only the holder of the matching private key opens
+    it, bound to the row `aad` names."""
     eph = X25519PrivateKey.generate()
     eph_pub = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     shared = eph.exchange(X25519PublicKey.from_public_bytes(recipient_public))
-    return eph_pub + seal(AESGCM(_box_key(shared, eph_pub, recipient_public)), data, aad)
+    return BOUND + eph_pub + seal(AESGCM(_box_key(shared, eph_pub, recipient_public)), data, aad)
 
 
-def unseal(private: bytes, sealed: bytes, aad: bytes = b"") -> bytes:
+def unseal(private: bytes, sealed, aad: bytes, legacy: bytes | None = None, what: str = "sealed key") -> bytes:
+    """Open what seal_to sealed; with `legacy` an unbound value is read too."""
     priv = X25519PrivateKey.from_private_bytes(private)
     pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    eph_pub = sealed[:32]
-    shared = priv.exchange(X25519PublicKey.from_public_bytes(eph_pub))
-    return open_sealed(AESGCM(_box_key(shared, eph_pub, pub)), sealed[32:], aad, "sealed key")
+    sealed = bytes(sealed)
+
+    def attempt(body: bytes, associated: bytes) -> bytes:
+        eph_pub = body[:32]
+        try:
+            shared = priv.exchange(X25519PublicKey.from_public_bytes(eph_pub))
+        except ValueError:
+            raise IntegrityError(f"{what} failed authentication: wrong key or tampered data") from None
+        return open_sealed(AESGCM(_box_key(shared, eph_pub, pub)), body[32:], associated, what)
+
+    if sealed[:1] == BOUND:
+        try:
+            return attempt(sealed[1:], aad)
+        except IntegrityError:
+            if legacy is None:
+                raise
+    elif legacy is None:
+        raise IntegrityError(f"{what} is not bound to its row: sealed elsewhere, or tampered with")
+    return attempt(sealed, legacy)
 
 
 # -- names ------------------------------------------------------------------------
 
-def encrypt_name(keys: DomainKeys, name: str) -> bytes:
-    return seal(keys.names, name.encode("utf-8"), b"name")
+def encrypt_name(keys: DomainKeys, name: str, lookup: str) -> bytes:
+    """A name sealed and bound to its keyed lookup (stored beside it), which
+    is itself HMAC(parent id, name): a sealed name opens only in a row whose
+    lookup says the same name."""
+    return seal_bound(keys.names, name.encode("utf-8"), bind("name", lookup))
 
 
-def decrypt_name(keys: DomainKeys, blob: bytes) -> str:
-    return open_sealed(keys.names, blob, b"name", "file name").decode("utf-8")
+def decrypt_name(keys: DomainKeys, blob, lookup: str | None, legacy: bool = False) -> str:
+    """`lookup` None: a name recorded before names were bound (history)."""
+    aad = bind("name", lookup) if lookup is not None else b"-"
+    return open_bound(keys.names, blob, aad, b"name" if keys.legacy or legacy or lookup is None else None,
+                      "file name").decode("utf-8")
 
 
 def name_lookup(keys: DomainKeys, parent_id: int, name: str) -> str:

@@ -94,7 +94,7 @@ class Walker:
             gone = n["trashed_us"] if n["trashed_us"] is not None else parent.gone_us
             if not self.visible(n, gone):
                 continue
-            name = crypto.decrypt_name(self.res.keys.of(self.c, parent.node).keys, bytes(n["name_enc"]))
+            name = crypto.decrypt_name(self.res.keys.of(self.c, parent.node).keys, n["name_enc"], n["name_lookup"])
             out.setdefault(name, []).append(Gen(dict(n), gone))
         return {name: ordered(gs) for name, gs in out.items()}
 

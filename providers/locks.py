@@ -30,7 +30,6 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from . import crypto, paths
 from .errors import Conflict, IntegrityError, TooLarge
@@ -45,8 +44,7 @@ MAX_OWNER_BYTES = 4096               # a lock's owner text (XML as the client se
 class LockScope:
     domain_id: int
     user_id: int | None
-    meta: AESGCM                     # seals the lock body
-    lookup: bytes                    # keys the path hash
+    keys: crypto.DomainKeys          # `meta` seals the lock body, `lookup` keys the path hash
     key_gen: int = 1                 # the domain key generation `meta` and `lookup` belong to
 
 
@@ -68,18 +66,18 @@ class LockStore:
     # -- helpers ----------------------------------------------------------------
     @staticmethod
     def _lookup(scope: LockScope, root: str) -> str:
-        return hmac.new(scope.lookup, b"lock\x00" + root.encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.new(scope.keys.lookup, b"lock\x00" + root.encode("utf-8"), hashlib.sha256).hexdigest()
 
     @staticmethod
     def _seal(scope: LockScope, lock: dict) -> bytes:
         # the owner is XML as the client sent it: keep its bytes exactly
         body = {k: ({"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v)
                 for k, v in lock.items()}
-        return crypto.seal(scope.meta, json.dumps(body).encode("utf-8"), b"lock")
+        return crypto.seal_lock(scope.keys, lock["token"], json.dumps(body).encode("utf-8"))
 
     @staticmethod
     def _open(scope: LockScope, row) -> dict:
-        body = json.loads(crypto.open_sealed(scope.meta, bytes(row.data_enc), b"lock", "lock"))
+        body = json.loads(crypto.open_lock(scope.keys, row.token, row.data_enc))
         return {k: (base64.b64decode(v["b64"]) if isinstance(v, dict) and "b64" in v else v)
                 for k, v in body.items()}
 
@@ -205,7 +203,7 @@ def rehome(conn, src_id: int, old: crypto.DomainKeys, dst_id: int, new: crypto.D
     under the old key meanwhile either lands before (and is re-sealed here)
     or finds the new key generation and is refused."""
     q.key_gen(conn, src_id)
-    before, after = LockScope(src_id, None, old.meta, old.lookup), LockScope(dst_id, None, new.meta, new.lookup)
+    before, after = LockScope(src_id, None, old), LockScope(dst_id, None, new)
     for row in q.of_domain(conn, src_id):
         try:
             lock = LockStore._open(before, row)
@@ -227,7 +225,7 @@ def drop_of_user(conn, domain_id: int, user_id: int) -> int:
 
 def scope_of(user_id: int, dom) -> LockScope:
     """The lock scope of a key domain as an open filesystem holds it."""
-    return LockScope(dom.id, user_id, dom.keys.meta, dom.keys.lookup, dom.key_gen)
+    return LockScope(dom.id, user_id, dom.keys, dom.key_gen)
 
 
 def lock_scope_for(storage, vfs) -> LockScope:

@@ -17,6 +17,9 @@ Operations, by what the principal asks for:
   purge    delete for good: every delete in /.coffer, and `coffer-admin purge`
   share    share the folder with another account, or stop sharing it
 
+A session opened with a limited app password (`read-only`, `backup`) is
+also held to the operations its scope allows (SCOPE_OPS).
+
 A refusal in a folder shared with the principal (grant `read` or `write`)
 is audited as `share_refused`; the front-ends map PermissionDenied to their
 own refusal (403, SSH_FX_PERMISSION_DENIED) and decide nothing themselves.
@@ -96,9 +99,17 @@ TABLE: dict[tuple[Op, Kind], tuple[frozenset, str]] = {
 
 WHY_GRANT = {READ: "this shared folder is read-only for you", WRITE: "only the shared folder's owner can do this"}
 
+# What a session opened with a limited app password may ask for at all
+# (providers/app_passwords.py), whatever its grant: `backup` adds, overwrites
+# and deletes to the trash, and never purges or shares.
+SCOPE_OPS = {"read-only": frozenset({Op.READ}),
+             "backup": frozenset({Op.READ, Op.CREATE, Op.CHANGE, Op.REMOVE})}
+WHY_SCOPE = {"read-only": "this app password is read-only",
+             "backup": "a backup app password cannot purge, share or shorten history"}
 
-def allowed(op: Op, kind: Kind, grant: str) -> bool:
-    return grant in TABLE[(op, kind)][0]
+
+def allowed(op: Op, kind: Kind, grant: str, scope: str | None = None) -> bool:
+    return grant in TABLE[(op, kind)][0] and (scope is None or op in SCOPE_OPS[scope])
 
 
 def possible(op: Op, place: Kind) -> bool:
@@ -114,10 +125,12 @@ def needs_grant(op: Op, kind: Kind) -> bool:
     return bool(grants) and grants != ANY
 
 
-def check(op: Op, kind: Kind, grant: str, path: str, refused=None) -> None:
+def check(op: Op, kind: Kind, grant: str, path: str, refused=None, scope: str | None = None) -> None:
     """Raise PermissionDenied unless the table allows `op` on `kind` with
-    `grant`; `refused(op)` is called first for a refusal to a collaborator
-    (to audit it)."""
+    `grant`, and the session's app-password `scope` (if any) allows `op`;
+    `refused(op)` is called first for a refusal to a collaborator (to
+    audit it)."""
+    check_scope(op, path, scope)
     grants, why = TABLE[(op, kind)]
     if grant in grants:
         return
@@ -126,3 +139,9 @@ def check(op: Op, kind: Kind, grant: str, path: str, refused=None) -> None:
     if grant != OWNER and refused is not None:
         refused(op)
     raise PermissionDenied(f"{op.value} {path}: {why}")
+
+
+def check_scope(op: Op, path: str, scope: str | None) -> None:
+    """Raise PermissionDenied if a limited app password's scope does not allow `op`."""
+    if scope is not None and op not in SCOPE_OPS[scope]:
+        raise PermissionDenied(f"{op.value} {path}: {WHY_SCOPE[scope]}")

@@ -61,14 +61,14 @@ def publish_version(fs, w: Writer) -> Entry:
         if gained:
             fs.check_quota(c, dom)
         mtime = w.mtime_us or now
-        hashes = crypto.seal(dom.keys.meta, json.dumps(w.hashes()).encode(), b"hashes")
         if cur is None:
             nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
-                                name_enc=crypto.encrypt_name(dom.keys, parts[-1]), name_lookup=lookup,
+                                name_enc=crypto.encrypt_name(dom.keys, parts[-1], lookup), name_lookup=lookup,
                                 kind="f", mode=None, created_us=now, mtime_us=mtime, changed_us=now,
                                 size=w.size, excluded=fs.is_excluded(c, dom, parts[-1]))
         else:
             nid = cur["id"]
+        hashes = crypto.seal_hashes(dom.keys, json.dumps(w.hashes()).encode(), nid, now, w.size)
         vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=w.size, stored_bytes=gained,
                                created_us=now, mtime_us=mtime, author_id=fs.user.id, hashes_enc=hashes)
         t.add_version_chunks(c, vid, [ids[pc.dedup_id] for pc in w.chunks])

@@ -16,8 +16,17 @@ from .meta import tree as t
 IMPORTED = "i:"      # marks dedup ids derived from another domain's id, not from the plaintext
 
 
-def _reseal(aead_src, aead_dst, blob, aad: bytes, what: str) -> bytes:
-    return crypto.seal(aead_dst, crypto.open_sealed(aead_src, bytes(blob), aad, what), aad)
+def open_hashes(keys: crypto.DomainKeys, v) -> bytes:
+    """A version's content hashes (the sealed JSON), opened."""
+    return crypto.open_hashes(keys, v["hashes_enc"], v["node_id"], v["created_us"], v["size"])
+
+
+def reseal_hashes(src: crypto.DomainKeys, dst: crypto.DomainKeys, v) -> bytes:
+    return crypto.seal_hashes(dst, open_hashes(src, v), v["node_id"], v["created_us"], v["size"])
+
+
+def prop_lookup(keys: crypto.DomainKeys, node_id: int, name: str) -> str:
+    return crypto.name_lookup(keys, node_id, "prop:" + name)
 
 
 def import_chunk(c, row, src: crypto.DomainKeys, dst_id: int, dst: crypto.DomainKeys, now: int) -> int:
@@ -55,8 +64,7 @@ def move_versions(c, version_rows, src_id: int, src: crypto.DomainKeys, dst_id: 
     freed, blobs = t.drop_refs(c, old)
     t.add_usage(c, src_id, -freed)
     for v in version_rows:
-        t.update_version(c, v["id"], domain_id=dst_id,
-                         hashes_enc=_reseal(src.meta, dst.meta, v["hashes_enc"], b"hashes", "hashes"))
+        t.update_version(c, v["id"], domain_id=dst_id, hashes_enc=reseal_hashes(src, dst, v))
     return blobs
 
 
@@ -75,22 +83,35 @@ def rekey_nodes(c, node_ids: list[int], keep_name: set[int], src: crypto.DomainK
         n = t.node(c, nid)
         values = {"domain_id": dst_id}
         if nid not in keep_name:
-            name = crypto.decrypt_name(src, bytes(n["name_enc"]))
-            values["name_enc"] = crypto.encrypt_name(dst, name)
-            values["name_lookup"] = crypto.name_lookup(dst, n["parent_id"], name) if n["parent_id"] else "root"
+            name = crypto.decrypt_name(src, n["name_enc"], n["name_lookup"])
+            values["name_lookup"] = lookup = crypto.name_lookup(dst, n["parent_id"], name) if n["parent_id"] else "root"
+            values["name_enc"] = crypto.encrypt_name(dst, name, lookup)
         if n["trash_path_enc"] is not None:
-            values["trash_path_enc"] = _reseal(src.names, dst.names, n["trash_path_enc"], b"trash", "trash path")
+            values["trash_path_enc"] = crypto.seal_trash_path(
+                dst, crypto.open_trash_path(src, n["trash_path_enc"], nid), nid)
         t.update_node(c, nid, **values)
     ids = [i for i in node_ids if i not in keep_name]
     if ids:
         for h in t.history_of(c, ids):
-            t.set_history_name(c, h["id"], crypto.encrypt_name(dst, crypto.decrypt_name(src, bytes(h["name_enc"]))))
+            reseal_history_name(c, h, src, dst)
     for p in t.props_of_nodes(c, node_ids) if node_ids else []:
-        name = crypto.open_sealed(src.meta, bytes(p["name_enc"]), b"prop-name", "property").decode()
-        value = crypto.open_sealed(src.meta, bytes(p["value_enc"]), b"prop-value", "property")
+        name, value = crypto.open_prop(src, p["node_id"], p["name_lookup"], p["name_enc"], p["value_enc"])
         t.set_prop(c, p["node_id"], p["name_lookup"], b"", None)
-        t.set_prop(c, p["node_id"], crypto.name_lookup(dst, p["node_id"], "prop:" + name),
-                   crypto.seal(dst.meta, name.encode(), b"prop-name"), crypto.seal(dst.meta, value, b"prop-value"))
+        lookup = prop_lookup(dst, p["node_id"], name)
+        t.set_prop(c, p["node_id"], lookup, *crypto.seal_prop(dst, p["node_id"], lookup, name, value))
+
+
+def reseal_history_name(c, h, src: crypto.DomainKeys, dst: crypto.DomainKeys) -> bool:
+    """A recorded name (where a node was before a move) sealed under `dst`,
+    bound to its lookup there. False, and left as it is, when `src` does not
+    open it: a name kept from before a move between domains."""
+    try:
+        name = crypto.decrypt_name(src, h["name_enc"], h["name_lookup"])
+    except crypto.IntegrityError:
+        return False
+    lookup = crypto.name_lookup(dst, h["parent_id"] or 0, name)
+    t.set_history_name(c, h["id"], crypto.encrypt_name(dst, name, lookup), lookup)
+    return True
 
 
 def move_subtree(c, node_ids: list[int], top_id: int, src_id: int, src: crypto.DomainKeys, dst_id: int,
@@ -109,7 +130,7 @@ def rotate_domain(c, domain_id: int, root_id: int, old: crypto.DomainKeys, new: 
     ids = t.domain_node_ids(c, domain_id)
     rekey_nodes(c, ids, {root_id}, old, new, domain_id)
     for v in t.versions_of_nodes(c, ids):
-        t.update_version(c, v["id"], hashes_enc=_reseal(old.meta, new.meta, v["hashes_enc"], b"hashes", "hashes"))
+        t.update_version(c, v["id"], hashes_enc=reseal_hashes(old, new, v))
     for row in list(t.domain_chunks(c, domain_id)):
         key = crypto.open_sealed(old.wrap, bytes(row["wrapped_key"]), row["dedup_id"].encode(), "chunk key")
         t.update_chunk(c, row["id"], wrapped_key=crypto.seal(new.wrap, key, row["dedup_id"].encode()))

@@ -187,7 +187,7 @@ class Resolver:
             if root is None:
                 continue
             priv = priv or self.keys.private_key(c)
-            rows.append((r, root, crypto.unseal(priv, bytes(r["mount_enc"]), b"mount").decode("utf-8")))
+            rows.append((r, root, self.keys.open_mount(c, r, priv)))
         names = mount_names([(r["domain_id"], r["owner_name"], mount, (r["created_us"], r["domain_id"]))
                              for r, _, mount in rows])
         out: dict = {}
@@ -211,7 +211,8 @@ class Resolver:
                 pub = bytes(uq.user_by_id(c, self.user_id)["public_key"])
                 for domain_id, name in fixes.items():
                     uq.update_member(c, domain_id, self.user_id,
-                                     mount_enc=crypto.seal_to(pub, name.encode("utf-8"), b"mount"))
+                                     mount_enc=crypto.seal_to(pub, name.encode("utf-8"),
+                                                              crypto.mount_aad(domain_id, self.user_id)))
         except Exception:          # the same names are worked out again next time
             log.exception("could not store the names of same-named shared folders")
 
@@ -469,8 +470,8 @@ class Resolver:
             doms.append((self.keys.domain(c, row["id"]), self.owner_path(c, root)))
         for dom, prefix in doms:
             for n in t.trashed(c, dom.id, stamp_us):
-                path = crypto.open_sealed(dom.keys.names, bytes(n["trash_path_enc"]), b"trash", "trash path")
-                out.append((n, prefix + paths.parse(path.decode("utf-8"))))
+                path = crypto.open_trash_path(dom.keys, n["trash_path_enc"], n["id"])
+                out.append((n, prefix + paths.parse(path)))
         return out
 
     def _resolve_trash(self, c, parts, rest) -> Target:
@@ -503,15 +504,15 @@ class Resolver:
         for n in cands:
             if not (n["created_us"] <= at_us and (n["trashed_us"] is None or n["trashed_us"] > at_us)):
                 continue
-            parent, name_enc = n["parent_id"], n["name_enc"]
+            parent, name_enc, lookup = n["parent_id"], n["name_enc"], n["name_lookup"]
             for h in hist.get(n["id"], ()):            # where it was at that time
                 if h["until_us"] > at_us:
-                    parent, name_enc = h["parent_id"], h["name_enc"]
+                    parent, name_enc, lookup = h["parent_id"], h["name_enc"], h["name_lookup"]
                     break
             if parent != dir_id:
                 continue
             try:
-                name = crypto.decrypt_name(keys, bytes(name_enc))
+                name = crypto.decrypt_name(keys, name_enc, lookup)
             except IntegrityError:       # a name kept from before a move between domains
                 continue
             v = None

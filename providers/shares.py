@@ -104,7 +104,7 @@ def grant(vfs, c, node, parts, grantee: str, permission: str, actor: str = "user
         key = crypto.random_key()
         did = uq.insert_domain(c, vfs.user.id, "share")
         uq.set_domain_root(c, did, node["id"])
-        uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=vfs.keys.wrap(key))
+        uq.add_member(c, did, vfs.user.id, "owner", wrapped_key=vfs.keys.wrap(key, did, 1))
         new = crypto.DomainKeys.derive(key)
         blobs = rekey.move_subtree(c, ids, node["id"], vfs.home.id, vfs.home.keys, did, new, now,
                                    keep_top_name=True)
@@ -112,7 +112,8 @@ def grant(vfs, c, node, parts, grantee: str, permission: str, actor: str = "user
         dom = vfs.keys.domain(c, did)
     if who is None:                   # the same sealing, for nobody
         pub = crypto.new_keypair()[1]
-        crypto.seal_to(pub, dom.key, b"domain"), crypto.seal_to(pub, parts[-1].encode(), b"mount")
+        crypto.seal_to(pub, dom.key, crypto.domain_key_aad(dom.id, 0, dom.key_gen))
+        crypto.seal_to(pub, parts[-1].encode(), crypto.mount_aad(dom.id, 0))
         uq.audit(c, "share_grant_unknown", user_id=vfs.user.id, actor=actor,
                  detail={"domain": dom.id, "permission": permission})
     else:
@@ -120,8 +121,9 @@ def grant(vfs, c, node, parts, grantee: str, permission: str, actor: str = "user
             uq.update_member(c, dom.id, who["id"], permission=permission)
         else:
             pub = bytes(who["public_key"])
-            uq.add_member(c, dom.id, who["id"], permission, sealed_key=crypto.seal_to(pub, dom.key, b"domain"),
-                          key_gen=dom.key_gen, mount_enc=crypto.seal_to(pub, parts[-1].encode(), b"mount"))
+            uq.add_member(c, dom.id, who["id"], permission, key_gen=dom.key_gen,
+                          sealed_key=crypto.seal_to(pub, dom.key, crypto.domain_key_aad(dom.id, who["id"], dom.key_gen)),
+                          mount_enc=crypto.seal_to(pub, parts[-1].encode(), crypto.mount_aad(dom.id, who["id"])))
         uq.audit(c, "share_granted", user_id=vfs.user.id, actor=actor,
                  detail={"domain": dom.id, "grantee": who["id"], "permission": permission})
     return {"folder": paths.join(parts), "grantee": who["name"] if who else normalize_name(grantee),
@@ -144,9 +146,10 @@ def revoke(vfs, c, node, parts, grantee: str, actor: str = "user", disclose: boo
     gen = dom.key_gen + 1
     for m in uq.members(c, dom.id):
         if m["user_id"] == vfs.user.id:
-            values = {"wrapped_key": vfs.keys.wrap(key), "key_gen": gen}
+            values = {"wrapped_key": vfs.keys.wrap(key, dom.id, gen), "key_gen": gen}
         else:
-            values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key, b"domain"),
+            values = {"sealed_key": crypto.seal_to(bytes(m["public_key"]), key,
+                                                   crypto.domain_key_aad(dom.id, m["user_id"], gen)),
                       "wrapped_key": None, "key_gen": gen}
         uq.update_member(c, dom.id, m["user_id"], **values)
     uq.update_domain(c, dom.id, key_gen=gen)

@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import crypto, meta, rekey
+from . import crypto, meta, rekey, reseal
 from .accounts import Accounts, MasterKey, User, normalize_name
+from .app_passwords import AppPasswords
 from .blobs import open_store
 from .leases import Leases
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
@@ -95,6 +96,7 @@ class Storage:
         self.sessions = Sessions(db)
         self.leases = Leases(db)
         self.throttle = Throttle(db, cfg, master.subkey("throttle"))
+        self.apps = AppPasswords(db, master.subkey("app-password-lookup"), self.accounts.kdf)
         self._lock = threading.Lock()
 
     @classmethod
@@ -126,22 +128,28 @@ class Storage:
         `admin` — the administrator's: managed accounts need nothing,
         private ones their own password (given on stdin)."""
         name = normalize_name(name)
+        app = None
         if how == "password":
-            row, user_key = self._login(name, password, client_addr, protocol)
+            row, user_key, app = self._login(name, password, client_addr, protocol)
         elif how == "key":
             row, user_key = self._by_key(name)
         elif how == "admin":
             row, user_key = self._for_admin(name, password)
         else:
             raise ValueError(f"an account is opened by password, key or admin, not {how!r}")
-        return Vfs(self, User.from_row(row), user_key)
+        vfs = Vfs(self, User.from_row(row), user_key, scope=app["scope"] if app else None,
+                  app_password=app["id"] if app else None)
+        if vfs.user.sealing < crypto.SEALING_BOUND:
+            reseal.account(vfs)
+        return vfs
 
     def _login(self, name: str, password: str, client_addr, protocol):
         attempt = self.throttle.reserve(name, client_addr)
         try:
             with self.db.read() as c:
                 row = uq.user_by_name(c, name)
-            ok = self.accounts.verify(row, password)
+            app = self.apps.find(row, password)         # an app password needs no bcrypt check
+            ok = app is not None or self.accounts.verify(row, password)
         except BaseException:
             self.throttle.failed(attempt)
             raise
@@ -153,10 +161,10 @@ class Storage:
             log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)
             raise AuthenticationFailed(WRONG_LOGIN)
         self.throttle.succeeded(attempt)
-        user_key = self.accounts.user_key(row, password)
+        user_key = self.apps.open(app, password) if app is not None else self.accounts.user_key(row, password)
         with self.db.write() as c:
             uq.update_user(c, row["id"], last_login_us=meta.now_us())
-        return row, user_key
+        return row, user_key, app
 
     def _for_admin(self, name: str, password: str | None):
         with self.db.read() as c:

@@ -25,7 +25,7 @@ def mkdir(fs, path) -> Entry:
         if t.child(c, parent["id"], lookup) is not None:
             raise AlreadyExists(f"{paths.join(parts)} already exists")
         nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
-                            name_enc=crypto.encrypt_name(dom.keys, parts[-1]), name_lookup=lookup,
+                            name_enc=crypto.encrypt_name(dom.keys, parts[-1], lookup), name_lookup=lookup,
                             kind="d", created_us=now, mtime_us=now, changed_us=now, size=0)
         t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
         item = fs.res.node_target(t.node(c, nid), parts, c=c)
@@ -37,7 +37,7 @@ def trash(fs, c, node, now) -> None:
     dom = fs.keys.of(c, node)
     rel = fs.res.domain_path(c, node)
     t.update_node(c, node["id"], trashed_us=now, changed_us=now,
-                  trash_path_enc=crypto.seal(dom.keys.names, paths.join(rel).encode(), b"trash"))
+                  trash_path_enc=crypto.seal_trash_path(dom.keys, paths.join(rel), node["id"]))
 
 
 def _not_into_itself(verb: str, sp, dp) -> None:
@@ -81,7 +81,7 @@ def move(fs, src, dst, overwrite: bool = True) -> Entry:
             drop += copy_out(fs, c, node, sp, src_dom, parent["id"], dst_dom, dp, now)
         else:
             drop += relocate(fs, c, node, src_dom, parent["id"], dst_dom, dp, now, sp)
-            t.add_history(c, node["id"], node["parent_id"], bytes(node["name_enc"]), now)
+            t.add_history(c, node, node["parent_id"], now)
         item = fs.res.node_target(t.child(c, parent["id"], lookup), dp,
                                     Kind.MOUNT if is_mount(dp) else Kind.LIVE, c=c)
     fs.st.delete_blobs(drop)
@@ -103,9 +103,9 @@ def relocate(fs, c, node, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, 
         drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
                                    dst_dom.keys, now, keep_top_name=True)
     excluded = fs.is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
-    t.update_node(c, node["id"], parent_id=parent_id, changed_us=now, excluded=excluded,
-                  name_lookup=crypto.name_lookup(dst_dom.keys, parent_id, dp[-1]),
-                  name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1]))
+    lookup = crypto.name_lookup(dst_dom.keys, parent_id, dp[-1])
+    t.update_node(c, node["id"], parent_id=parent_id, changed_us=now, excluded=excluded, name_lookup=lookup,
+                  name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1], lookup))
     t.update_node(c, node["parent_id"], changed_us=now, mtime_us=now)
     t.update_node(c, parent_id, changed_us=now, mtime_us=now)
     if src_dom.owner_id != dst_dom.owner_id:
@@ -132,13 +132,12 @@ def untrash(fs, c, node, parent_id: int, dom: Domain, dp, now) -> list[str]:
     node = t.node(c, node["id"])
     src_dom = fs.keys.of(c, t.node(c, node["parent_id"]))
     drop = relocate(fs, c, node, src_dom, parent_id, dom, dp, now, dp)
-    name = bytes(node["name_enc"])
     if node["trashed_us"] is not None:     # where it was until deleted, then nowhere until now
-        t.add_history(c, node["id"], node["parent_id"], name, node["trashed_us"])
-        t.add_history(c, node["id"], None, name, now)
+        t.add_history(c, node, node["parent_id"], node["trashed_us"])
+        t.add_history(c, node, None, now)
         t.update_node(c, node["id"], trashed_us=None, trash_path_enc=None)
     else:                                  # out of a deleted folder
-        t.add_history(c, node["id"], node["parent_id"], name, now)
+        t.add_history(c, node, node["parent_id"], now)
     return drop
 
 
@@ -194,9 +193,9 @@ def copy_item(fs, c, item: Target, parent_id, dom: Domain, dparts, target, now, 
 
 
 def copy_folder(fs, c, item: Target, parent_id, dom: Domain, name: str, now) -> int:
+    lookup = crypto.name_lookup(dom.keys, parent_id, name)
     nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
-                        name_enc=crypto.encrypt_name(dom.keys, name),
-                        name_lookup=crypto.name_lookup(dom.keys, parent_id, name), kind="d",
+                        name_enc=crypto.encrypt_name(dom.keys, name, lookup), name_lookup=lookup, kind="d",
                         created_us=now, mtime_us=item.mtime_us or now, changed_us=now, size=0)
     if item.kind in NODE_KINDS:
         copy_props(fs, c, item.node, nid, dom)
@@ -210,7 +209,7 @@ def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, no
         t.version(c, item.node["version_id"]) if item.node["version_id"] else None)
     if target is None:
         nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
-                            name_enc=crypto.encrypt_name(dom.keys, name), name_lookup=lookup, kind="f",
+                            name_enc=crypto.encrypt_name(dom.keys, name, lookup), name_lookup=lookup, kind="f",
                             created_us=now, mtime_us=item.mtime_us or now, changed_us=now,
                             size=item.size, excluded=fs.is_excluded(c, dom, name),
                             mode=item.node["mode"] if item.node is not None else None)
@@ -225,7 +224,6 @@ def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, no
     rows = t.version_chunk_rows(c, v["id"])
     if src_dom.id == dom.id:
         chunk_ids = [r["id"] for r in rows]
-        hashes = v["hashes_enc"]
     else:             # into another key domain: re-wrap chunk keys, content untouched
         mapping: dict[int, int] = {}
         for r in rows:
@@ -233,8 +231,7 @@ def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, no
                 mapping[r["id"]] = rekey.import_chunk(c, t.chunk(c, r["id"], lock=True), src_dom.keys, dom.id,
                                                       dom.keys, now)
         chunk_ids = [mapping[r["id"]] for r in rows]
-        hashes = crypto.seal(dom.keys.meta, crypto.open_sealed(src_dom.keys.meta, bytes(v["hashes_enc"]),
-                                                               b"hashes", "hashes"), b"hashes")
+    hashes = crypto.seal_hashes(dom.keys, rekey.open_hashes(src_dom.keys, v), nid, now, v["size"])
     gained = t.add_refs(c, Counter(chunk_ids))
     t.add_usage(c, dom.id, gained)
     vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=v["size"], stored_bytes=gained,
@@ -251,13 +248,11 @@ def untrashes(item: Target, recursive: bool) -> bool:
 
 
 def copy_props(fs, c, src_node, dst_id: int, dom: Domain) -> None:
+    """The source's dead properties replace the destination's, sealed anew
+    for the destination node (they are bound to the node they belong to)."""
     src_dom = fs.keys.of(c, src_node)
-    if src_dom.id == dom.id:
-        t.copy_props(c, src_node["id"], dst_id)
-        return
+    t.clear_props(c, dst_id)
     for r in t.props(c, src_node["id"]):
-        name = crypto.open_sealed(src_dom.keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode()
-        value = crypto.open_sealed(src_dom.keys.meta, bytes(r["value_enc"]), b"prop-value", "property")
-        t.set_prop_charged(c, dom.id, dst_id, crypto.name_lookup(dom.keys, dst_id, "prop:" + name),
-                           crypto.seal(dom.keys.meta, name.encode(), b"prop-name"),
-                           crypto.seal(dom.keys.meta, value, b"prop-value"))
+        name, value = crypto.open_prop(src_dom.keys, src_node["id"], r["name_lookup"], r["name_enc"], r["value_enc"])
+        lookup = rekey.prop_lookup(dom.keys, dst_id, name)
+        t.set_prop_charged(c, dom.id, dst_id, lookup, *crypto.seal_prop(dom.keys, dst_id, lookup, name, value))

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 
-from . import crypto, meta, paths, purging, tree_ops
+from . import app_passwords, crypto, meta, paths, purging, rekey, tree_ops
 from .core import UNLIMITED_SPACE, Core, Entry, Quota, VersionInfo  # noqa: F401  (the contract)
 from .domains import Domain
 from .errors import (AlreadyExists, DirectoryNotEmpty, IsADirectory, NotADirectory, NotFound, PermissionDenied,
@@ -161,7 +161,7 @@ class Vfs(Core):
             if v is None:
                 return {algo: hashlib.new(algo).hexdigest() for algo in ("md5", "sha1", "sha256")}
             keys = self.keys.domain(c, v["domain_id"]).keys
-            known = json.loads(crypto.open_sealed(keys.meta, bytes(v["hashes_enc"]), b"hashes", "hashes"))
+            known = json.loads(rekey.open_hashes(keys, v))
             missing = [algo for algo in compute if algo not in known]
             if missing:
                 reader = self._reader_for(c, it)
@@ -176,9 +176,10 @@ class Vfs(Core):
         with self.tx(True) as c:
             row = t.version(c, v["id"])
             if row is not None:     # purged meanwhile: nothing to keep
-                known = json.loads(crypto.open_sealed(keys.meta, bytes(row["hashes_enc"]), b"hashes", "hashes"))
+                known = json.loads(rekey.open_hashes(keys, row))
                 known.update(computed)
-                t.update_version(c, v["id"], hashes_enc=crypto.seal(keys.meta, json.dumps(known).encode(), b"hashes"))
+                t.update_version(c, v["id"], hashes_enc=crypto.seal_hashes(
+                    keys, json.dumps(known).encode(), row["node_id"], row["created_us"], row["size"]))
         return {**known, **computed}
 
     def quota(self) -> Quota:
@@ -323,8 +324,8 @@ class Vfs(Core):
 
     @staticmethod
     def _open_props(keys, rows) -> dict[str, bytes]:
-        return {crypto.open_sealed(keys.meta, bytes(r["name_enc"]), b"prop-name", "property").decode():
-                crypto.open_sealed(keys.meta, bytes(r["value_enc"]), b"prop-value", "property") for r in rows}
+        return dict(crypto.open_prop(keys, r["node_id"], r["name_lookup"], r["name_enc"], r["value_enc"])
+                    for r in rows)
 
     def set_props(self, path, changes: dict, dry_run: bool = False) -> None:
         """Set (or, with None, remove) dead properties, all or none. They are
@@ -344,9 +345,9 @@ class Vfs(Core):
                 if value is not None and len(name.encode()) + len(value) > PROP_VALUE_BYTES:
                     raise QuotaExceeded(f"the property {name} is {len(value)} bytes long: a property's name and "
                                         f"value may take {PROP_VALUE_BYTES} bytes; nothing was changed")
-                lookup = crypto.name_lookup(keys, node["id"], "prop:" + name)
-                name_enc = crypto.seal(keys.meta, name.encode(), b"prop-name")
-                value_enc = None if value is None else crypto.seal(keys.meta, bytes(value), b"prop-value")
+                lookup = rekey.prop_lookup(keys, node["id"], name)
+                name_enc, value_enc = crypto.seal_prop(keys, node["id"], lookup, name, b"" if value is None else value)
+                value_enc = None if value is None else value_enc
                 delta += (0 if value_enc is None else t.prop_cost(name_enc, value_enc)) - have.pop(lookup, 0)
                 if value_enc is not None:
                     have[lookup] = 0            # counted in delta; kept for the count below
@@ -434,6 +435,20 @@ class Vfs(Core):
         parts = paths.parse(path)
         with self.tx(True) as c:
             return shares.revoke(self, c, self.resolve_for(c, Op.SHARE, parts).node, parts, grantee, actor, disclose)
+
+    # -- app passwords ---------------------------------------------------------------------------
+    def app_password_create(self, label: str, scope: str, actor: str = "user"):
+        """A new app password for this account (AppPassword, secret shown once).
+        Only a session with the full password (or a full app password) may."""
+        app_passwords.require_full(self.scope, "creating an app password")
+        return self.st.apps.create(self.user.id, self.keys.user_key, label, scope, actor)
+
+    def app_password_list(self):
+        return self.st.apps.list(self.user.id)
+
+    def app_password_revoke(self, ref: str, actor: str = "user"):
+        app_passwords.require_full(self.scope, "revoking an app password")
+        return self.st.apps.revoke(self.user.id, ref, actor)
 
     def share_list(self) -> dict:
         """Folders this principal shares (with whom, how) and receives."""

@@ -18,11 +18,11 @@ from providers.accounts import BadRequest
 from providers.errors import CofferError
 from providers.storage import Storage
 
-from . import admin_gdpr, admin_keys, admin_login, admin_share, admin_tls
+from . import admin_apps, admin_gdpr, admin_keys, admin_login, admin_share, admin_tls
 from .admin_common import Progress, Secrets, UsageError, human, out, parse_size, user_dict
 
 # the modules that add command groups, in the order of --help: register(sub, user_sub, add)
-COMMAND_GROUPS = (admin_keys.register, admin_gdpr.register, admin_share.register, admin_login.register,
+COMMAND_GROUPS = (admin_keys.register, admin_apps.register, admin_gdpr.register, admin_share.register, admin_login.register,
                   admin_tls.register)
 
 

@@ -284,6 +284,8 @@ def cmd_maintenance(st, args):
              f"and {report['trash_expired']} trash entr(ies) removed",
              f"records: {report['session_records_purged']} session record(s), {report['audit_events_purged']} "
              f"audit event(s), {report['locks_purged']} expired lock(s) removed"]
+    if report["accounts_bound"]:
+        lines.append(f"sealed values bound to their rows: {report['accounts_bound']} managed account(s)")
     lines += [f"ERROR: {e}" for e in report["errors"]]
     out(args, report, "\n".join(lines))
     return 1 if report["errors"] else 0

@@ -56,7 +56,8 @@ LIVE_RECORD_US = 3 * RECORD_SECONDS * 1_000_000   # a record written this recent
 ACCOUNT_CHECK_SECONDS = 2            # idle logged-in connections re-check their account this often
 REFUSAL_LOG_SECONDS = 60             # one log line per address and minute for refused connections
 PRIVATE_KEY_MESSAGE = ("Coffer: account {name!r} is in private mode: its files are unlocked only by its "
-                       "password, so an SSH key cannot log in to it. Log in with the password instead.\r\n")
+                       "password, so an SSH key cannot log in to it. Log in with the password or an app password "
+                       "instead (`coffer app-password add`).\r\n")
 TOO_MANY_MESSAGE = "Coffer: too many open sessions for this account (limit {n}); close one and retry.\r\n"
 SERVER_FULL_MESSAGE = "Coffer: the server has too many open sessions (limit {n}); retry later.\r\n"
 REVOKED_MESSAGE = ("Coffer: this login no longer stands: the account's password was changed or the account "

@@ -5,7 +5,7 @@ empty input, to see whether the command works, then with a shell-quoted
 path) and some clients call `df`. These are answered from the account's
 filesystem — a version's checksum is computed on the first request and kept
 with the version — never by a shell. `coffer share …` lets an owner manage their shared folders
-(server/sftp_share.py). Anything else, and a shell, is refused with a message
+(server/sftp_share.py), `coffer app-password …` their app passwords (server/sftp_apps.py). Anything else, and a shell, is refused with a message
 on stderr.
 """
 from __future__ import annotations
@@ -20,10 +20,23 @@ from providers.errors import CofferError, IsADirectory, NotFound, PermissionDeni
 log = logging.getLogger(__name__)
 
 HASHES = {"md5sum": "md5", "sha1sum": "sha1", "sha256sum": "sha256"}
-ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df and coffer share); "
+ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df, coffer share and "
+        "coffer app-password); "
         "there is no shell and no forwarding")
 SHELL_REFUSED = f"Coffer: {ONLY}.\r\n"
 MAX_STDIN = 64 * 1024 * 1024
+
+
+def replies(channel):
+    """(say, fail) of a command: a line on standard output; a message on
+    standard error and the exit status to return (1 unless given)."""
+    def say(text: str) -> None:
+        channel.sendall((text + "\n").encode("utf-8"))
+
+    def fail(text: str, code: int = 1) -> int:
+        channel.sendall_stderr(text.encode("utf-8"))
+        return code
+    return say, fail
 
 
 def run(channel, vfs, command: bytes, disk_space=None) -> int:
@@ -42,6 +55,9 @@ def run(channel, vfs, command: bytes, disk_space=None) -> int:
         return hash_files(channel, vfs, name, args)
     if name == "df":
         return df(channel, vfs, args, disk_space)
+    if name == "coffer" and args[:1] == ["app-password"]:
+        from . import sftp_apps
+        return sftp_apps.run(channel, vfs, args)
     if name == "coffer":
         from . import sftp_share
         return sftp_share.run(channel, vfs, args)

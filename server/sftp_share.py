@@ -20,18 +20,15 @@ import json
 from providers import paths
 from providers.errors import CofferError
 
+from .sftp_exec import replies
+
 USAGE = ("usage: coffer share grant FOLDER ACCOUNT read|write\n"
          "       coffer share revoke FOLDER ACCOUNT\n"
          "       coffer share list [--json]\n")
 
 
 def run(channel, vfs, args: list[str]) -> int:
-    def say(text: str) -> None:
-        channel.sendall((text + "\n").encode("utf-8"))
-
-    def fail(text: str, code: int = 1) -> int:
-        channel.sendall_stderr(text.encode("utf-8"))
-        return code
+    say, fail = replies(channel)
 
     if not args or args[0] != "share" or len(args) < 2:
         return fail(USAGE, 2)

@@ -319,6 +319,12 @@ class CofferWebDAV:
             if isinstance(e, errors.Throttled):
                 headers.append(("Retry-After", str(e.retry_after)))
             return _status_response(start_response, "401 Unauthorized", str(e), headers)
+        except errors.IntegrityError as e:      # keys damaged, or moved between rows in the database
+            log.error("login refused: the account's keys are damaged or were tampered with (%s); "
+                      "restore the database from a backup", e)
+            return _status_response(start_response, "500 Internal Server Error",
+                                    "this account cannot be opened: its keys are damaged; "
+                                    "the administrator must restore them", [])
         except errors.CofferError as e:
             log.warning("login not possible now: %s", e if isinstance(e, errors.StorageUnavailable)
                         else type(e).__name__)

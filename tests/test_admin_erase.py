@@ -90,7 +90,8 @@ def key_material(st) -> list[bytes]:
     for m in members:
         for uk in user_keys:
             try:
-                domain_keys.append(crypto.unwrap_key(uk, bytes(m["wrapped_key"]), b"domain"))
+                domain_keys.append(crypto.unwrap_bound(uk, bytes(m["wrapped_key"]), crypto.domain_key_aad(
+                    m["domain_id"], m["user_id"], m["key_gen"]), b"domain", "folder key"))
             except (CofferError, TypeError):
                 pass
     for dk in domain_keys + [st.master.key]:

@@ -135,7 +135,7 @@ def test_revocation_takes_effect_on_an_open_session_and_rotates_the_key(team, st
             if nid == uq.domain(c, dom_id)["root_node_id"]:
                 continue
             with pytest.raises(CofferError):
-                crypto.decrypt_name(old, bytes(n["name_enc"]))
+                crypto.decrypt_name(old, bytes(n["name_enc"]), n["name_lookup"])
 
 
 def test_revocation_reaches_an_open_read_handle(team):

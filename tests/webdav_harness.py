@@ -124,7 +124,8 @@ class CofferServer(ServeProcess):
     """`coffer serve` in a child process. Use as a context manager."""
 
     def __init__(self, folder: Path, *, tls: bool = True, accounts: dict | None = None,
-                 quotas: dict | None = None, extra: str = "", pin: dict | None = None, webdav: str = ""):
+                 quotas: dict | None = None, extra: str = "", pin: dict | None = None, webdav: str = "",
+                 modes: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -132,6 +133,7 @@ class CofferServer(ServeProcess):
         self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin, webdav=webdav)
         self.accounts = dict(accounts or {"alice": "alice-pw-1", "bob": "bob-pw-22"})
         self.quotas = quotas or {}
+        self.modes = modes or {}            # account name: "private" (else the config's default, managed)
         self.proc = None
         self.log = self.folder / "server.log"
 
@@ -146,7 +148,7 @@ class CofferServer(ServeProcess):
         st = Storage.open(cfg)
         try:
             for name, pw in self.accounts.items():
-                st.accounts.create(name, pw, quota=self.quotas.get(name))
+                st.accounts.create(name, pw, quota=self.quotas.get(name), mode=self.modes.get(name))
         finally:
             close = getattr(st, "close", None)
             if close:

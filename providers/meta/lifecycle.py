@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete, func, or_, select, update
 
-from .schema import (audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
+from .schema import (app_passwords, audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
                      receipts, session_records, ssh_keys, users, version_chunks, versions)
 from .users import throttle_delete
 
@@ -19,7 +19,7 @@ def owned_domains(c, user_id: int) -> list[int]:
 def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
     """Destroy every wrapped copy of the account's keys and of the keys of the
     domains it owns, with its SSH keys, locks and login guard records (its
-    own and its pairs with addresses). After this nothing on the server can
+    own and its pairs with addresses) and app passwords. After this nothing on the server can
     decrypt the account's chunks."""
     owned = select(domains.c.id).where(domains.c.owner_id == user_id)
     n_members = c.execute(delete(domain_members).where(or_(domain_members.c.domain_id.in_(owned),
@@ -28,10 +28,11 @@ def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
         wrapped_user_key=b"", recovery_wrapped_key=None, wrapped_private_key=b"", public_key=b"",
         password_hash=dead_hash, kdf_salt=b""))
     n_ssh = c.execute(delete(ssh_keys).where(ssh_keys.c.user_id == user_id)).rowcount
+    n_apps = c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id)).rowcount
     n_locks = c.execute(delete(locks).where(or_(locks.c.domain_id.in_(owned), locks.c.user_id == user_id))
                         ).rowcount
     throttle_delete(c, [throttle_key], account=throttle_key)
-    return {"key_memberships": n_members, "ssh_keys": n_ssh, "locks": n_locks}
+    return {"key_memberships": n_members, "ssh_keys": n_ssh, "app_passwords": n_apps, "locks": n_locks}
 
 
 def domain_tree_counts(c, domain_id: int) -> dict:

@@ -39,6 +39,7 @@ users = Table(
     Column("wrapped_private_key", LargeBinary, nullable=False),       # by the user key
     Column("settings", JSON, nullable=False, default=dict),           # retention override, exclusions
     Column("credential_gen", Integer, nullable=False, default=0),     # bumped on passwd/disable
+    Column("sealing", Integer, nullable=False, default=2, server_default="1"),  # 2: its keys bound to their rows
 )
 
 domains = Table(
@@ -50,6 +51,7 @@ domains = Table(
     Column("used_bytes", BigInteger, nullable=False, default=0),
     Column("created_us", BigInteger, nullable=False),
     Column("key_gen", Integer, nullable=False, default=1),
+    Column("sealing", Integer, nullable=False, default=2, server_default="1"),  # 2: every value bound to its row
 )
 
 domain_members = Table(
@@ -92,6 +94,7 @@ node_history = Table(   # where a node was before a move or rename, for snapshot
     Column("node_id", ForeignKey("nodes.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("parent_id", BigInteger, nullable=True, index=True),
     Column("name_enc", LargeBinary, nullable=False),
+    Column("name_lookup", String(40), nullable=True),                 # the name's lookup then (NULL: before binding)
     Column("until_us", BigInteger, nullable=False),
 )
 
@@ -166,6 +169,21 @@ ssh_keys = Table(
     Column("comment", String(200), nullable=False, default=""),
     Column("created_us", BigInteger, nullable=False),
     UniqueConstraint("user_id", "fingerprint", name="uq_ssh_keys_user_fp"),
+)
+
+app_passwords = Table(   # one per device or job: each wraps the user key under its own secret
+    "app_passwords", metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("label", String(64), nullable=False),
+    Column("scope", String(16), nullable=False),                      # full | read-only | backup
+    Column("lookup", String(64), nullable=False, unique=True),        # keyed hash of the secret
+    Column("kdf_salt", LargeBinary, nullable=False),
+    Column("kdf_params", JSON, nullable=False),
+    Column("wrapped_user_key", LargeBinary, nullable=False),          # by Argon2id(secret), bound to the row
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_used_us", BigInteger, nullable=True),
+    UniqueConstraint("user_id", "label", name="uq_app_passwords_user_label"),
 )
 
 session_records = Table(

@@ -6,7 +6,8 @@ from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, litera
 from .db import HotQuery, HotStatement
 from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
 
-NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.kind, nodes.c.mode,
+NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.name_lookup,
+             nodes.c.kind, nodes.c.mode,
              nodes.c.created_us, nodes.c.mtime_us, nodes.c.changed_us, nodes.c.version_id, nodes.c.size,
              nodes.c.trashed_us, nodes.c.trash_path_enc, nodes.c.excluded)
 
@@ -147,9 +148,11 @@ def delete_nodes(c, ids: list[int]) -> None:
 
 # -- history (for snapshot views) ------------------------------------------------------
 
-def add_history(c, node_id: int, parent_id: int, name_enc: bytes, until_us: int) -> None:
-    c.execute(insert(node_history).values(node_id=node_id, parent_id=parent_id, name_enc=name_enc,
-                                          until_us=until_us))
+def add_history(c, node, parent_id: int | None, until_us: int) -> None:
+    """Record that `node` was in `parent_id` (None: nowhere) under its
+    present name until `until_us` (its sealed name and lookup, copied)."""
+    c.execute(insert(node_history).values(node_id=node["id"], parent_id=parent_id, name_enc=node["name_enc"],
+                                          name_lookup=node["name_lookup"], until_us=until_us))
 
 
 def history_rows(c, node_ids: list[int]):
@@ -438,18 +441,11 @@ def set_prop_charged(c, domain_id: int, node_id: int, lookup: str, name_enc: byt
     return delta
 
 
-def copy_props(c, src_id: int, dst_id: int) -> None:
-    """The source's properties replace the destination's (same key domain);
-    the destination's domain is charged the difference."""
-    rows = props(c, src_id)
-    for domain_id, cost in prop_cost_by_domain(c, [dst_id]).items():
+def clear_props(c, node_id: int) -> None:
+    """Drop a node's dead properties, and what they cost its domain."""
+    for domain_id, cost in prop_cost_by_domain(c, [node_id]).items():
         add_usage(c, domain_id, -cost)
-    add_usage(c, node(c, dst_id)["domain_id"],
-              sum(prop_cost(bytes(r["name_enc"]), bytes(r["value_enc"])) for r in rows))
-    c.execute(delete(dead_props).where(dead_props.c.node_id == dst_id))
-    for r in rows:
-        c.execute(insert(dead_props).values(node_id=dst_id, name_lookup=r["name_lookup"],
-                                            name_enc=r["name_enc"], value_enc=r["value_enc"]))
+    c.execute(delete(dead_props).where(dead_props.c.node_id == node_id))
 
 
 
@@ -460,8 +456,9 @@ def history_of(c, node_ids):
     return c.execute(select(node_history).where(node_history.c.node_id.in_(node_ids))).mappings().all()
 
 
-def set_history_name(c, hist_id: int, name_enc: bytes) -> None:
-    c.execute(update(node_history).where(node_history.c.id == hist_id).values(name_enc=name_enc))
+def set_history_name(c, hist_id: int, name_enc: bytes, lookup: str) -> None:
+    c.execute(update(node_history).where(node_history.c.id == hist_id).values(name_enc=name_enc,
+                                                                              name_lookup=lookup))
 
 
 def versions_of_nodes(c, node_ids):
@@ -504,3 +501,20 @@ def domain_node_ids(c, domain_id: int) -> list[int]:
 def roots_among(c, node_ids) -> list[int]:
     """Which of these nodes are the root of a key domain."""
     return [r[0] for r in c.execute(select(domains.c.root_node_id).where(domains.c.root_node_id.in_(node_ids)))]
+
+
+def history_named_in(c, node_ids):
+    """Recorded names sealed under these nodes' domain: where a node was
+    in one of them, or (no parent: nowhere, out of the trash) of one of them."""
+    return c.execute(select(node_history).where(
+        node_history.c.parent_id.in_(node_ids)
+        | (node_history.c.parent_id.is_(None) & node_history.c.node_id.in_(node_ids)))).mappings().all()
+
+
+def nodes_by_id(c, node_ids):
+    return c.execute(select(*NODE_COLS).where(nodes.c.id.in_(node_ids))).mappings().all()
+
+
+def prop_exists(c, node_id: int, lookup: str) -> bool:
+    return c.execute(select(dead_props.c.node_id).where(dead_props.c.node_id == node_id,
+                                                        dead_props.c.name_lookup == lookup)).first() is not None

@@ -236,3 +236,8 @@ def update_member(c, domain_id: int, user_id: int, **values) -> None:
 
 def update_domain(c, domain_id: int, **values) -> None:
     c.execute(update(domains).where(domains.c.id == domain_id).values(**values))
+
+
+def memberships_of(c, user_id: int):
+    """Every membership row of a user (owned and received domains)."""
+    return c.execute(select(domain_members).where(domain_members.c.user_id == user_id)).mappings().all()
