@@ -69,7 +69,12 @@ class RetentionConfig:
     max_versions: int = 100           # per file, current included, the last hour's not counted
     max_age_days: int = 365           # older non-current versions go
     max_quota_share: float = 0.5      # old versions of one key domain never take more of the quota
+    min_age_days: int = 7             # ...but none younger than this is dropped to make room
     trash_days: int = 30
+    guard_window_minutes: int = 60    # mass-change guard: when, within this window,
+    guard_share: float = 0.3          # this share of an account's files is overwritten, deleted or renamed
+    guard_min_files: int = 50         # (and at least this many),
+    guard_hold_days: int = 14         # nothing of the account is dropped for this long (versions, trash)
     exclude: tuple = ("*.tmp", "~$*", ".~lock.*#", ".DS_Store", "Thumbs.db", "._*", "desktop.ini")
 
 
@@ -138,6 +143,7 @@ class MailConfig:
     smtp_user: str = ""
     smtp_password_file: str = ""
     sender: str = "coffer@localhost"
+    operator: str = ""                # the operator's address, for alerts (a mass change held)
 
 
 @dataclass(frozen=True)
@@ -251,6 +257,8 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"[accounts] plans.{plan}: a size in bytes (0 = unlimited)")
     if not 0 < cfg.retention.max_quota_share <= 1:
         raise ConfigError("[retention] max_quota_share must be in (0, 1]")
+    if not 0 < cfg.retention.guard_share <= 1:
+        raise ConfigError("[retention] guard_share must be in (0, 1]")
     for key in ("login_timeout_seconds", "max_sessions", "max_sessions_per_account", "max_unauthenticated",
                 "max_unauthenticated_per_address"):
         if getattr(cfg.sftp, key) < 1:

@@ -15,7 +15,7 @@ import contextlib
 import fnmatch
 from dataclasses import dataclass
 
-from . import crypto, paths, policy, retention
+from . import crypto, guard, paths, policy, retention
 from .domains import Domain, Keyring
 from .errors import NotADirectory, QuotaExceeded
 from .meta import tree as t
@@ -79,6 +79,7 @@ class Core:
         self.scope = None if scope == "full" else scope     # a limited app password's: read-only | backup
         self.app_password = app_password
         self._refused: list = []
+        self.alerts: list = []              # mass changes held in this transaction (providers/guard.py)
         self.cfg = storage.cfg
         self.keys = Keyring(storage.db, user.id, user_key, legacy=user.sealing < crypto.SEALING_BOUND)
         self.home = self.keys.home
@@ -105,7 +106,10 @@ class Core:
         try:
             with (self.st.db.write() if write else self.st.db.read()) as c:
                 yield c
+            if self.alerts:                 # committed: tell the people concerned
+                guard.send_alerts(self.st, self.alerts)
         finally:
+            self.alerts = []
             pending, self._refused = self._refused, []
             for what, dom_id in pending:
                 self.st.audit("share_refused", user_id=self.user.id, actor="user", domain=dom_id,

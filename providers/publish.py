@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from . import crypto, meta, paths, retention
+from . import crypto, guard, meta, paths, retention
 from .errors import AlreadyExists, Conflict, IsADirectory
 from .meta import tree as t
 from .purging import drop_versions
@@ -68,6 +68,7 @@ def publish_version(fs, w: Writer) -> Entry:
                                 size=w.size, excluded=fs.is_excluded(c, dom, parts[-1]))
         else:
             nid = cur["id"]
+            guard.note(fs, c, dom.owner_id, changed_us=cur["changed_us"])
         hashes = crypto.seal_hashes(dom.keys, json.dumps(w.hashes()).encode(), nid, now, w.size)
         vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=w.size, stored_bytes=gained,
                                created_us=now, mtime_us=mtime, author_id=fs.user.id, hashes_enc=hashes)
@@ -93,4 +94,6 @@ def apply_retention(fs, c, dom, node_id, now) -> list[str]:
         keep = retention.thin([r["created_us"] for r in rows], now, fs.retention_of(c, dom)[0],
                               cap=dom.owner_id == fs.user.id)
     drop = [r["id"] for i, r in enumerate(rows) if i not in keep]
-    return drop_versions(c, dom.id, drop) if drop else []
+    if not drop or guard.holding(c, dom.owner_id, now):     # a mass change is held: nothing is removed
+        return []
+    return drop_versions(c, dom.id, drop)

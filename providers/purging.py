@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import history, meta, paths, retention
+from . import guard, history, meta, paths, retention
 from .errors import Conflict, NotADirectory, NotFound
 from .meta import tree as t
 from .meta import users as uq
@@ -58,7 +58,10 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
     limit = storage.accounts.quota_limit(user)
     blobs: list[str] = []
     counts = {"versions": 0, "over_quota_share": 0, "trash": 0}
+    young = now - policy.min_age_days * retention.DAY
     with storage.db.write() as c:
+        if guard.holding(c, user.id, now):        # a mass change is held: nothing is removed
+            return dict(counts, held=1)
         domain_ids = [uq.home_domain(c, user.id)["id"]] + [r["id"] for r in uq.owned_share_domains(c, user.id)]
         for did in domain_ids:
             kept_old = []
@@ -70,7 +73,9 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
                 vs = [v for v in vs if v.id == node["version_id"]] + [v for v in vs if v.id != node["version_id"]]
                 keep = {0} if node["excluded"] else retention.thin([v.created_us for v in vs], now, policy)
                 drop = [v.id for i, v in enumerate(vs) if i not in keep]
-                kept_old += [(v.id, v.created_us, v.stored_bytes) for i, v in enumerate(vs) if i in keep and i]
+                # quota pressure never removes versions younger than min_age_days
+                kept_old += [(v.id, v.created_us, v.stored_bytes) for i, v in enumerate(vs)
+                             if i in keep and i and v.created_us < young]
                 if drop:
                     counts["versions"] += len(drop)
                     blobs += drop_versions(c, did, drop)
@@ -93,6 +98,7 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
 def purge_in_coffer(fs, parts) -> None:
     with fs.tx(True) as c:
         it = fs.resolve_for(c, Op.PURGE, parts)
+        guard.refuse_purge(c, fs.user.id, paths.join(parts))
         if it.kind is Kind.VERSION:
             blobs, count = purge_version(fs, c, it, parts), 1
         elif it.kind is Kind.HISTORY:

@@ -26,6 +26,7 @@ class Policy:
     max_versions: int = 100
     max_age_days: int = 365
     max_quota_share: float = 0.5
+    min_age_days: int = 7
     trash_days: int = 30
 
     @classmethod

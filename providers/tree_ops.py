@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import crypto, meta, paths, rekey
+from . import crypto, guard, meta, paths, rekey
 from .core import Entry
 from .domains import Domain
 from .errors import AlreadyExists, Conflict
@@ -36,6 +36,10 @@ def trash(fs, c, node, now) -> None:
     """Move a subtree to the trash, remembering its path in its domain."""
     dom = fs.keys.of(c, node)
     rel = fs.res.domain_path(c, node)
+    if node["kind"] == "f":
+        guard.note(fs, c, dom.owner_id, changed_us=node["changed_us"])
+    else:
+        guard.note(fs, c, dom.owner_id, len(t.subtree_ids(c, node["id"])) - 1)
     t.update_node(c, node["id"], trashed_us=now, changed_us=now,
                   trash_path_enc=crypto.seal_trash_path(dom.keys, paths.join(rel), node["id"]))
 
@@ -103,6 +107,7 @@ def relocate(fs, c, node, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, 
         drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
                                    dst_dom.keys, now, keep_top_name=True)
     excluded = fs.is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
+    guard.note(fs, c, src_dom.owner_id, changed_us=node["changed_us"])
     lookup = crypto.name_lookup(dst_dom.keys, parent_id, dp[-1])
     t.update_node(c, node["id"], parent_id=parent_id, changed_us=now, excluded=excluded, name_lookup=lookup,
                   name_enc=crypto.encrypt_name(dst_dom.keys, dp[-1], lookup))

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 
-from . import app_passwords, crypto, meta, paths, purging, rekey, tree_ops
+from . import app_passwords, crypto, guard, meta, paths, purging, rekey, tree_ops
 from .core import UNLIMITED_SPACE, Core, Entry, Quota, VersionInfo  # noqa: F401  (the contract)
 from .domains import Domain
 from .errors import (AlreadyExists, DirectoryNotEmpty, IsADirectory, NotADirectory, NotFound, PermissionDenied,
@@ -378,6 +378,7 @@ class Vfs(Core):
             return purging.purge_in_coffer(self, parts)
         self.by_layout(Op.PURGE, parts)
         with self.tx(True) as c:
+            guard.refuse_purge(c, self.user.id, paths.join(parts))
             blobs, count = purging.purge_path(self, c, parts)
             purging.audit_purge(self, c, None, "tree", count)
         self.st.delete_blobs(blobs)

@@ -125,6 +125,23 @@ def cmd_user_quota(st, args):
     out(args, data, text)
 
 
+def cmd_user_hold(st, args):
+    from providers import guard
+    user = st.accounts.get(args.name)
+    released = guard.release(st.db, user.id) if args.release else False
+    with st.db.read() as c:
+        data = dict(guard.state(c, user.id), name=user.name, released=released)
+    if args.release:
+        text = (f"{user.name}: hold ended; retention and purging resume" if released
+                else f"{user.name} was not on hold")
+    elif data["held"]:
+        text = (f"{user.name} is on hold since {data['hold_from']}, until {data['hold_until']}: many of its files "
+                "changed at once, and nothing of it is removed meanwhile")
+    else:
+        text = f"{user.name} is not on hold ({data['changes_in_window']} file(s) changed in the guard's window)"
+    out(args, data, text)
+
+
 def cmd_fsck(st, args):
     password = Secrets(True).get("password") if args.password_stdin else None
     prog = Progress(args, "chunks checked")
@@ -205,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--yes", action="store_true", help="confirm --discard-data without a prompt")
     add(us, "disable", cmd_user_status("disabled"), "refuse all logins of an account", True).add_argument("name")
     add(us, "enable", cmd_user_status("active"), "allow logins again", True).add_argument("name")
+    sp = add(us, "hold", cmd_user_hold, "show the mass-change guard's hold on an account, or end it", True)
+    sp.add_argument("name")
+    sp.add_argument("--release", action="store_true", help="end the hold (a false alarm): retention resumes")
     sp = add(us, "quota", cmd_user_quota, "show or set an account's plan or quota", True)
     sp.add_argument("name")
     sp.add_argument("size", nargs="?", help="explicit quota, e.g. 50G (0 = no limit)")

@@ -10,9 +10,10 @@ import sys
 from admin_harness import ADMIN
 
 COMMANDS = {
-    "user": ["add", "list", "show", "passwd", "disable", "enable", "quota", "key", "set", "cancel", "reinstate",
-             "erase", "export"],
+    "user": ["add", "list", "show", "passwd", "disable", "enable", "hold", "quota", "key", "app-password", "set",
+             "cancel", "reinstate", "erase", "export"],
     "user key": ["add", "list", "remove"],
+    "user app-password": ["add", "list", "revoke"],
     "": ["user", "fsck", "gc", "db", "purge", "exclude", "versions", "restore", "sessions", "audit", "receipts",
          "notify", "maintenance", "share", "login", "tls"],
     "db": ["upgrade"],

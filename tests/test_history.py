@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from providers import lifecycle, meta, retention
+from providers import lifecycle, meta, purging, retention
 from providers.errors import Conflict, NotFound, PermissionDenied
 
 S = "/Shared/owner/Projects"
@@ -213,6 +213,9 @@ def test_a_burst_of_collaborator_writes_evicts_none_of_the_owners_versions(pair,
 
 def test_old_versions_in_a_shared_folder_never_thin_the_owners_other_files(storage, pair, clock):
     o, w = pair
+    # the minimum age that spares young versions from quota pressure is off here (tested below)
+    storage.accounts.update(o.user.name, settings={"retention": {"min_age_days": 0}})
+    o.expire = lambda: purging.expire_account(storage, storage.accounts.get(o.user.name))
     owner_bodies = [os.urandom(60_000) for _ in range(5)]
     for i, b in enumerate(owner_bodies):
         clock((10 - i) * 86400)
@@ -231,6 +234,19 @@ def test_old_versions_in_a_shared_folder_never_thin_the_owners_other_files(stora
     assert o.expire()["over_quota_share"] > 0
     assert listed(o, "/notes.bin") == [sha(b) for b in reversed(owner_bodies)]
     assert len(listed(o, "/Projects/big.bin")) < 10
+
+
+def test_quota_pressure_never_removes_versions_younger_than_the_minimum_age(storage, pair):
+    """A collaborator (or ransomware) writing large new versions fills the
+    quota share of old versions; the week-old and younger ones stay."""
+    o, w = pair
+    for _ in range(12):
+        w.write_bytes(S + "/big.bin", os.urandom(60_000))
+    counts = o.expire()
+    assert counts["over_quota_share"] == 0
+    assert len(listed(o, "/Projects/big.bin")) == 12
+    later = int((time.time() + 8 * 86400) * 1e6)          # a week on, they may go
+    assert o.expire(now_us=later)["versions"] > 0
 
 
 def test_collaborators_see_deleted_files_only_from_when_they_joined(storage, pair):

@@ -44,7 +44,7 @@ def require_client(program: str) -> str:
 
 
 def write_config(folder: Path, port: int, *, tls: bool = True, extra: str = "", pin: dict | None = None,
-                 webdav: str = "") -> Path:
+                 webdav: str = "", sftp_port: int | None = None) -> Path:
     """`pin` (blobs="local", database="sqlite") keeps a test about one
     backend's own files on that backend (see backend.py); `webdav` holds
     more [webdav] options, `extra` more sections."""
@@ -66,7 +66,7 @@ allow_plain_http = {'false' if tls else 'true'}
 {webdav}
 
 [sftp]
-enabled = false
+{f'host = "127.0.0.1"{chr(10)}port = {sftp_port}' if sftp_port else "enabled = false"}
 {extra}
 """)
     return cfg
@@ -125,12 +125,14 @@ class CofferServer(ServeProcess):
 
     def __init__(self, folder: Path, *, tls: bool = True, accounts: dict | None = None,
                  quotas: dict | None = None, extra: str = "", pin: dict | None = None, webdav: str = "",
-                 modes: dict | None = None):
+                 modes: dict | None = None, sftp: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.tls = tls
-        self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin, webdav=webdav)
+        self.sftp_port = free_port() if sftp else None      # SFTP too, on this port
+        self.config = write_config(self.folder, self.port, tls=tls, extra=extra, pin=pin, webdav=webdav,
+                                   sftp_port=self.sftp_port)
         self.accounts = dict(accounts or {"alice": "alice-pw-1", "bob": "bob-pw-22"})
         self.quotas = quotas or {}
         self.modes = modes or {}            # account name: "private" (else the config's default, managed)

@@ -186,6 +186,16 @@ app_passwords = Table(   # one per device or job: each wraps the user key under 
     UniqueConstraint("user_id", "label", name="uq_app_passwords_user_label"),
 )
 
+change_guard = Table(   # how many existing files an account's credentials changed lately (mass-change guard)
+    "change_guard", metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("changes", Integer, nullable=False, default=0),           # overwrites, deletions, renames in it
+    Column("checked_at", Integer, nullable=False, default=0),         # `changes` when files were last counted
+    Column("hold_until_us", BigInteger, nullable=True),               # nothing of the account is dropped before
+    Column("hold_from_us", BigInteger, nullable=True),                # since when it holds
+)
+
 session_records = Table(
     "session_records", metadata,
     Column("id", ID, primary_key=True),
