@@ -49,13 +49,14 @@ class User:
     erase_after_us: int | None
     settings: dict
     sealing: int = crypto.SEALING_BOUND   # below: some of its values are not bound to their rows yet
+    consent_how: str | None = None      # how consent was last given or withdrawn (providers/consent.py)
 
     @classmethod
     def from_row(cls, row) -> "User":
         return cls(row["id"], row["name"], row["mode"], row["status"], row["plan"], row["quota_bytes"],
                    row["first_name"], row["last_name"], row["email"], row["created_us"],
                    row["last_login_us"], bool(row["consent_news"]), row["consent_changed_us"],
-                   row["erase_after_us"], dict(row["settings"] or {}), row["sealing"])
+                   row["erase_after_us"], dict(row["settings"] or {}), row["sealing"], row["consent_how"])
 
 
 def normalize_name(name: str) -> str:
@@ -157,9 +158,11 @@ class Accounts:
     # -- creation ---------------------------------------------------------------------
     def create(self, name: str, password: str, mode: str | None = None, plan: str | None = None,
                quota: int | None = None, first_name: str = "", last_name: str = "",
-               email: str = "") -> tuple[User, str | None]:
-        """Create an account with an empty home. Returns the user and, for a
-        `private` account, a one-time recovery code (shown once, never stored)."""
+               email: str = "", consent: bool = False) -> tuple[User, str | None]:
+        """Create an account with an empty home. `consent` is the answer to
+        news by email given at sign-up, recorded with its time either way.
+        Returns the user and, for a `private` account, a one-time recovery
+        code (shown once, never stored)."""
         name = check_name(name)
         check_password(password)
         mode = mode or self.cfg.security.default_mode
@@ -174,12 +177,15 @@ class Accounts:
         with self.db.write() as c:
             if q.user_by_name(c, name) is not None:
                 raise AlreadyExists(f"an account named {name!r} already exists")
+            now = meta.now_us()
             uid = q.insert_user(
                 c, name=name, first_name=first_name, last_name=last_name, email=email, status="active",
-                plan=plan, quota_bytes=quota, mode=mode, created_us=meta.now_us(), consent_news=False,
-                settings={}, credential_gen=0, wrapped_user_key=b"", wrapped_private_key=b"", **values)
+                plan=plan, quota_bytes=quota, mode=mode, created_us=now, consent_news=bool(consent),
+                consent_changed_us=now, consent_how="signup", settings={}, credential_gen=0,
+                wrapped_user_key=b"", wrapped_private_key=b"", **values)
             finish(c, uid)
-            q.audit(c, "account_created", user_id=uid, actor="admin", detail={"mode": mode, "plan": plan})
+            q.audit(c, "account_created", user_id=uid, actor="admin",
+                    detail={"mode": mode, "plan": plan, "news_consent": bool(consent)})
             row = q.user_by_id(c, uid)
         return User.from_row(row), recovery
 

@@ -144,6 +144,8 @@ class MailConfig:
     smtp_password_file: str = ""
     sender: str = "coffer@localhost"
     operator: str = ""                # the operator's address, for alerts (a mass change held)
+    public_url: str = ""              # HTTPS address users reach the WebDAV port at, for links in mail;
+                                      # "" = https://<first [tls] acme_domains name>:<[webdav] port>
 
 
 @dataclass(frozen=True)
@@ -279,6 +281,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[webdav] max_threads must be at least threads")
     if not 4 <= cfg.security.bcrypt_rounds <= 31:
         raise ConfigError("[security] bcrypt_rounds must be between 4 and 31")
+    url = cfg.mail.public_url
+    if url and (not url.startswith("https://") or len(url) <= len("https://") or any(ch in url for ch in "?#\" <>")):
+        raise ConfigError("[mail] public_url must be an https:// address without query, such as "
+                          "\"https://files.example.org:8443\" (links in mail lead there)")
     _validate_login_guard(cfg.security)
     _validate_tls(cfg.tls, cfg.webdav)
 

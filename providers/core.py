@@ -78,6 +78,7 @@ class Core:
         self.user = user
         self.scope = None if scope == "full" else scope     # a limited app password's: read-only | backup
         self.app_password = app_password
+        self.actor = "user"            # who acts, for audit events: the holder, or "admin" (Storage.open_account)
         self._refused: list = []
         self.alerts: list = []              # mass changes held in this transaction (providers/guard.py)
         self.cfg = storage.cfg

@@ -1,13 +1,15 @@
 """The life of an account and the data-protection duties: profile changes,
-cancel and reinstate, erasure (right to be forgotten), export (right of
-access and portability), exclusion patterns, notices by email, and the
-periodic job that erases what is due and applies retention.
+cancel and reinstate, erasure (right to be forgotten), exclusion patterns,
+notices by email, and the periodic job that erases what is due and applies
+retention. Export (right of access and portability) is providers/export.py;
+the record of what administrators do is providers/access.py.
 
 Erasure destroys keys first. In one transaction it marks the account
 `erasing`, deletes every wrapped copy of its user key and of the keys of the
 domains it owns (their `domain_members` rows, including the grants it made),
 its memberships of others' domains (grants received), SSH keys, locks and
-login counters, and blanks its profile. From then on no key left on the
+login counters, and blanks its profile (and the recipients and reasons of
+disclosures recorded for it). From then on no key left on the
 server opens its chunks, so a copy of its blobs in any backup is noise. Then,
 in batches, it removes its files, versions, history, dead properties and
 chunks (blobs before their rows, so an interrupted run leaves nothing
@@ -18,27 +20,21 @@ progress counters live in the account row, so a run killed at any point
 """
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
 import re
-import tarfile
 import time
-from pathlib import Path
 
 import bcrypt
 
-from . import crypto, meta, paths
+from . import access, consent, crypto, meta
 from .accounts import BadRequest, User, check_password, normalize_name
 from .errors import AlreadyExists, Conflict, CofferError, NotFound
 from .mail import Mailer
 from .meta import lifecycle as lq
 from .meta import locks as lockq
-from .meta import sshkeys as sq
 from .meta import users as uq
 from .retention import DAY
-from .resolve import in_shared
 from .purging import expire_account
 
 log = logging.getLogger(__name__)
@@ -47,7 +43,6 @@ EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 STALE_ERASURE_US = 600 * 1_000_000     # the periodic job resumes erasures idle this long
 ABANDONED_SESSION_US = 600 * 1_000_000  # an open session record nobody wrote this long lost its process
                                         # (open ones are written every minute or two)
-EXPORT_FORMAT = "coffer-export/1"
 
 
 def iso(us: int | None) -> str | None:
@@ -92,6 +87,7 @@ def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, c
     if consent is not None and bool(consent) != user.consent_news:
         values["consent_news"] = bool(consent)
         values["consent_changed_us"] = now_us or meta.now_us()
+        values["consent_how"] = "admin"
     if plan is not None:
         if plan not in st.cfg.accounts.plans:
             raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(st.cfg.accounts.plans)}")
@@ -235,8 +231,9 @@ def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
         state["runs"] = state.get("runs", 0) + 1
         uq.update_user(c, user_id, status="erasing", credential_gen=row["credential_gen"] + 1,
                        settings={"erasure": state}, first_name="", last_name="", email="",
-                       consent_news=False, erase_after_us=None)
+                       consent_news=False, consent_how=None, erase_after_us=None)
         _bump(c, user_id, lq.shred_keys(c, user_id, throttle_key, dead_hash))
+        access.forget_free_text(c, user_id)
         if not resumed:
             uq.audit(c, "erasure_started", user_id=user_id, actor="admin" if reason == "request" else "system")
         domains = lq.owned_domains(c, user_id)
@@ -306,111 +303,6 @@ def receipts(st, receipt_id: int | None = None, kind: str | None = None) -> list
     return [{"id": r["id"], "at": iso(r["at_us"]), "kind": r["kind"], **dict(r["body"])} for r in rows]
 
 
-# -- export ---------------------------------------------------------------------------------------
-
-def account_record(st, vfs) -> dict:
-    """Everything the service keeps about an account besides its files:
-    profile, consents, quota, shared folders, SSH keys, session records,
-    audit events."""
-    user = vfs.user
-    with st.db.read() as c:
-        keys = [dict(r) for r in sq.keys_of(c, user.id)]
-        sessions = [dict(r) for r in uq.sessions(c, user.id)]
-        events = [dict(r) for r in uq.audit_events_list(c, user.id)]
-    limit = st.accounts.quota_limit(user)
-    return {
-        "format": EXPORT_FORMAT, "exported": iso(meta.now_us()),
-        "profile": {"name": user.name, "first_name": user.first_name, "last_name": user.last_name,
-                    "email": user.email, "status": user.status, "mode": user.mode,
-                    "created": iso(user.created_us), "last_login": iso(user.last_login_us),
-                    "erase_after": iso(user.erase_after_us)},
-        "consents": {"news_email": user.consent_news, "news_email_changed": iso(user.consent_changed_us),
-                     "security_email": "always sent (legitimate interest: breach notification duty)"},
-        "quota": {"plan": user.plan, "limit_bytes": limit, "used_bytes": st.accounts.usage(user.id)},
-        "settings": {"exclude": list(user.settings.get("exclude", st.cfg.retention.exclude)),
-                     "retention": user.settings.get("retention")},
-        "grants": vfs.share_list(),
-        "ssh_keys": [{"fingerprint": k["fingerprint"], "comment": k["comment"], "added": iso(k["created_us"])}
-                     for k in keys],
-        "app_passwords": [{"name": a.label, "scope": a.scope, "created": iso(a.created_us),
-                           "last_used": iso(a.last_used_us)} for a in st.apps.list(user.id)],
-        "sessions": [{"protocol": s["protocol"], "address": s["client_addr"], "started": iso(s["started_us"]),
-                      "ended": iso(s["ended_us"]), "bytes_in": s["bytes_in"], "bytes_out": s["bytes_out"],
-                      "requests": s["requests"]} for s in sessions],
-        "audit_events": [{"at": iso(e["at_us"]), "event": e["event"], "actor": e["actor"],
-                          "address": e["client_addr"], "detail": e["detail"]} for e in events],
-    }
-
-
-def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
-    """Write a tar to the binary stream `out`: `account.json` (see
-    account_record), the account's own current tree under `files/` (not
-    folders others share with it), and with
-    `with_versions` every kept older version under `versions/<path>/<time>_<name>`.
-    File contents are streamed, never held whole in memory."""
-    user = vfs.user
-    record = account_record(st, vfs)
-    counts = {"files": 0, "folders": 0, "versions": 0, "bytes": 0}
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
-        data = json.dumps(record, indent=2, ensure_ascii=False, default=str).encode()
-        info = tarfile.TarInfo("account.json")
-        info.size, info.mtime, info.mode = len(data), time.time(), 0o600
-        tar.addfile(info, io.BytesIO(data))
-        for e in vfs.walk():
-            if in_shared(paths.parse(e.path)):
-                continue                     # folders others own and share with the account
-            name = "files" + e.path
-            if e.is_dir:
-                info = tarfile.TarInfo(name)
-                info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o700, e.mtime
-                tar.addfile(info)
-                counts["folders"] += 1
-                continue
-            counts["bytes"] += _add_file(tar, vfs, e.path, name, e.mtime)
-            counts["files"] += 1
-            if with_versions:
-                for v in vfs.versions(e.path):
-                    if v.current:
-                        continue
-                    src = f"/.coffer/versions{e.path}/{v.name}"
-                    counts["bytes"] += _add_file(tar, vfs, src, f"versions{e.path}/{v.name}", v.mtime)
-                    counts["versions"] += 1
-            if progress:
-                progress(counts["files"])
-    st.audit("account_exported", user_id=user.id, actor="admin",
-             with_versions=with_versions, files=counts["files"])
-    return counts
-
-
-def _add_file(tar, vfs, path, name, mtime) -> int:
-    with vfs.open_read(path) as r:       # the size of what is read, not of an earlier listing
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = r.size, mtime, 0o600
-        tar.addfile(info, r)
-        return r.size
-
-
-def export_to_path(st, vfs, path, with_versions: bool = False, progress=None) -> dict:
-    """export() into a file readable only by its owner, which appears under
-    its name only when complete."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as e:
-        raise CofferError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            counts = export(st, vfs, f, with_versions, progress)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return counts
-
-
 # -- session records and audit ---------------------------------------------------------------------
 
 def sessions(st, name: str | None = None, since_us: int | None = None, until_us: int | None = None) -> list[dict]:
@@ -431,7 +323,9 @@ def audit_events(st, name: str | None = None, since_us: int | None = None, event
 
 # -- notices -----------------------------------------------------------------------------------------
 
-def _send(st, rows, subject: str, body: str, event: str) -> dict:
+def _send(st, rows, subject: str, body: str, event: str, personal=None) -> dict:
+    """Mail each account; `personal(row)` gives what one message adds:
+    (text after the body, headers)."""
     mailer = Mailer(st.cfg)
     notified, failed, todo = [], [], []
     for r in rows:
@@ -439,7 +333,11 @@ def _send(st, rows, subject: str, body: str, event: str) -> dict:
             failed.append({"name": r["name"], "reason": "no email address on file"})
         else:
             todo.append(r)
-    results = mailer.send_each([(r["email"], subject, body) for r in todo])
+    messages = []
+    for r in todo:
+        tail, headers = personal(r) if personal else ("", {})
+        messages.append((r["email"], subject, body + tail, headers))
+    results = mailer.send_each(messages)
     for r, err in zip(todo, results):
         if err is None:
             notified.append(r["name"])
@@ -468,10 +366,15 @@ def notify_breach(st, subject: str, body: str, since_us: int | None = None, unti
 
 
 def notify_news(st, subject: str, body: str) -> dict:
-    """Email news to the active accounts that opted in, and to no one else."""
+    """Email news to the active accounts that opted in, and to no one else;
+    each message says when and how its reader agreed, and carries an
+    unsubscribe link (see providers/consent.py)."""
+    Mailer(st.cfg)                       # a mail server, and an address for the link (no link, no news):
+    consent.public_base(st.cfg)          # each refused before anything is sent
     with st.db.read() as c:
         rows = lq.news_recipients(c)
-    return _send(st, rows, subject, body, "news_sent")
+    return _send(st, rows, subject, body.rstrip("\n"), "news_sent",
+                 lambda r: (consent.footer(st, r), consent.headers(st, r)))
 
 
 # -- the periodic job -----------------------------------------------------------------------------------
@@ -485,7 +388,7 @@ def _bind_managed(st, errors: list) -> int:
         if user.mode != "managed" or user.status == "erasing" or user.sealing >= crypto.SEALING_BOUND:
             continue
         try:
-            st.open_account(user.name, how="admin").close()
+            st.open_account(user.name, how="admin", purpose="seal").close()
             done += 1
         except CofferError as e:
             log.warning("binding the sealed values of account #%d failed: %s", user.id, e)

@@ -7,6 +7,7 @@ each message, None (accepted by the server) or a one-line reason.
 from __future__ import annotations
 
 import logging
+import email.policy
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -15,6 +16,9 @@ from email.utils import formatdate, make_msgid
 from .errors import CofferError
 
 log = logging.getLogger(__name__)
+# Lines up to RFC 5322's 998 characters: at the default 78, a header holding one
+# long word (an unsubscribe link) would be sent as encoded words no client opens.
+POLICY = email.policy.default.clone(max_line_length=998)
 
 
 class MailError(CofferError):
@@ -46,25 +50,28 @@ class Mailer:
             raise
         return smtp
 
-    def message(self, to: str, subject: str, body: str) -> EmailMessage:
-        msg = EmailMessage()
+    def message(self, to: str, subject: str, body: str, headers: dict | None = None) -> EmailMessage:
+        msg = EmailMessage(policy=POLICY)
         msg["From"] = self.cfg.sender
         msg["To"] = to
         msg["Subject"] = subject
         msg["Date"] = formatdate(usegmt=True)
         msg["Message-ID"] = make_msgid(domain=self.cfg.sender.rpartition("@")[2] or None)
+        for name, value in (headers or {}).items():
+            msg[name] = value
         msg.set_content(body)
         return msg
 
-    def send_each(self, messages: list[tuple[str, str, str]]) -> list[str | None]:
-        """Send (to, subject, body) messages; one result per message."""
+    def send_each(self, messages: list[tuple]) -> list[str | None]:
+        """Send (to, subject, body) or (to, subject, body, headers) messages;
+        one result per message."""
         results: list[str | None] = []
         smtp = None
-        for to, subject, body in messages:
+        for to, subject, body, *extra in messages:
             try:
                 if smtp is None:
                     smtp = self._connect()
-                smtp.send_message(self.message(to, subject, body))
+                smtp.send_message(self.message(to, subject, body, *extra))
                 results.append(None)
             except smtplib.SMTPRecipientsRefused as e:
                 code, text = next(iter(e.recipients.values()), (0, b""))

@@ -114,7 +114,7 @@ def purge_in_coffer(fs, parts) -> None:
 
 
 def audit_purge(fs, c, node, what: str, versions: int) -> None:
-    uq.audit(c, "history_purged", user_id=fs.user.id, actor="user",
+    uq.audit(c, "history_purged", user_id=fs.user.id, actor=fs.actor,
              detail={"domain": node["domain_id"] if node else fs.home.id, "from": what, "versions": versions})
 
 

@@ -6,7 +6,8 @@ their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
     st.accounts.create("alice", password)
     vfs = st.open_account("alice", password, client_addr="192.0.2.1", protocol="webdav")
     vfs = st.open_account("alice", how="key")      # managed accounts only: SSH keys
-    vfs = st.open_account("alice", how="admin")    # private accounts need their password
+    vfs = st.open_account("alice", how="admin", purpose="versions")  # recorded for the holder;
+                                                   # private accounts need their password
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import crypto, meta, rekey, reseal
+from . import access, crypto, meta, rekey, reseal
 from .accounts import Accounts, MasterKey, User, normalize_name
 from .app_passwords import AppPasswords
 from .blobs import open_store
@@ -112,7 +113,8 @@ class Storage:
 
     # -- principals ------------------------------------------------------------------
     def open_account(self, name: str, password: str | None = None, *, how: str = "password",
-                     client_addr: str | None = None, protocol: str = "admin") -> Vfs:
+                     client_addr: str | None = None, protocol: str = "admin", purpose: str | None = None,
+                     reason: str | None = None, disclosure: int | None = None) -> Vfs:
         """The one way to open an account's filesystem, `how`:
 
         `password` — a login: the password is checked under the login guard.
@@ -126,7 +128,10 @@ class Storage:
         managed accounts only; a private account raises Locked.
 
         `admin` — the administrator's: managed accounts need nothing,
-        private ones their own password (given on stdin)."""
+        private ones their own password (given on stdin). It is recorded
+        for the account's holder to read, with its `purpose`, `reason` and
+        the `disclosure` it serves; a managed account's export needs a
+        reason (see providers/access.py)."""
         name = normalize_name(name)
         app = None
         if how == "password":
@@ -134,11 +139,13 @@ class Storage:
         elif how == "key":
             row, user_key = self._by_key(name)
         elif how == "admin":
-            row, user_key = self._for_admin(name, password)
+            row, user_key = self._for_admin(name, password, purpose, reason, disclosure)
         else:
             raise ValueError(f"an account is opened by password, key or admin, not {how!r}")
         vfs = Vfs(self, User.from_row(row), user_key, scope=app["scope"] if app else None,
                   app_password=app["id"] if app else None)
+        if how == "admin":
+            vfs.actor = "admin"             # what it does is the administrator's, in the audit record
         if vfs.user.sealing < crypto.SEALING_BOUND:
             reseal.account(vfs)
         return vfs
@@ -166,18 +173,22 @@ class Storage:
             uq.update_user(c, row["id"], last_login_us=meta.now_us())
         return row, user_key, app
 
-    def _for_admin(self, name: str, password: str | None):
+    def _for_admin(self, name: str, password: str | None, purpose, reason, disclosure):
         with self.db.read() as c:
             row = uq.user_by_name(c, name)
-        if row is None:
-            raise NotFound(f"no account named {name!r}; see `coffer-admin user list`")
+            if row is None:
+                raise NotFound(f"no account named {name!r}; see `coffer-admin user list`")
+            detail = access.opening(c, row, purpose, reason, disclosure)
         if row["mode"] == "private":
             if password is None:
                 raise Locked(f"account {row['name']!r} is private: only its own password opens its files; "
                              "give it on stdin (--password-stdin)")
             if not self.accounts.verify(row, password):
                 raise AuthenticationFailed("wrong password for that account")
-        return row, self.accounts.user_key(row, password)
+        user_key = self.accounts.user_key(row, password)
+        with self.db.write() as c:
+            access.record_opening(c, row, detail)
+        return row, user_key
 
     def _by_key(self, name: str):
         with self.db.read() as c:
@@ -291,7 +302,7 @@ class Storage:
             try:
                 if row["mode"] == "managed" or (password is not None and user):
                     vfs = self.open_account(row["name"], password if row["mode"] == "private" else None,
-                                            how="admin")
+                                            how="admin", purpose="fsck")
             except CofferError:
                 vfs = None
             with self.db.read() as c:

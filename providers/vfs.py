@@ -203,6 +203,17 @@ class Vfs(Core):
                             authors.get(v["author_id"]), g.live and v["id"] == g.node["version_id"], name)
                 for v, g, name in rows]
 
+    def trash(self) -> list[dict]:
+        """What is in the principal's trash, oldest deletion first: each
+        deleted file or folder (a folder with what it held) with its original
+        path, when it was deleted, and `at`, the path that reads it (under
+        /.coffer/trash)."""
+        with self.tx() as c:
+            found = self.res.trash_entries(c)
+        return [{"path": paths.join(tp), "deleted_us": n["trashed_us"], "is_dir": n["kind"] == "d",
+                 "at": paths.join(trash_path(tp, n["trashed_us"]))}
+                for n, tp in sorted(found, key=lambda e: (e[0]["trashed_us"], e[1]))]
+
     # -- writing ---------------------------------------------------------------------------
     def open_write(self, path, mtime: float | None = None, exclusive: bool = False,
                    checksums: bool = False, expect: dict | None = None) -> Writer:
@@ -455,6 +466,12 @@ class Vfs(Core):
         """Folders this principal shares (with whom, how) and receives."""
         from . import shares
         return shares.listing(self)
+
+    def administrator_access(self) -> list[dict]:
+        """What administrators did on the principal's own account, oldest
+        first, each in words (see providers/access.py)."""
+        from . import access
+        return access.accesses(self.st, self.user.id)
 
     def key_domains(self) -> list[tuple[tuple, Domain]]:
         """Every key domain this principal reaches, with the path where its

@@ -18,12 +18,12 @@ from providers.accounts import BadRequest
 from providers.errors import CofferError
 from providers.storage import Storage
 
-from . import admin_apps, admin_gdpr, admin_keys, admin_login, admin_share, admin_tls
+from . import admin_access, admin_apps, admin_gdpr, admin_keys, admin_login, admin_share, admin_tls
 from .admin_common import Progress, Secrets, UsageError, human, out, parse_size, user_dict
 
 # the modules that add command groups, in the order of --help: register(sub, user_sub, add)
-COMMAND_GROUPS = (admin_keys.register, admin_apps.register, admin_gdpr.register, admin_share.register, admin_login.register,
-                  admin_tls.register)
+COMMAND_GROUPS = (admin_keys.register, admin_apps.register, admin_gdpr.register, admin_access.register,
+                  admin_share.register, admin_login.register, admin_tls.register)
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -34,7 +34,7 @@ def cmd_user_add(st, args):
     quota = parse_size(args.quota) if args.quota is not None else None
     user, recovery = st.accounts.create(args.name, password, mode=args.mode, plan=args.plan, quota=quota,
                                         first_name=args.first_name, last_name=args.last_name,
-                                        email=args.email)
+                                        email=args.email, consent=args.consent == "yes")
     data = user_dict(st, user)
     text = f"created account {user.name} ({user.mode}, plan {user.plan}, quota {human(data['quota_bytes'])})"
     if recovery:
@@ -54,8 +54,11 @@ def cmd_user_list(st, args):
 
 def cmd_user_show(st, args):
     data = user_dict(st, st.accounts.get(args.name))
-    out(args, data, "\n".join(f"{k.replace('_', ' ')}: {human(v) if k.endswith('bytes') else v}"
-                               for k, v in data.items()))
+    lines = [f"{k.replace('_', ' ')}: {human(v) if k.endswith('bytes') else v}" for k, v in data.items()
+             if not k.startswith("email_consent")]
+    lines.append(f"news email: {'yes' if data['email_consent'] else 'no'} since {data['email_consent_changed']} "
+                 f"({data['email_consent_how']})")
+    out(args, data, "\n".join(lines))
 
 
 def cmd_user_passwd(st, args):
@@ -209,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--first-name", default="")
     sp.add_argument("--last-name", default="")
     sp.add_argument("--email", default="")
+    sp.add_argument("--consent", choices=["yes", "no"], default="no",
+                    help="the answer to news by email given at sign-up, recorded with its time (default: no); "
+                         "security notices need none")
     add(us, "list", cmd_user_list, "list accounts", True)
     add(us, "show", cmd_user_show, "show one account", True).add_argument("name")
     sp = add(us, "passwd", cmd_user_passwd, "change a password (private accounts: current password or "

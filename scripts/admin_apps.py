@@ -20,7 +20,7 @@ def _app_dict(a) -> dict:
 
 
 def cmd_add(st, args):
-    vfs = open_account(st, args)
+    vfs = open_account(st, args, "app-password")
     try:
         app, secret = vfs.app_password_create(args.label, args.scope, actor="admin")
     finally:

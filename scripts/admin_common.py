@@ -8,6 +8,7 @@ import re
 import sys
 import time
 
+from providers import consent
 from providers.errors import CofferError
 from providers.storage import Storage
 
@@ -96,4 +97,5 @@ def user_dict(st: Storage, u) -> dict:
             "used_bytes": st.accounts.usage(u.id), "created": when(u.created_us),
             "last_login": when(u.last_login_us), "email_consent": u.consent_news,
             "email_consent_changed": when(u.consent_changed_us),
+            "email_consent_how": consent.how_text(u.consent_how),
             "erase_after": when(u.erase_after_us) if u.erase_after_us else None}

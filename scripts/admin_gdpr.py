@@ -17,7 +17,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-from providers import lifecycle
+from providers import export, lifecycle
 from providers.errors import Locked
 
 from .admin_common import Progress, Secrets, UsageError, human, out, parse_size, user_dict, when
@@ -57,11 +57,20 @@ def confirm(args, what: str, name: str) -> None:
         raise UsageError("not confirmed; nothing was changed")
 
 
-def open_account(st, args):
+def open_account(st, args, purpose: str):
     """The account's filesystem: managed accounts open with the server key;
-    private ones need the user's own password (prompt or --password-stdin)."""
+    private ones need the user's own password (prompt or --password-stdin).
+    The opening is recorded for the account's holder with its purpose and
+    `--reason` (asked for on a terminal when an export of a managed account
+    has none) or `--disclosure`."""
     user = st.accounts.get(args.name)
     lifecycle._not_erasing(user)
+    reason, disclosure = getattr(args, "reason", None), getattr(args, "disclosure", None)
+    if purpose == "export" and user.mode == "managed" and not reason and disclosure is None \
+            and sys.stdin.isatty():
+        sys.stderr.write(f"Why is {user.name} exported? (recorded; the account holder can read it): ")
+        sys.stderr.flush()
+        reason = sys.stdin.readline()        # the prompt on stderr: a tar may be going to stdout
     password = None
     if user.mode == "private":
         if not args.password_stdin and not sys.stdin.isatty():
@@ -69,7 +78,8 @@ def open_account(st, args):
                          "on standard input with --password-stdin")
         password = Secrets(args.password_stdin).get(
             f"Password of {user.name} (private account: only its own password opens its files): ")
-    return st.open_account(user.name, password, how="admin")
+    return st.open_account(user.name, password, how="admin", purpose=purpose, reason=reason,
+                           disclosure=disclosure)
 
 
 # -- user set | cancel | reinstate ------------------------------------------------------------
@@ -83,7 +93,8 @@ def cmd_user_set(st, args):
     data["warnings"] = warnings
     lines = [f"{user.name}: {user.first_name} {user.last_name} <{user.email or '-'}>, plan {user.plan}, quota "
              f"{human(data['quota_bytes'])}, used {human(data['used_bytes'])}, news email "
-             f"{'yes' if user.consent_news else 'no'} (since {when(user.consent_changed_us)})"]
+             f"{'yes' if user.consent_news else 'no'} (since {when(user.consent_changed_us)}, "
+             f"{data['email_consent_how']})"]
     lines += [f"warning: {w}" for w in warnings]
     out(args, data, "\n".join(lines))
 
@@ -138,23 +149,25 @@ def cmd_receipts(st, args):
 # -- export -------------------------------------------------------------------------------------
 
 def cmd_user_export(st, args):
-    vfs = open_account(st, args)
+    if args.out == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write a tar to a terminal: give --out FILE, or redirect")
+    vfs = open_account(st, args, "export")
     try:
         prog = Progress(args, "files exported")
         if args.out == "-":
-            if sys.stdout.isatty():
-                raise UsageError("refusing to write a tar to a terminal: give --out FILE, or redirect")
-            counts = lifecycle.export(st, vfs, sys.stdout.buffer, args.with_versions, prog)
+            counts = export.export(st, vfs, sys.stdout.buffer, args.with_versions, prog)
             sys.stdout.buffer.flush()
         else:
-            counts = lifecycle.export_to_path(st, vfs, args.out, args.with_versions, prog)
+            counts = export.export_to_path(st, vfs, args.out, args.with_versions, prog)
         prog.done()
     finally:
         vfs.close()
     data = {"name": vfs.user.name, "out": args.out, **counts}
-    text = (f"exported {vfs.user.name} to {args.out}: {counts['files']} file(s), {counts['folders']} folder(s)"
+    text = (f"exported {vfs.user.name} to {args.out}: {counts['files']} file(s), {counts['folders']} folder(s), "
+            f"{counts['trash_items']} item(s) in the trash"
             + (f", {counts['versions']} version(s)" if args.with_versions else "")
-            + f", {human(counts['bytes'])}, with account.json (profile, consents, grants, quota, sessions)")
+            + f", {human(counts['bytes'])}, with README.txt and account.json (profile, consents, grants, quota, "
+              "sessions, administrator access); the account holder can see this export with `coffer access`")
     if args.out == "-":
         print(text, file=sys.stderr)
     else:
@@ -164,7 +177,7 @@ def cmd_user_export(st, args):
 # -- files and history ----------------------------------------------------------------------------------
 
 def cmd_purge(st, args):
-    vfs = open_account(st, args)
+    vfs = open_account(st, args, "purge")
     try:
         confirm(args, f"Purging {args.path} with all its versions and trash entries", vfs.user.name)
         vfs.purge(args.path)
@@ -190,7 +203,7 @@ def cmd_exclude(st, args):
 
 
 def cmd_versions(st, args):
-    vfs = open_account(st, args)
+    vfs = open_account(st, args, "versions")
     try:
         vs = vfs.versions(args.path)
     finally:
@@ -207,7 +220,7 @@ def cmd_restore(st, args):
     if args.version is not None and args.at is not None:
         raise UsageError("give --version or --at, not both")
     at = parse_time(args.at) / 1e6 if args.at is not None else None
-    vfs = open_account(st, args)
+    vfs = open_account(st, args, "restore")
     try:
         prog = Progress(args, "restoring")
         prog(0)
@@ -293,6 +306,11 @@ def cmd_maintenance(st, args):
 
 # -- wiring -----------------------------------------------------------------------------------------
 
+def _why(sp, what: str) -> None:
+    sp.add_argument("--reason", metavar="TEXT", help=f"why this {what} is done: recorded, and the account holder "
+                    "can read it (`coffer access`)")
+
+
 def register(sub, user_sub, add):
     sp = add(user_sub, "set", cmd_user_set, "change an account's profile, email consent, plan or quota", True)
     sp.add_argument("name")
@@ -315,17 +333,21 @@ def register(sub, user_sub, add):
     sp.add_argument("name")
     sp.add_argument("--yes", action="store_true", help="confirm without a prompt")
 
-    sp = add(user_sub, "export", cmd_user_export, "write a tar of an account's files and account.json "
-             "(profile, consents, grants, quota, sessions); a private account needs its password on stdin",
-             True, True)
+    sp = add(user_sub, "export", cmd_user_export, "write a tar of an account's files, its trash, README.txt and "
+             "account.json (profile, consents, grants, quota, sessions, administrator access); a managed account "
+             "needs a reason, a private one its password on stdin", True, True)
     sp.add_argument("name")
     sp.add_argument("--out", required=True, metavar="FILE", help="the tar to write ('-' for standard output)")
     sp.add_argument("--with-versions", action="store_true", help="also every kept old version, under versions/")
+    _why(sp, "export")
+    sp.add_argument("--disclosure", type=int, metavar="ID", help="the export is for this disclosure (recorded "
+                    "first with `coffer-admin disclose`); its reason is the export's")
 
     sp = add(sub, "purge", cmd_purge, "delete a file or folder with all its versions and trash entries, for "
              "good", True, True)
     sp.add_argument("name")
     sp.add_argument("path")
+    _why(sp, "purge")
     sp.add_argument("--yes", action="store_true", help="confirm without a prompt")
 
     sp = add(sub, "exclude", cmd_exclude, "list, add or remove an account's patterns of files that keep no "
@@ -337,6 +359,7 @@ def register(sub, user_sub, add):
     sp = add(sub, "versions", cmd_versions, "list the kept versions of a file", True, True)
     sp.add_argument("name")
     sp.add_argument("path")
+    _why(sp, "listing")
 
     sp = add(sub, "restore", cmd_restore, "bring a file or folder back: a version, its state at a time, or "
              "(by default) its newest trash entry", True, True)
@@ -345,6 +368,7 @@ def register(sub, user_sub, add):
     sp.add_argument("--version", type=int, metavar="ID", help="a version id from `coffer-admin versions`")
     sp.add_argument("--at", metavar="TIME", help="the state at a time, e.g. 2026-01-31T13:45:00Z or 2d")
     sp.add_argument("--to", metavar="PATH", help="restore to another path (default: in place)")
+    _why(sp, "restore")
 
     sp = add(sub, "sessions", cmd_sessions, "session records: protocol, address, start, end, bytes in and out",
              True)

@@ -17,7 +17,7 @@ from .admin_gdpr import open_account
 
 def _owner(st, args):
     args.name = args.owner
-    return open_account(st, args)
+    return open_account(st, args, "share")
 
 
 def cmd_grant(st, args):

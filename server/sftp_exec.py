@@ -5,7 +5,9 @@ empty input, to see whether the command works, then with a shell-quoted
 path) and some clients call `df`. These are answered from the account's
 filesystem — a version's checksum is computed on the first request and kept
 with the version — never by a shell. `coffer share …` lets an owner manage their shared folders
-(server/sftp_share.py), `coffer app-password …` their app passwords (server/sftp_apps.py). Anything else, and a shell, is refused with a message
+(server/sftp_share.py), `coffer app-password …` their app passwords (server/sftp_apps.py),
+`coffer access` lists what administrators did on the account (server/sftp_access.py). Anything else, and
+a shell, is refused with a message
 on stderr.
 """
 from __future__ import annotations
@@ -20,9 +22,8 @@ from providers.errors import CofferError, IsADirectory, NotFound, PermissionDeni
 log = logging.getLogger(__name__)
 
 HASHES = {"md5sum": "md5", "sha1sum": "sha1", "sha256sum": "sha256"}
-ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df, coffer share and "
-        "coffer app-password); "
-        "there is no shell and no forwarding")
+ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df, coffer share, "
+        "coffer app-password and coffer access); there is no shell and no forwarding")
 SHELL_REFUSED = f"Coffer: {ONLY}.\r\n"
 MAX_STDIN = 64 * 1024 * 1024
 
@@ -59,6 +60,9 @@ def run(channel, vfs, command: bytes, disk_space=None) -> int:
         from . import sftp_apps
         return sftp_apps.run(channel, vfs, args)
     if name == "coffer":
+        if args[:1] == ["access"]:
+            from . import sftp_access
+            return sftp_access.run(channel, vfs, args[1:])
         from . import sftp_share
         return sftp_share.run(channel, vfs, args)
     channel.sendall_stderr(f"Coffer: {name[:64]}: command not available; {ONLY}.\n".encode())

@@ -24,7 +24,8 @@ from .sftp_exec import replies
 
 USAGE = ("usage: coffer share grant FOLDER ACCOUNT read|write\n"
          "       coffer share revoke FOLDER ACCOUNT\n"
-         "       coffer share list [--json]\n")
+         "       coffer share list [--json]\n"
+         "       coffer access [--json]\n")
 
 
 def run(channel, vfs, args: list[str]) -> int:

@@ -4,7 +4,9 @@ wsgidav, with locks kept in the database.
 Order of work for every request (`CofferWebDAV.__call__`):
   1. refuse what no handler should see: undecodable or climbing paths, a
      Destination on another host, XML bodies with a DTD (entity bombs) or
-     over MAX_XML_BODY;
+     over MAX_XML_BODY; answer the one page reached without a login, the
+     unsubscribe link of news mail (server/unsubscribe.py: GET, HEAD and
+     POST of exactly /.well-known/coffer/unsubscribe);
   2. log in (Basic over TLS, verified-credential cache), or answer 401;
   3. hand the request to wsgidav with the account's filesystem in
      `environ["coffer.vfs"]`, counting bytes for the session record.
@@ -29,6 +31,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers import errors, paths
 from providers.locks import LockStore
+from . import unsubscribe
 from .auth import CredentialCache, parse_basic
 from .sessions import SessionTracker
 from .webdav import CofferProvider
@@ -299,6 +302,8 @@ class CofferWebDAV:
             _check_url_path(environ.get("PATH_INFO", "/"))
         except errors.InvalidPath as e:
             return _status_response(start_response, "400 Bad Request", f"The path is refused: {e}.")
+        if environ.get("PATH_INFO") == unsubscribe.PATH and method in unsubscribe.METHODS:
+            return unsubscribe.serve(self.st, environ, start_response)     # a link in news mail: no login
         dest = environ.get("HTTP_DESTINATION")
         if dest is not None:
             problem = self._check_destination(environ, dest)

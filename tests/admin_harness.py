@@ -39,6 +39,14 @@ class Admin:
                                          for name, body in raw.items()))
         self.cfg = config.load(self.config)
 
+    @classmethod
+    def of(cls, path: Path) -> "Admin":
+        """A runner on an existing config file (a running server's)."""
+        a = cls.__new__(cls)
+        a.config, a.folder = Path(path), Path(path).parent
+        a.cfg = config.load(a.config)
+        return a
+
     def __call__(self, *args, input: str | None = None, check: bool | None = None) -> subprocess.CompletedProcess:
         p = subprocess.run([ADMIN, "--config", str(self.config), *args], input=input if input is not None else "",
                            capture_output=True, text=True, timeout=120)

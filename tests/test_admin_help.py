@@ -15,7 +15,7 @@ COMMANDS = {
     "user key": ["add", "list", "remove"],
     "user app-password": ["add", "list", "revoke"],
     "": ["user", "fsck", "gc", "db", "purge", "exclude", "versions", "restore", "sessions", "audit", "receipts",
-         "notify", "maintenance", "share", "login", "tls"],
+         "notify", "maintenance", "disclose", "access", "share", "login", "tls"],
     "db": ["upgrade"],
     "notify": ["breach", "news"],
     "share": ["grant", "revoke", "list"],

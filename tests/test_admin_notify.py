@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import email
+import re
+import subprocess
 import time
 
 import pytest
 from aiosmtpd.controller import Controller
 
 from admin_harness import Admin
-from webdav_harness import free_port
+from webdav_harness import CofferServer, free_port, require_client
 
 
 class Inbox:
@@ -41,7 +43,8 @@ def smtp():
 @pytest.fixture
 def admin(tmp_path, smtp):
     ctl, _ = smtp
-    a = Admin(tmp_path, mail={"smtp_host": "127.0.0.1", "smtp_port": ctl.port, "sender": "security@coffer.test"})
+    a = Admin(tmp_path, mail={"smtp_host": "127.0.0.1", "smtp_port": ctl.port, "sender": "security@coffer.test",
+                              "public_url": "https://files.coffer.test"})
     for name, mail in (("alice", "alice@example.org"), ("bob", "bob@example.org"), ("carol", ""),
                        ("dave", "dave@example.org"), ("erin", "erin@example.org"), ("frank", "frank@refused.example")):
         a.add_user(name, f"{name}-password", *(["--email", mail] if mail else []))
@@ -126,3 +129,97 @@ def test_no_mail_server(tmp_path):
     down.add_user("alice", "alice-password", "--email", "alice@example.org")
     p = down("notify", "breach", "--user", "alice", "--message-file", str(tmp_path / "msg.txt"))
     assert p.returncode == 3 and "NOT notified: alice: the mail server could not be reached" in p.stdout
+    p = down("notify", "news", "--message-file", str(tmp_path / "msg.txt"))
+    assert p.returncode == 1 and "[mail] public_url" in p.stderr          # no link, no news
+
+
+# -- news mail a person can trust: consent stated, one-click unsubscribe ----------------------------
+
+def curl(*args) -> tuple[str, str]:
+    """(HTTP status, body) of a curl request without credentials."""
+    p = subprocess.run([require_client("curl"), "-ksS", "-w", "\n%{http_code}", *args], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    body, _, status = p.stdout.rpartition("\n")
+    return status, body
+
+
+def consent_of(admin, name: str) -> tuple[bool, str]:
+    shown = admin.ok("user", "show", name)
+    line = [ln for ln in shown.splitlines() if ln.startswith("news email:")]
+    return admin.ok("user", "show", name, "--json")["email_consent"], line[0]
+
+
+def test_news_carries_a_one_click_unsubscribe_link_that_works(tmp_path, smtp):
+    ctl, inbox = smtp
+    with CofferServer(tmp_path / "srv", accounts={}) as srv:
+        with open(srv.config, "a") as f:
+            f.write(f'\n[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {ctl.port}\nsender = "news@coffer.test"\n'
+                    f'public_url = "https://127.0.0.1:{srv.port}/"\n')
+        admin = Admin.of(srv.config)
+        for name, answer in (("dave", "yes"), ("erin", "yes"), ("frank", "no")):
+            admin.add_user(name, f"{name}-password", "--email", f"{name}@example.org", "--consent", answer)
+        signup, line = consent_of(admin, "dave")
+        assert signup is True and re.fullmatch(r"news email: yes since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+                                               r"\(when the account was created\)", line), line
+        assert consent_of(admin, "frank")[1].startswith("news email: no since ")      # asked, and said no
+        msg = tmp_path / "msg.txt"
+        msg.write_text("Coffer now keeps 60 days of trash.\n")
+
+        assert admin.ok("notify", "news", "--message-file", str(msg), "--json") == {
+            "notified": ["dave", "erin"], "failed": []}
+        mails = {rcpts[0]: m for rcpts, m in inbox.mails}
+        links = {}
+        for name in ("dave", "erin"):
+            m = mails[f"{name}@example.org"]
+            header = m["List-Unsubscribe"]
+            assert re.fullmatch(rf"<https://127\.0\.0\.1:{srv.port}/\.well-known/coffer/unsubscribe\?u=\d+&t=[\w-]{{43}}>",
+                                header), header
+            assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            links[name] = header[1:-1]
+            body = m.get_payload(decode=True).decode()
+            assert body.startswith("Coffer now keeps 60 days of trash.")
+            assert "You receive this because you agreed to news by email on " in body
+            assert "(when the account was created)" in body and links[name] in body
+        assert links["dave"] != links["erin"]
+
+        # a GET (a mail scanner, or the person) shows a form and changes nothing
+        status, page = curl(links["dave"])
+        assert status == "200" and '<form method="post"' in page and "<script" not in page
+        assert consent_of(admin, "dave")[0] is True
+
+        # forged and crossed links are refused and change nothing
+        dave_id, dave_token = re.search(r"u=(\d+)&t=(.+)$", links["dave"]).groups()
+        erin_id, erin_token = re.search(r"u=(\d+)&t=(.+)$", links["erin"]).groups()
+        base = links["dave"].split("?")[0]
+        forged = dave_token[:-2] + ("AA" if not dave_token.endswith("AA") else "BB")
+        for query in (f"u={dave_id}&t={forged}", f"u={dave_id}&t={erin_token}", f"u={erin_id}&t={dave_token}",
+                      f"u={dave_id}", f"u=0&t={dave_token}", f"u=abc&t={dave_token}"):
+            for method in ("GET", "POST"):
+                status, text = curl("-X", method, "-d", "List-Unsubscribe=One-Click", f"{base}?{query}")
+                assert status == "403" and "not valid" in text, (query, method, status, text)
+        assert consent_of(admin, "dave")[0] is True and consent_of(admin, "erin")[0] is True
+
+        # the one-click POST a mail program sends withdraws consent, with its time and an audit event
+        status, page = curl("-X", "POST", "-d", "List-Unsubscribe=One-Click", links["dave"])
+        assert status == "200" and "no more news" in page
+        now, line = consent_of(admin, "dave")
+        assert now is False and re.fullmatch(r"news email: no since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC "
+                                             r"\(with the unsubscribe link of a news email\)", line), line
+        assert consent_of(admin, "erin")[0] is True
+        events = admin.ok("audit", "--event", "news_consent_withdrawn", "--json")
+        assert [(e["user"], e["actor"], e["address"]) for e in events] == [("dave", "user", "127.0.0.1")]
+        status, page = curl("-X", "POST", links["dave"])                       # again: nothing more happens
+        assert status == "200" and "already off" in page
+        assert len(admin.ok("audit", "--event", "news_consent_withdrawn", "--json")) == 1
+
+        inbox.mails.clear()
+        assert admin.ok("notify", "news", "--message-file", str(msg), "--json")["notified"] == ["erin"]
+        assert inbox.to() == ["erin@example.org"]
+
+        # consent given again by the administrator is said so in the next mail
+        admin.ok("user", "set", "dave", "--consent", "yes")
+        inbox.mails.clear()
+        admin.ok("notify", "news", "--message-file", str(msg))
+        body = {r[0]: m for r, m in inbox.mails}["dave@example.org"].get_payload(decode=True).decode()
+        assert "(recorded by an administrator)" in body

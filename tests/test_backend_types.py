@@ -13,7 +13,7 @@ import os
 import pytest
 
 from conftest import make_config
-from providers import lifecycle
+from providers import export, lifecycle
 from providers.storage import Storage
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ def history(st: Storage) -> dict:
         "props": olga.get_props("/team/plan.txt"),
         "shares": [olga.share_list(), petr.share_list()],
         "accounts": [st.accounts.get("olga"), st.accounts.list()],
-        "record": lifecycle.account_record(st, olga),
+        "record": export.account_record(st, olga),
         "sessions": lifecycle.sessions(st, "olga"),
         "audit": lifecycle.audit_events(st, "olga"),
         "fsck": st.fsck(),

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from providers import errors, lifecycle, paths
+from providers import errors, export, paths
 from test_share_protocols import Server
 
 pytestmark = [pytest.mark.clients]
@@ -117,7 +117,7 @@ def test_core_walks_a_tree_deeper_than_the_recursion_limit(alice, storage, monke
     assert alice.open_read(paths.join(("copy",) + deep[1:]) + "/f.txt").read() == b"bottom"
     assert len(deep) == 1100
     buf = io.BytesIO()
-    lifecycle.export(storage, alice, buf)
+    export.export(storage, alice, buf)
     names = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()
     assert "files" + paths.join(deep) + "/f.txt" in names
     monkeypatch.setattr(paths, "MAX_DEPTH", 256)         # with the limit, such a tree still works...

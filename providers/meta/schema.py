@@ -29,6 +29,7 @@ users = Table(
     Column("last_login_us", BigInteger, nullable=True),
     Column("consent_news", Boolean, nullable=False, default=False),
     Column("consent_changed_us", BigInteger, nullable=True),
+    Column("consent_how", String(32), nullable=True),                 # signup | admin | link (providers/consent.py)
     Column("erase_after_us", BigInteger, nullable=True),              # set by cancel
     Column("password_hash", LargeBinary, nullable=False),             # bcrypt, for verification
     Column("kdf_salt", LargeBinary, nullable=False),

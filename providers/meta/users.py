@@ -177,18 +177,29 @@ def sessions(c, user_id=None, since_us=None, until_us=None):
     return c.execute(q.order_by(session_records.c.started_us)).mappings().all()
 
 
-def audit(c, event: str, user_id=None, actor="system", client_addr=None, detail=None) -> None:
-    c.execute(insert(audit_events).values(at_us=now_us(), user_id=user_id, actor=actor, event=event,
-                                          client_addr=client_addr, detail=detail or {}))
+def audit(c, event: str, user_id=None, actor="system", client_addr=None, detail=None) -> int:
+    return c.execute(insert(audit_events).values(at_us=now_us(), user_id=user_id, actor=actor, event=event,
+                                                 client_addr=client_addr, detail=detail or {})
+                     ).inserted_primary_key[0]
 
 
-def audit_events_list(c, user_id=None, since_us=None, event=None):
+def audit_events_list(c, user_id=None, since_us=None, event=None, actor=None):
     q = _of_user(audit_events, user_id)
     if since_us is not None:
         q = q.where(audit_events.c.at_us >= since_us)
     if event is not None:
         q = q.where(audit_events.c.event == event)
-    return c.execute(q.order_by(audit_events.c.at_us)).mappings().all()
+    if actor is not None:
+        q = q.where(audit_events.c.actor == actor)
+    return c.execute(q.order_by(audit_events.c.at_us, audit_events.c.id)).mappings().all()
+
+
+def audit_event(c, event_id: int):
+    return c.execute(select(audit_events).where(audit_events.c.id == event_id)).mappings().first()
+
+
+def set_audit_detail(c, event_id: int, detail: dict) -> None:
+    c.execute(update(audit_events).where(audit_events.c.id == event_id).values(detail=detail))
 
 
 def add_receipt(c, kind: str, body: dict) -> int:
