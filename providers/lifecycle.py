@@ -245,6 +245,7 @@ def _erase(st, user_id: int, name: str, progress, reason: str) -> dict | None:
         row = uq.user_by_id(c, user_id)
         if row is None or row["status"] != "erasing":
             return None                      # another run finished it meanwhile
+        access.forget_free_text(c, user_id)          # again: a disclosure recorded while it ran
         state = _bump(c, user_id, lq.anonymise_records(c, user_id))
         lq.delete_user(c, user_id)
         finished = meta.now_us()

@@ -173,8 +173,8 @@ def test_news_carries_a_one_click_unsubscribe_link_that_works(tmp_path, smtp):
         for name in ("dave", "erin"):
             m = mails[f"{name}@example.org"]
             header = m["List-Unsubscribe"]
-            assert re.fullmatch(rf"<https://127\.0\.0\.1:{srv.port}/\.well-known/coffer/unsubscribe\?u=\d+&t=[\w-]{{43}}>",
-                                header), header
+            link = rf"https://127\.0\.0\.1:{srv.port}/\.well-known/coffer/unsubscribe\?u=\d+&t=[\w-]{{43}}"
+            assert re.fullmatch(f"<{link}>", header), header            # one line, not encoded words
             assert m["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
             links[name] = header[1:-1]
             body = m.get_payload(decode=True).decode()

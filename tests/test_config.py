@@ -35,6 +35,8 @@ def test_example_holds_every_option_at_its_default():
     ({"security": {"login_safe_networks": ["office"]}}, "login_safe_networks"),
     ({"security": {"login_block_max_seconds": 60}}, "login_block_max_seconds"),
     ({"security": {"login_failures_before_delay": 0}}, "login_failures_before_delay"),
+    ({"mail": {"public_url": "http://files.example.org"}}, "public_url"),      # unsubscribe links: HTTPS only
+    ({"mail": {"public_url": "https://files.example.org/?x=1"}}, "public_url"),
 ])
 def test_mistakes_name_the_option(raw, words):
     with pytest.raises(config.ConfigError) as e:
