@@ -40,7 +40,8 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class SecurityConfig:
-    default_mode: str = "managed"     # "managed" or "private" for new accounts
+    default_mode: str = "private"     # new accounts: "private" (only their password or app passwords
+                                      # open their files) or "managed" (the server's master key does too)
     master_key_file: str = ""         # "" = <data_dir>/master.key (created on first use)
     bcrypt_rounds: int = 12
     argon2_memory_kib: int = 65536

@@ -37,10 +37,16 @@ def _init_account(st, cfg, name: str) -> None:
         print("coffer: accounts already exist; --init created nothing", flush=True)
         return
     password = generate_password()
-    st.accounts.create(name, password)
-    print(f"coffer: created the account {name!r}; its password (shown only now): {password}", flush=True)
+    user, recovery = st.accounts.create(name, password)
+    print(f"coffer: created the {user.mode} account {name!r}; its password (shown only now): {password}",
+          flush=True)
     print(f"coffer: (a random {PASSWORD_BITS}-bit password; change it with "
           f"`coffer-admin user passwd {name}`)", flush=True)
+    if recovery:
+        print(f"coffer: its recovery code, the only other way to its files if the password is lost (shown only "
+              f"now; keep it offline): {recovery}", flush=True)
+        print("coffer: only this password (or an app password made with it: `coffer app-password add` over SSH) "
+              "opens its files; the server's administrator cannot", flush=True)
 
 
 def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None, ca_file: Path | None = None,

@@ -17,7 +17,9 @@ from providers.storage import Storage
 
 from backend import storage_options
 
-FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1}
+# fast hashes; and accounts `managed` unless a test asks for `private` (the product's default)
+FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1,
+        "default_mode": "managed"}
 
 
 def make_config(tmp_path, *, blobs=None, database=None, **sections):

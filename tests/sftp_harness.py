@@ -29,6 +29,7 @@ def write_config(folder: Path, port: int, extra: str = "", security: str = "") -
 argon2_memory_kib = 1024
 argon2_iterations = 1
 argon2_lanes = 1
+default_mode = "managed"
 
 [webdav]
 enabled = false

@@ -25,8 +25,10 @@ class StartScript(ServeProcess):
     def __init__(self, folder):
         self.folder = folder
         self.config = write_config(folder, free_port())      # then SFTP on too, as by default
+        # SFTP on too, and accounts of the product's default mode (private)
         self.config.write_text(self.config.read_text().replace("[sftp]\nenabled = false",
-                                                               f"[sftp]\nport = {free_port()}"))
+                                                               f"[sftp]\nport = {free_port()}")
+                               .replace('default_mode = "managed"\n', ""))
         self.log = folder / "start.log"
 
     def start(self):
@@ -110,6 +112,7 @@ def test_printed_connect_lines_work_as_printed(tmp_path):
     home.mkdir()
     with StartScript(tmp_path) as srv:
         out = srv.output
+        assert "created the private account" in out       # staff-blind by default, and every line works
         password = out.split("(shown only now): ", 1)[1].split()[0]
         blocks = command_blocks(out)
         assert {"curl", "rclone", "SFTP", "restic"} <= set(blocks), out

@@ -19,6 +19,7 @@ def serve(config, *extra, timeout=30):
 
 def test_init_prints_account_certificate_and_help(tmp_path):
     cfg = write_config(tmp_path, free_port())
+    cfg.write_text(cfg.read_text().replace('default_mode = "managed"\n', ""))     # the product's default
     proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(cfg), "--init", "erin"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
@@ -31,7 +32,8 @@ def test_init_prints_account_certificate_and_help(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     out = "".join(lines)
-    assert "created the account 'erin'" in out
+    assert "created the private account 'erin'" in out
+    assert re.search(r"recovery code.*: [0-9A-F]{6}(-[0-9A-F]{6}){5}", out), out
     assert "TLS certificate SHA-256 fingerprint" in out
     assert "Map network drive" in out and "davs://" in out and "rclone" in out
     password = out.split("(shown only now): ", 1)[1].split()[0]

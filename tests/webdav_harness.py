@@ -56,6 +56,7 @@ bcrypt_rounds = 4
 argon2_memory_kib = 1024
 argon2_iterations = 1
 argon2_lanes = 1
+default_mode = "managed"
 credential_cache_seconds = 60
 
 [webdav]
