@@ -37,6 +37,7 @@ PURPOSES = {"export": "exported your files and account record",
             "share": "managed your shared folders",
             "fsck": "checked your stored files for damage (read and decrypted them)",
             "app-password": "made an app password for the account",
+            "exclude": "dropped the kept history of files matching an exclusion pattern (read their names)",
             "seal": "re-sealed the account's keys and names, bound to their rows (no file was read)"}
 # what the other events an administrator causes mean, in the holder's words
 DESCRIPTIONS = {"account_created": "created the account",

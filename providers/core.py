@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import threading
 from dataclasses import dataclass
 
 from . import crypto, guard, paths, policy, retention
@@ -70,6 +71,19 @@ class Quota:
         return UNLIMITED_SPACE, UNLIMITED_SPACE
 
 
+def settings_policy(cfg, settings) -> tuple:
+    """(retention policy, exclusion patterns) of an account's settings."""
+    settings = settings or {}
+    return (retention.Policy.from_config(cfg.retention, settings.get("retention")),
+            tuple(settings.get("exclude", cfg.retention.exclude)))
+
+
+def excluded(name: str, patterns) -> bool:
+    """Whether a file name matches one of the exclusion patterns (shell
+    style, case-sensitive as names are)."""
+    return any(fnmatch.fnmatchcase(name, pat) for pat in patterns)
+
+
 class Core:
     """What the operations of one principal share (see the module doc)."""
 
@@ -85,9 +99,7 @@ class Core:
         self.keys = Keyring(storage.db, user.id, user_key, legacy=user.sealing < crypto.SEALING_BOUND)
         self.home = self.keys.home
         self.res = Resolver(storage.db, self.keys, user.id)
-        self._policies: dict[int, tuple] = {}
-        self.policy = retention.Policy.from_config(self.cfg.retention, user.settings.get("retention"))
-        self.exclude = tuple(user.settings.get("exclude", self.cfg.retention.exclude))
+        self._read = threading.local()      # per thread: what this transaction read of owners' settings
 
     def close(self) -> None:
         self.keys.close()
@@ -104,6 +116,7 @@ class Core:
     def tx(self, write: bool = False):
         """A metadata transaction; refusals noted inside it are recorded as
         audit events afterwards, even though the transaction rolls back."""
+        self._read.policies = {}
         try:
             with (self.st.db.write() if write else self.st.db.read()) as c:
                 yield c
@@ -197,18 +210,20 @@ class Core:
                             + ("" if dom.owner_id == self.user.id else " (the shared folder's owner's quota)"))
 
     def retention_of(self, c, dom: Domain):
-        """Retention policy and exclusion patterns of the domain's owner."""
-        if dom.owner_id == self.user.id:
-            return self.policy, self.exclude
-        if dom.owner_id not in self._policies:
-            settings = dict(uq.user_by_id(c, dom.owner_id)["settings"] or {})
-            self._policies[dom.owner_id] = (
-                retention.Policy.from_config(self.cfg.retention, settings.get("retention")),
-                tuple(settings.get("exclude", self.cfg.retention.exclude)))
-        return self._policies[dom.owner_id]
+        """Retention policy and exclusion patterns of the domain's owner, as
+        the transaction `c` sees them: a change made by `coffer-admin` (in
+        another process) applies from the next write of a session already
+        open, in every worker. Read once per transaction (copying a folder
+        asks for every file)."""
+        seen = getattr(self._read, "policies", None)
+        if seen is None:
+            seen = self._read.policies = {}
+        if dom.owner_id not in seen:
+            seen[dom.owner_id] = settings_policy(self.cfg, uq.user_by_id(c, dom.owner_id)["settings"])
+        return seen[dom.owner_id]
 
     def is_excluded(self, c, dom: Domain, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pat) for pat in self.retention_of(c, dom)[1])
+        return excluded(name, self.retention_of(c, dom)[1])
 
     # -- what streams need (providers/streams.py, Host) ------------------------------------------
     def find_chunk(self, domain, dedup_id):

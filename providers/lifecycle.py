@@ -27,7 +27,7 @@ import time
 
 import bcrypt
 
-from . import access, consent, crypto, meta
+from . import access, consent, crypto, meta, paths, purging
 from .accounts import BadRequest, User, check_password, normalize_name
 from .errors import AlreadyExists, Conflict, CofferError, NotFound
 from .mail import Mailer
@@ -139,7 +139,11 @@ def exclusions(st, name: str) -> list[str]:
 
 def change_exclusions(st, name: str, add: str | None = None, remove: str | None = None) -> list[str]:
     """Add or remove one name pattern (shell style: *, ?, [..]) of files that
-    keep no history. It applies to files written or renamed from then on."""
+    keep no history. Sessions read the patterns in each write transaction,
+    so it applies at once, in every process: a file written, copied or
+    renamed from then on is marked by the patterns as they are (a file that
+    came to match keeps no old versions, one that no longer does keeps
+    history again)."""
     user = st.accounts.get(name)
     _not_erasing(user)
     pats = list(user.settings.get("exclude", st.cfg.retention.exclude))
@@ -157,6 +161,17 @@ def change_exclusions(st, name: str, add: str | None = None, remove: str | None 
     settings["exclude"] = pats
     st.accounts.update(user.name, settings=settings)
     return pats
+
+
+def exclude_dropping_history(st, fs, pattern: str) -> tuple[list[str], dict]:
+    """Add a pattern (unless it is there: run again after an interruption,
+    this finishes the job) and purge the old versions its files already
+    kept (providers/purging.py); `fs` is the account's open filesystem."""
+    try:
+        pats = change_exclusions(st, fs.user.name, add=pattern)
+    except AlreadyExists:
+        pats = exclusions(st, fs.user.name)
+    return pats, purging.drop_excluded_history(fs, pattern)
 
 
 # -- erasure ----------------------------------------------------------------------------------

@@ -61,11 +61,14 @@ def publish_version(fs, w: Writer) -> Entry:
         if gained:
             fs.check_quota(c, dom)
         mtime = w.mtime_us or now
+        # the owner's patterns as they are now: a file that came to match one
+        # keeps no history from this write on, one that no longer does keeps it again
+        excluded = fs.is_excluded(c, dom, parts[-1])
         if cur is None:
             nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
                                 name_enc=crypto.encrypt_name(dom.keys, parts[-1], lookup), name_lookup=lookup,
                                 kind="f", mode=None, created_us=now, mtime_us=mtime, changed_us=now,
-                                size=w.size, excluded=fs.is_excluded(c, dom, parts[-1]))
+                                size=w.size, excluded=excluded)
         else:
             nid = cur["id"]
             guard.note(fs, c, dom.owner_id, changed_us=cur["changed_us"])
@@ -73,7 +76,7 @@ def publish_version(fs, w: Writer) -> Entry:
         vid = t.insert_version(c, node_id=nid, domain_id=dom.id, size=w.size, stored_bytes=gained,
                                created_us=now, mtime_us=mtime, author_id=fs.user.id, hashes_enc=hashes)
         t.add_version_chunks(c, vid, [ids[pc.dedup_id] for pc in w.chunks])
-        t.update_node(c, nid, version_id=vid, size=w.size, mtime_us=mtime, changed_us=now)
+        t.update_node(c, nid, version_id=vid, size=w.size, mtime_us=mtime, changed_us=now, excluded=excluded)
         t.update_node(c, parent["id"], changed_us=now, mtime_us=now)
         drop_blobs += apply_retention(fs, c, dom, nid, now)
         node = t.node(c, nid)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from . import guard, history, meta, paths, retention
+from . import crypto, guard, history, meta, paths, retention
+from .core import excluded
 from .errors import Conflict, NotADirectory, NotFound
 from .meta import tree as t
 from .meta import users as uq
@@ -62,7 +63,7 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
     with storage.db.write() as c:
         if guard.holding(c, user.id, now):        # a mass change is held: nothing is removed
             return dict(counts, held=1)
-        domain_ids = [uq.home_domain(c, user.id)["id"]] + [r["id"] for r in uq.owned_share_domains(c, user.id)]
+        domain_ids = uq.owned_domain_ids(c, user.id)
         for did in domain_ids:
             kept_old = []
             by_node: dict[int, list] = {}
@@ -92,6 +93,39 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
         if any(counts.values()):
             uq.audit(c, "retention_purged", user_id=user.id, actor="system", detail=counts)
     storage.delete_blobs(blobs)
+    return counts
+
+
+def drop_excluded_history(fs, pattern: str) -> dict:
+    """Apply a new exclusion pattern to the files an account already has:
+    each file of its home and of the folders it shares whose name matches
+    is marked excluded and its old versions are purged for good, only the
+    current one kept (a deleted file keeps the version its trash entry
+    holds). Names are encrypted, so this needs the account's keys: `fs` is
+    its open filesystem. Recorded as a `history_dropped` audit event (with
+    counts, not the pattern: the database keeps no plaintext names)."""
+    counts = {"files": 0, "versions": 0, "freed_bytes": 0}
+    blobs: list[str] = []
+    with fs.tx(True) as c:
+        before = uq.owner_usage(c, fs.user.id)
+        for did in uq.owned_domain_ids(c, fs.user.id):
+            keys = fs.keys.domain(c, did).keys
+            old: dict[int, list[int]] = {}
+            for r in t.version_rows_for_domain(c, did):
+                old.setdefault(r.node_id, []).append(r.id)
+            for n in t.file_names(c, did):
+                if not excluded(crypto.decrypt_name(keys, bytes(n["name_enc"])), (pattern,)):
+                    continue
+                counts["files"] += 1
+                if not n["excluded"]:
+                    t.update_node(c, n["id"], excluded=True)
+                drop = [vid for vid in old.get(n["id"], ()) if vid != n["version_id"]]
+                if drop:
+                    counts["versions"] += len(drop)
+                    blobs += drop_versions(c, did, drop)
+        counts["freed_bytes"] = before - uq.owner_usage(c, fs.user.id)
+        uq.audit(c, "history_dropped", user_id=fs.user.id, actor="admin", detail=counts)
+    fs.st.delete_blobs(blobs)
     return counts
 
 

@@ -209,6 +209,7 @@ def copy_folder(fs, c, item: Target, parent_id, dom: Domain, name: str, now) -> 
 
 def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, now) -> list[str]:
     lookup = crypto.name_lookup(dom.keys, parent_id, name)
+    excluded = fs.is_excluded(c, dom, name)        # the owner's patterns now, as a new version is written
     src_node = item.node if item.kind in NODE_KINDS else None
     v = item.version if item.version is not None else (
         t.version(c, item.node["version_id"]) if item.node["version_id"] else None)
@@ -216,7 +217,7 @@ def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, no
         nid = t.insert_node(c, domain_id=dom.id, parent_id=parent_id,
                             name_enc=crypto.encrypt_name(dom.keys, name, lookup), name_lookup=lookup, kind="f",
                             created_us=now, mtime_us=item.mtime_us or now, changed_us=now,
-                            size=item.size, excluded=fs.is_excluded(c, dom, name),
+                            size=item.size, excluded=excluded,
                             mode=item.node["mode"] if item.node is not None else None)
     else:
         nid = target["id"]
@@ -243,7 +244,8 @@ def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, no
                            created_us=now, mtime_us=v["mtime_us"], author_id=fs.user.id,
                            hashes_enc=hashes)
     t.add_version_chunks(c, vid, chunk_ids)
-    t.update_node(c, nid, version_id=vid, size=v["size"], mtime_us=v["mtime_us"], changed_us=now)
+    t.update_node(c, nid, version_id=vid, size=v["size"], mtime_us=v["mtime_us"], changed_us=now,
+                  excluded=excluded)
     return apply_retention(fs, c, dom, nid, now)
 
 

@@ -57,12 +57,12 @@ def confirm(args, what: str, name: str) -> None:
         raise UsageError("not confirmed; nothing was changed")
 
 
-def open_account(st, args, purpose: str):
+def open_account(st, args, purpose: str, why: str = "only its own password opens its files"):
     """The account's filesystem: managed accounts open with the server key;
-    private ones need the user's own password (prompt or --password-stdin).
-    The opening is recorded for the account's holder with its purpose and
-    `--reason` (asked for on a terminal when an export of a managed account
-    has none) or `--disclosure`."""
+    private ones need the user's own password (prompt or --password-stdin),
+    and `why` says what for when it is missing. The opening is recorded for
+    the account's holder with its purpose and `--reason` (asked for on a
+    terminal when an export of a managed account has none) or `--disclosure`."""
     user = st.accounts.get(args.name)
     lifecycle._not_erasing(user)
     reason, disclosure = getattr(args, "reason", None), getattr(args, "disclosure", None)
@@ -74,8 +74,8 @@ def open_account(st, args, purpose: str):
     password = None
     if user.mode == "private":
         if not args.password_stdin and not sys.stdin.isatty():
-            raise Locked(f"account {user.name!r} is private: only its own password opens its files; give it "
-                         "on standard input with --password-stdin")
+            raise Locked(f"account {user.name!r} is private: {why}; give it on standard input with "
+                         "--password-stdin")
         password = Secrets(args.password_stdin).get(
             f"Password of {user.name} (private account: only its own password opens its files): ")
     return st.open_account(user.name, password, how="admin", purpose=purpose, reason=reason,
@@ -190,16 +190,45 @@ def cmd_purge(st, args):
 def cmd_exclude(st, args):
     if args.action in ("add", "remove") and not args.pattern:
         raise UsageError(f"exclude {args.action} needs a PATTERN, for example '*.tmp'")
+    if args.drop_history and args.action != "add":
+        raise UsageError("--drop-history goes with add: exclude NAME add PATTERN --drop-history")
+    dropped = None
     if args.action == "list":
         pats = lifecycle.exclusions(st, args.name)
+    elif args.action == "add" and args.drop_history:
+        pats, dropped = _exclude_dropping_history(st, args)
     elif args.action == "add":
         pats = lifecycle.change_exclusions(st, args.name, add=args.pattern)
     else:
         pats = lifecycle.change_exclusions(st, args.name, remove=args.pattern)
     text = "\n".join(pats) or "(no patterns)"
-    if args.action != "list":
-        text += "\n(applies to files written or renamed from now on: they keep no old versions)"
-    out(args, {"name": args.name, "patterns": pats}, text)
+    if dropped is not None:
+        text += (f"\nhistory dropped: {dropped['files']} matching file(s), {dropped['versions']} old version(s) "
+                 f"purged, {human(dropped['freed_bytes'])} freed")
+    elif args.action == "add":
+        text += ("\n(applies at once, open sessions included: matching files keep no old versions from their "
+                 "next write on; --drop-history purges what they kept)")
+    elif args.action == "remove":
+        text += "\n(applies at once: files that no longer match keep history again from their next write on)"
+    data = {"name": args.name, "patterns": pats}
+    if dropped is not None:
+        data["dropped"] = dropped
+    out(args, data, text)
+
+
+def _exclude_dropping_history(st, args):
+    """Add the pattern and purge the old versions its files already kept:
+    their names are encrypted, so the account's keys are needed."""
+    user = st.accounts.get(args.name)
+    lifecycle._not_erasing(user)
+    confirm(args, f"Purging the old versions of {user.name}'s files matching {args.pattern!r}", user.name)
+    vfs = open_account(st, args, "exclude", why="matching its files means reading their names, which only its own "
+                                     "password decrypts (without --drop-history the pattern needs none, and "
+                                     "each matching file drops its history at its next write)")
+    try:
+        return lifecycle.exclude_dropping_history(st, vfs, args.pattern)
+    finally:
+        vfs.close()
 
 
 def cmd_versions(st, args):
@@ -351,10 +380,14 @@ def register(sub, user_sub, add):
     sp.add_argument("--yes", action="store_true", help="confirm without a prompt")
 
     sp = add(sub, "exclude", cmd_exclude, "list, add or remove an account's patterns of files that keep no "
-             "history", True)
+             "history (at once, open sessions included)", True, True)
     sp.add_argument("name")
     sp.add_argument("action", choices=["list", "add", "remove"])
     sp.add_argument("pattern", nargs="?", help="a file-name pattern, e.g. '*.tmp'")
+    sp.add_argument("--drop-history", action="store_true",
+                    help="with add: also purge the old versions matching files already kept, for good (a "
+                         "private account needs its password)")
+    sp.add_argument("--yes", action="store_true", help="confirm --drop-history without a prompt")
 
     sp = add(sub, "versions", cmd_versions, "list the kept versions of a file", True, True)
     sp.add_argument("name")

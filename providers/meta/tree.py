@@ -494,6 +494,13 @@ def props_of_nodes(c, node_ids):
     return c.execute(select(dead_props).where(dead_props.c.node_id.in_(node_ids))).mappings().all()
 
 
+def file_names(c, domain_id: int):
+    """Every file of a key domain, live or deleted: id, encrypted name,
+    current version, whether it is excluded."""
+    return c.execute(select(nodes.c.id, nodes.c.name_enc, nodes.c.version_id, nodes.c.excluded)
+                     .where(nodes.c.domain_id == domain_id, nodes.c.kind == "f")).mappings().all()
+
+
 def domain_node_ids(c, domain_id: int) -> list[int]:
     return [r[0] for r in c.execute(select(nodes.c.id).where(nodes.c.domain_id == domain_id))]
 

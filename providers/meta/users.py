@@ -219,6 +219,12 @@ def received_shares(c, user_id: int):
     return c.execute(q).mappings().all()
 
 
+def owned_domain_ids(c, owner_id: int) -> list[int]:
+    """The key domains an account owns: its home and the folders it shares."""
+    return [r[0] for r in c.execute(select(domains.c.id).where(domains.c.owner_id == owner_id)
+                                    .order_by(domains.c.id))]
+
+
 def owned_share_domains(c, owner_id: int):
     return c.execute(select(domains).where(domains.c.owner_id == owner_id, domains.c.kind == "share")
                      ).mappings().all()
