@@ -116,6 +116,22 @@ def test_excluded_files_keep_no_history(alice):
     assert len(alice.versions("/report.docx")) == 3
 
 
+def test_pattern_changes_reach_an_open_session_at_its_next_write_or_copy(storage, alice):
+    from providers import lifecycle
+    for i in range(3):
+        alice.write_bytes("/notes.bak", b"note %d" % i)
+    lifecycle.change_exclusions(storage, "alice", add="*.bak")      # as coffer-admin does, from outside
+    assert len(alice.versions("/notes.bak")) == 3                   # kept until the file's next write
+    alice.write_bytes("/src", b"copied in")
+    alice.copy("/src", "/notes.bak")                                # a copy onto it is a write too
+    assert len(alice.versions("/notes.bak")) == 1
+    alice.write_bytes("/notes.bak", b"again")
+    assert len(alice.versions("/notes.bak")) == 1
+    lifecycle.change_exclusions(storage, "alice", remove="*.bak")
+    alice.write_bytes("/notes.bak", b"kept again")
+    assert len(alice.versions("/notes.bak")) == 2
+
+
 def test_quota_refuses_and_keeps_previous_version(storage):
     storage.accounts.create("small", "small-password", quota=200_000)
     v = storage.open_account("small", "small-password")
