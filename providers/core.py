@@ -99,7 +99,7 @@ class Core:
         self.keys = Keyring(storage.db, user.id, user_key, legacy=user.sealing < crypto.SEALING_BOUND)
         self.home = self.keys.home
         self.res = Resolver(storage.db, self.keys, user.id)
-        self._read = threading.local()      # per thread: what this transaction read of owners' settings
+        self._read = threading.local()      # per thread: owners' rows and policies this transaction read
 
     def close(self) -> None:
         self.keys.close()
@@ -116,7 +116,7 @@ class Core:
     def tx(self, write: bool = False):
         """A metadata transaction; refusals noted inside it are recorded as
         audit events afterwards, even though the transaction rolls back."""
-        self._read.policies = {}
+        self._read.owners, self._read.policies = {}, {}
         try:
             with (self.st.db.write() if write else self.st.db.read()) as c:
                 yield c
@@ -192,7 +192,7 @@ class Core:
     def quota_of(self, c, owner_id: int) -> Quota:
         used = uq.owner_usage(c, owner_id)
         from .accounts import User
-        limit = self.st.accounts.quota_limit(User.from_row(uq.user_by_id(c, owner_id)))
+        limit = self.st.accounts.quota_limit(User.from_row(self.owner_row(c, owner_id)))
         return Quota(used, limit, None if limit is None else max(0, limit - used))
 
     def quota_room(self, dom=None) -> int | None:
@@ -215,12 +215,25 @@ class Core:
         another process) applies from the next write of a session already
         open, in every worker. Read once per transaction (copying a folder
         asks for every file)."""
-        seen = getattr(self._read, "policies", None)
-        if seen is None:
-            seen = self._read.policies = {}
+        seen = self._seen("policies")
         if dom.owner_id not in seen:
-            seen[dom.owner_id] = settings_policy(self.cfg, uq.user_by_id(c, dom.owner_id)["settings"])
+            seen[dom.owner_id] = settings_policy(self.cfg, self.owner_row(c, dom.owner_id)["settings"])
         return seen[dom.owner_id]
+
+    def owner_row(self, c, owner_id: int):
+        """An owner's account row, read once per transaction: a publish asks
+        for its quota and its patterns, one query serves both."""
+        seen = self._seen("owners")
+        if owner_id not in seen:
+            seen[owner_id] = uq.user_by_id(c, owner_id)
+        return seen[owner_id]
+
+    def _seen(self, what: str) -> dict:
+        seen = getattr(self._read, what, None)
+        if seen is None:                     # a thread's first use outside `tx`
+            seen = {}
+            setattr(self._read, what, seen)
+        return seen
 
     def is_excluded(self, c, dom: Domain, name: str) -> bool:
         return excluded(name, self.retention_of(c, dom)[1])

@@ -367,9 +367,7 @@ class Vfs(Core):
                 raise QuotaExceeded(f"{paths.join(parts)} would have {len(have)} properties; a file or folder "
                                     f"may have {PROPS_PER_NODE}; nothing was changed")
             if delta > 0:
-                doms = [uq.home_domain(c, dom.owner_id)["id"]] + [
-                    r["id"] for r in uq.owned_share_domains(c, dom.owner_id)]
-                total = t.prop_bytes(c, doms) + delta
+                total = t.prop_bytes(c, uq.owned_domain_ids(c, dom.owner_id)) + delta
                 if total > PROP_BYTES_PER_ACCOUNT:
                     raise QuotaExceeded(f"properties would take {total} bytes; an account's may take "
                                         f"{PROP_BYTES_PER_ACCOUNT}: remove some; nothing was changed")
