@@ -96,35 +96,59 @@ def expire_account(storage, user, now_us: int | None = None) -> dict:
     return counts
 
 
+DROP_BATCH = 200         # files per write transaction: other writers wait for one batch at most
+
+
 def drop_excluded_history(fs, pattern: str) -> dict:
     """Apply a new exclusion pattern to the files an account already has:
     each file of its home and of the folders it shares whose name matches
     is marked excluded and its old versions are purged for good, only the
     current one kept (a deleted file keeps the version its trash entry
     holds). Names are encrypted, so this needs the account's keys: `fs` is
-    its open filesystem. Recorded as a `history_dropped` audit event (with
-    counts, not the pattern: the database keeps no plaintext names)."""
+    its open filesystem. Names are matched in one read transaction, the
+    files changed in batches; each batch is recorded as a `history_dropped`
+    audit event (counts, not the pattern: the database keeps no plaintext
+    names). Run again after an interruption, it finishes the job."""
+    found = []
+    with fs.tx() as c:
+        for did in uq.owned_domain_ids(c, fs.user.id):
+            keys = fs.keys.domain(c, did).keys
+            found += [(did, n["id"], bytes(n["name_enc"])) for n in t.file_names(c, did)
+                      if excluded(crypto.decrypt_name(keys, bytes(n["name_enc"])), (pattern,))]
+    total = {"files": 0, "versions": 0, "freed_bytes": 0}
+    for i in range(0, len(found), DROP_BATCH):
+        counts = _drop_batch(fs, found[i:i + DROP_BATCH])
+        for k, v in counts.items():
+            total[k] += v
+    return total
+
+
+def _drop_batch(fs, found) -> dict:
     counts = {"files": 0, "versions": 0, "freed_bytes": 0}
     blobs: list[str] = []
     with fs.tx(True) as c:
         before = uq.owner_usage(c, fs.user.id)
-        for did in uq.owned_domain_ids(c, fs.user.id):
-            keys = fs.keys.domain(c, did).keys
-            old: dict[int, list[int]] = {}
-            for r in t.version_rows_for_domain(c, did):
-                old.setdefault(r.node_id, []).append(r.id)
-            for n in t.file_names(c, did):
-                if not excluded(crypto.decrypt_name(keys, bytes(n["name_enc"])), (pattern,)):
-                    continue
-                counts["files"] += 1
-                if not n["excluded"]:
-                    t.update_node(c, n["id"], excluded=True)
-                drop = [vid for vid in old.get(n["id"], ()) if vid != n["version_id"]]
-                if drop:
-                    counts["versions"] += len(drop)
-                    blobs += drop_versions(c, did, drop)
+        nodes = {}
+        for did, nid, name_enc in found:
+            node = t.node(c, nid)
+            # purged, moved or renamed since it was matched: its name now decides, at its next write
+            if node is not None and node["domain_id"] == did and bytes(node["name_enc"]) == name_enc:
+                nodes[nid] = node
+        old: dict[int, list[int]] = {}
+        for v in t.versions_of_nodes(c, list(nodes)) if nodes else ():
+            if v["id"] != nodes[v["node_id"]]["version_id"]:
+                old.setdefault(v["node_id"], []).append(v["id"])
+        for nid, node in nodes.items():
+            if node["excluded"] and nid not in old:
+                continue
+            counts["files"] += 1
+            t.update_node(c, nid, excluded=True)
+            if nid in old:
+                counts["versions"] += len(old[nid])
+                blobs += drop_versions(c, node["domain_id"], old[nid])
         counts["freed_bytes"] = before - uq.owner_usage(c, fs.user.id)
-        uq.audit(c, "history_dropped", user_id=fs.user.id, actor="admin", detail=counts)
+        if counts["files"]:
+            uq.audit(c, "history_dropped", user_id=fs.user.id, actor="admin", detail=counts)
     fs.st.delete_blobs(blobs)
     return counts
 

@@ -203,7 +203,7 @@ def cmd_exclude(st, args):
         pats = lifecycle.change_exclusions(st, args.name, remove=args.pattern)
     text = "\n".join(pats) or "(no patterns)"
     if dropped is not None:
-        text += (f"\nhistory dropped: {dropped['files']} matching file(s), {dropped['versions']} old version(s) "
+        text += (f"\nhistory dropped: {dropped['files']} matching file(s) marked, {dropped['versions']} old version(s) "
                  f"purged, {human(dropped['freed_bytes'])} freed")
     elif args.action == "add":
         text += ("\n(applies at once, open sessions included: matching files keep no old versions from their "

@@ -132,6 +132,31 @@ def test_pattern_changes_reach_an_open_session_at_its_next_write_or_copy(storage
     assert len(alice.versions("/notes.bak")) == 2
 
 
+def test_drop_history_keeps_current_and_trash_versions_batch_by_batch(storage, alice, monkeypatch):
+    from providers import lifecycle, purging
+    from providers.meta import users as uq
+    monkeypatch.setattr(purging, "DROP_BATCH", 2)
+    for name in ("a.log", "b.log", "c.log", "d.log", "keep.txt"):
+        for i in range(3):
+            alice.write_bytes("/" + name, b"%s %d" % (name.encode(), i))
+    alice.delete("/d.log")
+    used = alice.quota().used
+    pats, dropped = lifecycle.exclude_dropping_history(storage, alice, "*.log")
+    assert "*.log" in pats and dropped["files"] == 4 and dropped["versions"] == 8
+    assert 0 < dropped["freed_bytes"] == used - alice.quota().used
+    for name in ("a.log", "b.log", "c.log"):
+        assert [v.current for v in alice.versions("/" + name)] == [True]
+        assert alice.read_bytes("/" + name) == b"%s 2" % name.encode()
+    assert len(alice.versions("/keep.txt")) == 3
+    assert len(alice.list("/.coffer/versions/d.log")) == 1           # the deleted file keeps its trash entry
+    alice.restore("/d.log")
+    assert alice.read_bytes("/d.log") == b"d.log 2"
+    with storage.db.read() as c:
+        events = uq.audit_events_list(c, alice.user.id, event="history_dropped")
+    assert [e["detail"]["files"] for e in events] == [2, 2]          # one event per batch
+    assert lifecycle.exclude_dropping_history(storage, alice, "*.log")[1]["files"] == 0   # run again: done
+
+
 def test_quota_refuses_and_keeps_previous_version(storage):
     storage.accounts.create("small", "small-password", quota=200_000)
     v = storage.open_account("small", "small-password")
