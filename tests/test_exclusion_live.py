@@ -202,5 +202,8 @@ def test_drop_history_of_a_private_account_needs_its_password(server, admin):
         assert r["dropped"]["freed_bytes"] >= 2 * SIZE
         assert len(s.versions("draft.bak")) == 1
         assert len(written(s, "draft.bak", 1)) == 1                # and the open session sees the pattern
+        assert len(written(s, "notes.old", 2)) == 2
+        assert "*.old" in admin.ok("exclude", "carol", "add", "*.old", "--json")["patterns"]   # no password needed
+        assert len(written(s, "notes.old", 1)) == 1
     finally:
         s.close()
