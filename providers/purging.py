@@ -114,7 +114,7 @@ def drop_excluded_history(fs, pattern: str) -> dict:
         for did in uq.owned_domain_ids(c, fs.user.id):
             keys = fs.keys.domain(c, did).keys
             found += [(did, n["id"], bytes(n["name_enc"])) for n in t.file_names(c, did)
-                      if excluded(crypto.decrypt_name(keys, bytes(n["name_enc"])), (pattern,))]
+                      if excluded(crypto.decrypt_name(keys, n["name_enc"], n["name_lookup"]), (pattern,))]
     total = {"files": 0, "versions": 0, "freed_bytes": 0}
     for i in range(0, len(found), DROP_BATCH):
         counts = _drop_batch(fs, found[i:i + DROP_BATCH])

@@ -12,7 +12,8 @@ from providers.storage import Storage
 from backend import storage_options
 
 ADMIN = str(Path(sys.executable).with_name("coffer-admin"))
-FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1}
+FAST = {"bcrypt_rounds": 4, "argon2_memory_kib": 1024, "argon2_iterations": 1, "argon2_lanes": 1,
+        "default_mode": "managed"}       # accounts managed unless a test asks for private (the default)
 
 
 def toml_value(v) -> str:

@@ -136,7 +136,7 @@ class CofferServer(ServeProcess):
                                    sftp_port=self.sftp_port)
         self.accounts = dict(accounts or {"alice": "alice-pw-1", "bob": "bob-pw-22"})
         self.quotas = quotas or {}
-        self.modes = modes or {}            # account name: "private" (else the config's default, managed)
+        self.modes = modes or {}            # account name: "private" (else "managed")
         self.proc = None
         self.log = self.folder / "server.log"
 
@@ -151,7 +151,7 @@ class CofferServer(ServeProcess):
         st = Storage.open(cfg)
         try:
             for name, pw in self.accounts.items():
-                st.accounts.create(name, pw, quota=self.quotas.get(name), mode=self.modes.get(name))
+                st.accounts.create(name, pw, quota=self.quotas.get(name), mode=self.modes.get(name, "managed"))
         finally:
             close = getattr(st, "close", None)
             if close:

@@ -497,7 +497,7 @@ def props_of_nodes(c, node_ids):
 def file_names(c, domain_id: int):
     """Every file of a key domain, live or deleted: id, encrypted name,
     current version, whether it is excluded."""
-    return c.execute(select(nodes.c.id, nodes.c.name_enc, nodes.c.version_id, nodes.c.excluded)
+    return c.execute(select(nodes.c.id, nodes.c.name_enc, nodes.c.name_lookup, nodes.c.version_id, nodes.c.excluded)
                      .where(nodes.c.domain_id == domain_id, nodes.c.kind == "f")).mappings().all()
 
 
