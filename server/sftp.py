@@ -31,9 +31,10 @@ import threading
 import time
 
 import paramiko
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, \
-    cMSG_USERAUTH_BANNER
+from paramiko.common import AUTH_FAILED, AUTH_PARTIALLY_SUCCESSFUL, AUTH_SUCCESSFUL, \
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED, OPEN_SUCCEEDED, cMSG_USERAUTH_BANNER
 
+from providers.accounts import normalize_name
 from providers.config import ConfigError
 from providers.errors import AuthenticationFailed, CofferError, Locked, NotFound, Throttled
 from providers.meta.db import now_us
@@ -56,8 +57,8 @@ LIVE_RECORD_US = 3 * RECORD_SECONDS * 1_000_000   # a record written this recent
 ACCOUNT_CHECK_SECONDS = 2            # idle logged-in connections re-check their account this often
 REFUSAL_LOG_SECONDS = 60             # one log line per address and minute for refused connections
 PRIVATE_KEY_MESSAGE = ("Coffer: account {name!r} is in private mode: its files are unlocked only by its "
-                       "password, so an SSH key cannot log in to it. Log in with the password or an app password "
-                       "instead (`coffer app-password add`).\r\n")
+                       "password, so an SSH key alone cannot log in to it. The key is accepted as a first step: "
+                       "now give the password or an app password (`coffer app-password add`).\r\n")
 TOO_MANY_MESSAGE = "Coffer: too many open sessions for this account (limit {n}); close one and retry.\r\n"
 SERVER_FULL_MESSAGE = "Coffer: the server has too many open sessions (limit {n}); retry later.\r\n"
 REVOKED_MESSAGE = ("Coffer: this login no longer stands: the account's password was changed or the account "
@@ -116,10 +117,22 @@ class SshServer(paramiko.ServerInterface):
         self.key_login: str | None = None
         self.candidate: tuple | None = None      # (name, user id, generation, vfs, mode) until admitted
         self.banner_sent = False
+        self.key_step: str | None = None          # a private account whose key's signature checked out
 
     # -- authentication ---------------------------------------------------------------
     def get_allowed_auths(self, username):
-        return "publickey,password"
+        # a private account's key is a first step only: then its password or an app password
+        return "password" if self.key_step is not None else "publickey,password"
+
+    def key_step_passed(self, username) -> None:
+        """A private account's key signature checked out (paramiko reports
+        the partial success here): tell the client what comes next."""
+        candidate, self.candidate = self.candidate, None
+        if candidate is not None and candidate[4] == "private":
+            self.key_step = candidate[0]
+            log.info("sftp[%s]: key accepted for a private account; its password or an app password must follow",
+                     self.conn.tag)
+            self._banner(PRIVATE_KEY_MESSAGE.format(name=candidate[0]))
 
     def _banner(self, text: str) -> None:
         if self.banner_sent:
@@ -137,6 +150,8 @@ class SshServer(paramiko.ServerInterface):
     def check_auth_password(self, username, password):
         if self.conn.account is not None or not isinstance(password, str):
             return AUTH_FAILED
+        if self.key_step is not None and normalize_name(username) != self.key_step:
+            return AUTH_FAILED                        # the second step is for the account the key opened
         st = self.srv.storage
         gen = st.account_generation(username)       # read first: a change during the check counts
         try:
@@ -169,7 +184,7 @@ class SshServer(paramiko.ServerInterface):
         if user.status != "active" or gen is None:
             return AUTH_FAILED
         self.candidate = (user.name, user.id, gen, None, user.mode)
-        return AUTH_SUCCESSFUL
+        return AUTH_PARTIALLY_SUCCESSFUL if user.mode == "private" else AUTH_SUCCESSFUL
 
     def admit(self, method: str) -> bool:
         """The login succeeded (password right, or key signature valid):
@@ -178,10 +193,6 @@ class SshServer(paramiko.ServerInterface):
         if candidate is None:
             return False
         name, user_id, gen, vfs, mode = candidate
-        if mode == "private":
-            log.info("sftp[%s]: key login refused: the account is private", self.conn.tag)
-            self._banner(PRIVATE_KEY_MESSAGE.format(name=name))
-            return False
         refusal = self.srv.claim(self.conn, name, user_id, gen)
         if refusal is not None:
             self._banner(refusal)
@@ -208,8 +219,8 @@ class SshServer(paramiko.ServerInterface):
             self.conn.session = self.srv.sessions.start(self.conn, self.conn.user_id, self.conn.addr)
         if not self.conn.announced:
             self.conn.announced = True
-            log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag,
-                     "key" if self.key_login else "password", self.conn.session.sid)
+            how = "key" if self.key_login else "key and password" if self.key_step else "password"
+            log.info("sftp[%s]: logged in (%s), session record %s", self.conn.tag, how, self.conn.session.sid)
         return True
 
     # -- channels -----------------------------------------------------------------------

@@ -13,7 +13,8 @@ gets the full offer after `KEXINIT_WAIT` seconds.
 Logins. paramiko asks `check_auth_publickey` before it verifies a key's
 signature, and also for unsigned "would this key do?" queries; the server's
 `admit()` is therefore called here, once the login has really succeeded
-(password checked or signature verified), and may still refuse it.
+(password checked or signature verified), and may still refuse it; a
+private account's key, a first step only, is reported the same way.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import time
 import paramiko
 from paramiko.auth_handler import AuthHandler
 from paramiko.channel import Channel
-from paramiko.common import AUTH_FAILED, AUTH_SUCCESSFUL, DEBUG, MSG_CHANNEL_REQUEST, cMSG_DISCONNECT
+from paramiko.common import AUTH_FAILED, AUTH_PARTIALLY_SUCCESSFUL, AUTH_SUCCESSFUL, DEBUG, MSG_CHANNEL_REQUEST, cMSG_DISCONNECT
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class CofferAuthHandler(AuthHandler):
     def _send_auth_result(self, username, method, result):
         if result == AUTH_SUCCESSFUL and not self.transport.server_object.admit(method):
             result = AUTH_FAILED
+        elif result == AUTH_PARTIALLY_SUCCESSFUL and method == "publickey":   # signature verified
+            self.transport.server_object.key_step_passed(username)
         super()._send_auth_result(username, method, result)
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 
+import paramiko
 import pytest
 
 from providers import config
@@ -226,3 +227,44 @@ def test_scopes_and_revocation_in_the_core(storage):
         storage.open_account("alice", secret)
     for v in (main, ro, again):
         v.close()
+
+
+def test_a_private_accounts_key_then_its_app_password_logs_in_with_openssh(tmp_path):
+    """`AuthenticationMethods publickey,password` in OpenSSH's terms: carol's
+    key is a first step, her app password (or password) the second; the
+    key alone is refused with a banner saying what is missing."""
+    require_client("ssh")
+    with SftpServer(tmp_path / "srv") as srv:
+        st = Storage.open(config.load(srv.config))
+        try:
+            carol = st.open_account("carol", "carol-pw-333")
+            _, secret = carol.app_password_create("laptop", "full")
+            carol.write_bytes("/hello.txt", b"hello")
+            carol.close()
+        finally:
+            st.close()
+        key = str(srv.key_files["carol"])
+        two_steps = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=INFO",
+                     "-o", "IdentitiesOnly=yes", "-i", key, "-o", "PreferredAuthentications=publickey,password",
+                     "-o", "NumberOfPasswordPrompts=1", "-p", str(srv.port), "carol@127.0.0.1"]
+        r = subprocess.run(["ssh", *two_steps, "sha256sum", "/hello.txt"], env=srv.askpass_env(secret),
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0 and r.stdout.startswith(
+            "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"), r.stderr
+        assert "private mode" in r.stderr                       # the banner said what comes after the key
+        assert "logged in (key and password)" in srv.log.read_text()
+        # the key alone does not open her files
+        r = subprocess.run(["ssh", *two_steps, "-o", "BatchMode=yes", "sha256sum", "/hello.txt"],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0 and "private mode" in r.stderr and "password" in r.stderr
+        # nor does her key with a wrong second step, nor with another account's password
+        r = subprocess.run(["ssh", *two_steps, "ls"], env=srv.askpass_env("not-her-password"),
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert r.returncode != 0 and "Permission denied" in r.stderr
+        t = paramiko.Transport(("127.0.0.1", srv.port))
+        t.connect()
+        pkey = paramiko.Ed25519Key.from_private_key_file(key)
+        assert t.auth_publickey("carol", pkey) == ["password"]       # partial success: the password is next
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_password("alice", "alice-pw-1")                # the second step is carol's alone
+        t.close()

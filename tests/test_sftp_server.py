@@ -98,19 +98,23 @@ def test_key_types_log_in(running, make):
         connect(srv, "alice", pkey=paramiko_key(stranger))
 
 
-def test_private_account_key_refused_with_banner(running):
+def test_private_account_key_is_only_a_first_step_with_banner(running):
+    """A private account's key cannot open its files: it is a first step,
+    which the client is told, and the password must follow."""
     st, srv = running
     private = ed25519.Ed25519PrivateKey.generate()
     SSHKeys(st.db, st.accounts).add("carol", openssh_line(private))
-    c = paramiko.SSHClient()
-    c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-    with pytest.raises(paramiko.AuthenticationException):
-        c.connect("127.0.0.1", srv.port, username="carol", pkey=paramiko_key(private), allow_agent=False,
-                  look_for_keys=False, timeout=20)
-    banner = c.get_transport().get_banner() if c.get_transport() else None
-    c.close()
-    assert banner and b"private mode" in banner
-    c = connect(srv, "carol", password="carol-password")          # the password works
+    t = paramiko.Transport(("127.0.0.1", srv.port))
+    t.connect()
+    assert t.auth_publickey("carol", paramiko_key(private)) == ["password"]     # partly: the password next
+    assert b"private mode" in t.get_banner()
+    assert not t.is_authenticated()
+    with pytest.raises(paramiko.SSHException):                       # no channel before the password
+        t.open_session()
+    t.auth_password("carol", "carol-password")
+    assert t.is_authenticated()
+    t.close()
+    c = connect(srv, "carol", password="carol-password")          # the password alone works too
     c.close()
 
 
