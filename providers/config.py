@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,8 @@ class AccountsConfig:
     cancel_grace_days: int = 30
     session_record_days: int = 90
     audit_days: int = 365
+    session_addresses: str = "none"   # what session records and audit events keep of a client's
+                                      # address: "full", "truncated" (/24, IPv6 /48) or "none"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class MailConfig:
 class ServerConfig:
     workers: int = 0                  # processes serving WebDAV and SFTP; 0 = one per CPU core
     proxy_protocol_from: tuple = ()   # load balancers (CIDRs) whose connections start with a PROXY header
+    node_name: str = ""               # this node's name in session records; "" = the host name
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,13 @@ class Config:
         return self.path(self.storage.spool_dir, str(self.data_dir / "spool"))
 
     @property
+    def node_name(self) -> str:
+        """This node's name in the session records it writes: unique among
+        the nodes sharing one database (each closes its own dead processes'
+        records on start)."""
+        return self.server.node_name or socket.gethostname()
+
+    @property
     def master_key_file(self) -> Path:
         return self.path(self.security.master_key_file, str(self.data_dir / "master.key"))
 
@@ -202,6 +213,7 @@ class Config:
         return dataclasses.replace(self, **sections)
 
 
+ADDRESS_POLICIES = ("full", "truncated", "none")
 _SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if f.name != "base_dir"}
 
 
@@ -266,6 +278,11 @@ def validate(cfg: Config) -> None:
                 "max_unauthenticated_per_address"):
         if getattr(cfg.sftp, key) < 1:
             raise ConfigError(f"[sftp] {key} must be 1 or more")
+    if cfg.accounts.session_addresses not in ADDRESS_POLICIES:
+        raise ConfigError('[accounts] session_addresses must be "full", "truncated" (IPv4 /24, IPv6 /48) '
+                          'or "none"')
+    if len(cfg.server.node_name) > 128:
+        raise ConfigError("[server] node_name: at most 128 characters")
     if cfg.server.workers < 0:
         raise ConfigError("[server] workers must be 0 (one per CPU core) or more")
     for net in cfg.server.proxy_protocol_from:

@@ -324,8 +324,9 @@ def receipts(st, receipt_id: int | None = None, kind: str | None = None) -> list
 def sessions(st, name: str | None = None, since_us: int | None = None, until_us: int | None = None) -> list[dict]:
     user_id = st.accounts.get(name).id if name else None
     return [{"id": s["id"], "user": s["user_name"], "protocol": s["protocol"], "address": s["client_addr"],
-             "started": iso(s["started_us"]), "ended": iso(s["ended_us"]), "bytes_in": s["bytes_in"],
-             "bytes_out": s["bytes_out"], "requests": s["requests"]}
+             "started": iso(s["started_us"]), "ended": iso(s["ended_us"]), "cut_short": bool(s["cut_short"]),
+             "bytes_in": s["bytes_in"], "bytes_out": s["bytes_out"], "requests": s["requests"],
+             "node": s["node"]}
             for s in st.sessions.list(user_id, since_us, until_us)]
 
 
@@ -364,15 +365,23 @@ def _send(st, rows, subject: str, body: str, event: str, personal=None) -> dict:
 
 
 def notify_breach(st, subject: str, body: str, since_us: int | None = None, until_us: int | None = None,
-                  names=()) -> dict:
-    """Email a security notice to the named accounts, or to every account
-    with a session in [since, until]. Security notices need no consent."""
+                  names=(), everyone: bool = False) -> dict:
+    """Email a security notice to the named accounts, to every account
+    (`everyone`: active, disabled and cancelled alike), or to every account
+    that may have been active in [since, until]: last seen at or after
+    `since` and created at or before `until` (the last-seen time outlives
+    the session records), or with a session record in the window. Security
+    notices need no consent. The result names who was notified and who
+    could not be, and why."""
+    if sum((bool(names), everyone, since_us is not None)) != 1:
+        raise BadRequest("give one of --since (with --until if the window has ended), --all, or --user NAME")
     if names:
         with st.db.read() as c:
             rows = [_row(c, n) for n in names]
+    elif everyone:
+        with st.db.read() as c:
+            rows = lq.every_account(c)
     else:
-        if since_us is None:
-            raise BadRequest("give --since (and optionally --until), or name the accounts with --user")
         until_us = until_us or meta.now_us()
         if until_us < since_us:
             raise BadRequest("--until is before --since")

@@ -12,12 +12,14 @@ their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import access, crypto, meta, rekey, reseal
+from .addresses import kept_address
 from .accounts import Accounts, MasterKey, User, normalize_name
 from .app_passwords import AppPasswords
 from .blobs import open_store
@@ -34,14 +36,23 @@ _IMPORTED = rekey.IMPORTED          # dedup ids of chunks moved in from another 
 
 
 class Sessions:
-    """Session records: who connected, from where, when, and how much moved."""
+    """Session records: who connected, from where (as much as `[accounts]
+    session_addresses` keeps), when, and how much moved. Each names the
+    node and process writing it, so that a node starting again can close
+    at once the records its dead processes left open."""
 
-    def __init__(self, db):
+    def __init__(self, db, cfg):
         self.db = db
+        self.policy = cfg.accounts.session_addresses
+        self.node = cfg.node_name
 
     def start(self, user_id, protocol: str, client_addr=None) -> int:
         with self.db.write() as c:
-            return uq.session_start(c, user_id, protocol, client_addr)
+            return self._start(c, user_id, protocol, client_addr)
+
+    def _start(self, c, user_id, protocol: str, client_addr) -> int:
+        return uq.session_start(c, user_id, protocol, kept_address(client_addr, self.policy), self.node,
+                                os.getpid())
 
     def update(self, sid: int, bytes_in: int, bytes_out: int, requests: int) -> None:
         with self.db.write() as c:
@@ -68,7 +79,37 @@ class Sessions:
                 return None, "account"
             if everyone >= in_all:
                 return None, "server"
-            return uq.session_start(c, user_id, protocol, client_addr), None
+            return self._start(c, user_id, protocol, client_addr), None
+
+    def cut_short_dead(self) -> int:
+        """Close the open records of this node's processes that no longer
+        run, at their last activity, marked as cut short; returns how many.
+        Called before this process writes any record: one with its own pid
+        is from an earlier process that had the same pid. Records of other
+        nodes are left to the periodic job (ABANDONED_SESSION_US)."""
+        with self.db.read() as c:
+            pids = uq.open_session_pids(c, self.node)
+        dead = {p for p in pids if p == os.getpid() or not process_runs(p)}
+        if not dead:
+            return 0
+        with self.db.write() as c:
+            return uq.cut_sessions_short(c, self.node, dead)
+
+
+def process_runs(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a zombie, dead
+    but not yet waited for, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                                 # another user's: it runs
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 @dataclass
@@ -94,7 +135,7 @@ class Storage:
     def __init__(self, cfg, db: meta.Database, blobs, master: MasterKey):
         self.cfg, self.db, self.blobs, self.master = cfg, db, blobs, master
         self.accounts = Accounts(db, cfg, master)
-        self.sessions = Sessions(db)
+        self.sessions = Sessions(db, cfg)
         self.leases = Leases(db)
         self.throttle = Throttle(db, cfg, master.subkey("throttle"))
         self.apps = AppPasswords(db, master.subkey("app-password-lookup"), self.accounts.kdf)
@@ -204,8 +245,11 @@ class Storage:
         return self.accounts.generation(name)
 
     def audit(self, event: str, user_id=None, actor: str = "system", client_addr=None, **detail) -> None:
+        """Record an event; of `client_addr` only what `[accounts]
+        session_addresses` keeps."""
         with self.db.write() as c:
-            uq.audit(c, event, user_id=user_id, actor=actor, client_addr=client_addr, detail=detail)
+            uq.audit(c, event, user_id=user_id, actor=actor,
+                     client_addr=kept_address(client_addr, self.cfg.accounts.session_addresses), detail=detail)
 
     def delete_blobs(self, names) -> None:
         """Delete the blobs of purged chunks (after the transaction that purged

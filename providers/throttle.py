@@ -137,7 +137,10 @@ class Throttle:
             p.update(failures=p["pending"], window_start_us=now, blocked_until_us=None,
                      trusted_until_us=now + self.cfg.login_trust_days * 86400 * SECOND)
             for row in (a, p, u):
-                q.throttle_save(c, row)
+                if _holds_nothing(row, now):     # a clean login leaves only the trusted pair behind
+                    q.throttle_delete(c, [row["key"]])
+                else:
+                    q.throttle_save(c, row)
 
     def failed(self, att: Attempt) -> None:
         """The attempt failed (its count stands): the pair's wait runs from
@@ -253,3 +256,9 @@ class Throttle:
         seconds = min(self.cfg.login_block_seconds * 2 ** min(a["bans"] - 1, 30), self.cfg.login_block_max_seconds)
         a.update(blocked_until_us=now + seconds * SECOND, failures=0)
         return a["blocked_until_us"]
+
+
+def _holds_nothing(row: dict, now: int) -> bool:
+    """A record with no failure, reservation, ban or trust: nothing to keep."""
+    return (not row["failures"] and not row["pending"] and not row["bans"]
+            and (row["blocked_until_us"] or 0) <= now and (row["trusted_until_us"] or 0) <= now)

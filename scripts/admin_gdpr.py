@@ -268,10 +268,18 @@ def cmd_restore(st, args):
 def cmd_sessions(st, args):
     rows = lifecycle.sessions(st, args.user, parse_time(args.since) if args.since else None,
                               parse_time(args.until) if args.until else None)
-    lines = [f"{'USER':<16} {'PROTO':<7} {'ADDRESS':<40} {'STARTED':<28} {'ENDED':<28} {'IN':>10} {'OUT':>10}"]
+    lines = [f"{'USER':<16} {'PROTO':<7} {'ADDRESS':<40} {'STARTED':<28} {'ENDED':<40} {'IN':>10} {'OUT':>10}"]
     lines += [f"{r['user'] or '(erased)':<16} {r['protocol']:<7} {r['address'] or '-':<40} {r['started']:<28} "
-              f"{r['ended'] or '(open)':<28} {human(r['bytes_in']):>10} {human(r['bytes_out']):>10}" for r in rows]
+              f"{_ended(r):<40} {human(r['bytes_in']):>10} {human(r['bytes_out']):>10}" for r in rows]
     out(args, rows, "\n".join(lines))
+
+
+def _ended(r: dict) -> str:
+    """A record's end as listed: open, ended, or cut short (its process died:
+    the end is its last activity seen)."""
+    if r["ended"] is None:
+        return "(open)"
+    return f"{r['ended']} (cut short)" if r["cut_short"] else r["ended"]
 
 
 def cmd_audit(st, args):
@@ -305,7 +313,7 @@ def cmd_notify_breach(st, args):
     body = _message(args)
     since = parse_time(args.since) if args.since else None
     until = parse_time(args.until) if args.until else None
-    result = lifecycle.notify_breach(st, args.subject, body, since, until, args.user or ())
+    result = lifecycle.notify_breach(st, args.subject, body, since, until, args.user or (), everyone=args.all)
     return _notify_out(args, result, "security notice")
 
 
@@ -325,7 +333,8 @@ def cmd_maintenance(st, args):
              f"retention: {report['retention_accounts']} account(s), {report['versions_expired']} old version(s) "
              f"and {report['trash_expired']} trash entr(ies) removed",
              f"records: {report['session_records_purged']} session record(s), {report['audit_events_purged']} "
-             f"audit event(s), {report['locks_purged']} expired lock(s) removed"]
+             f"audit event(s), {report['locks_purged']} expired lock(s) removed; "
+             f"{report['session_records_ended']} session record(s) of dead processes ended (cut short)"]
     if report["accounts_bound"]:
         lines.append(f"sealed values bound to their rows: {report['accounts_bound']} managed account(s)")
     lines += [f"ERROR: {e}" for e in report["errors"]]
@@ -403,8 +412,8 @@ def register(sub, user_sub, add):
     sp.add_argument("--to", metavar="PATH", help="restore to another path (default: in place)")
     _why(sp, "restore")
 
-    sp = add(sub, "sessions", cmd_sessions, "session records: protocol, address, start, end, bytes in and out",
-             True)
+    sp = add(sub, "sessions", cmd_sessions, "session records: protocol, address (as [accounts] "
+             "session_addresses keeps it), start, end (cut short: its process died), bytes in and out", True)
     sp.add_argument("--user", metavar="NAME")
     sp.add_argument("--since", metavar="TIME", help="e.g. 2026-01-31, 2026-01-31T13:45Z or 7d")
     sp.add_argument("--until", metavar="TIME")
@@ -419,10 +428,14 @@ def register(sub, user_sub, add):
 
     notify = sub.add_parser("notify", help="email accounts through the [mail] SMTP server: breach, news")
     ns = notify.add_subparsers(dest="notify_command", required=True, metavar="KIND")
-    sp = add(ns, "breach", cmd_notify_breach, "security notice to the accounts active in a time window, or to "
-             "the named ones (always allowed); exit 3 if some could not be notified", True)
-    sp.add_argument("--since", metavar="TIME", help="start of the window (e.g. 2026-01-31T00:00Z or 7d)")
+    sp = add(ns, "breach", cmd_notify_breach, "security notice to the accounts that may have been active in a "
+             "time window, to every account, or to the named ones (always allowed); exit 3 if some could not "
+             "be notified", True)
+    sp.add_argument("--since", metavar="TIME", help="start of the window (e.g. 2026-01-31T00:00Z or 7d): "
+                    "accounts last seen since then and created before its end")
     sp.add_argument("--until", metavar="TIME", help="end of the window (default: now)")
+    sp.add_argument("--all", action="store_true", help="every account with its erasure not begun: active, "
+                    "disabled and cancelled alike")
     sp.add_argument("--user", action="append", metavar="NAME", help="notify this account (repeatable) "
                     "instead of those active in the window")
     sp.add_argument("--message-file", required=True, metavar="FILE", help="the plain-text message body")

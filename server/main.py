@@ -135,6 +135,7 @@ def serve(args) -> int:
             _init_account(st, cfg, args.init)
     finally:
         st.close()                   # workers open their own connections
+    _cut_short(cfg)                  # before any worker of this start writes a record
     _raise_file_limit()
     sockets = {}
     dav_url = sftp_addr = ca_file = known_hosts = None
@@ -180,8 +181,29 @@ def serve(args) -> int:
     from providers.streams import share_spool_budget
     _preload()
     share_spool_budget()             # unfinished SFTP uploads of an account count once, in every worker
-    sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop))
+    sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop),
+                     on_death=lambda pid: _cut_short(cfg))
     return sup.run(ready=f"coffer: ready ({workers} worker processes)")
+
+
+def _cut_short(cfg) -> None:
+    """Close the session records this node's dead processes left open (a
+    server or worker killed outright): at their last activity, marked as
+    cut short. A failure is logged; the periodic job ends them later."""
+    from providers import meta
+    from providers.storage import Sessions
+    try:
+        db = meta.Database(cfg.database_url)
+        try:
+            closed = Sessions(db, cfg).cut_short_dead()
+        finally:
+            db.dispose()
+    except Exception:
+        log.exception("could not close the session records of this node's dead processes")
+        return
+    if closed:
+        log.info("closed %d session record(s) that dead processes of node %s left open (cut short)",
+                 closed, cfg.node_name)
 
 
 def _preload() -> None:

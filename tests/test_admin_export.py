@@ -21,7 +21,7 @@ from webdav_harness import CofferServer, require_client
 
 @pytest.fixture
 def admin(tmp_path):
-    a = Admin(tmp_path, storage={"chunk_size": 64 * 1024})
+    a = Admin(tmp_path, storage={"chunk_size": 64 * 1024}, accounts={"session_addresses": "full"})
     a.add_user("alice", "alice-password", "--email", "alice@example.org", "--first-name", "Alice",
                "--last-name", "Liddell", "--plan", "pro")
     a.ok("user", "set", "alice", "--consent", "yes")

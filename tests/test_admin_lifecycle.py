@@ -217,21 +217,28 @@ def test_private_account_needs_its_password(admin):
     assert "private" in admin.fails("restore", "pat", "/p.txt")
 
 
-def test_sessions_and_audit(admin):
+@pytest.mark.parametrize("policy,kept", [("full", ("192.0.2.7", "2001:db8:5:6::1")),
+                                         ("truncated", ("192.0.2.0/24", "2001:db8:5::/48")),
+                                         ("none", (None, None))])
+def test_sessions_and_audit(tmp_path, policy, kept):
+    admin = Admin(tmp_path, accounts={"session_addresses": policy})
+    admin.add_user("alice", "alice-password")
     st = admin.storage()
     try:
         uid = st.accounts.get("alice").id
         sid = st.sessions.start(uid, "webdav", "192.0.2.7")
         st.sessions.end(sid, 100, 2000, 5)
-        st.sessions.start(uid, "sftp", "2001:db8::1")
+        st.sessions.start(uid, "sftp", "2001:db8:5:6::1")
     finally:
         st.close()
     rows = admin.ok("sessions", "--user", "alice", "--json")
-    assert [(r["protocol"], r["address"]) for r in rows] == [("webdav", "192.0.2.7"), ("sftp", "2001:db8::1")]
+    assert [(r["protocol"], r["address"]) for r in rows] == [("webdav", kept[0]), ("sftp", kept[1])]
     assert rows[0]["bytes_in"] == 100 and rows[0]["bytes_out"] == 2000 and rows[1]["ended"] is None
+    assert not rows[0]["cut_short"]
     assert len(admin.ok("sessions", "--since", "1h", "--json")) == 2
     assert admin.ok("sessions", "--since", "2100-01-01", "--json") == []
-    assert "192.0.2.7" in admin.ok("sessions")
+    listed = admin.ok("sessions")
+    assert all(k in listed for k in kept if k) and ("192.0.2" in listed) == (policy != "none")
     assert "not a time" in admin.fails("sessions", "--since", "last tuesday")
     assert "no account named" in admin.fails("sessions", "--user", "ghost")
     events = admin.ok("audit", "--user", "alice", "--event", "account_created", "--json")

@@ -31,6 +31,10 @@ class Inbox:
         return sorted(r for rcpts, _ in self.mails for r in rcpts)
 
 
+def days_ago(days: float) -> int:
+    return int((time.time() - days * 86400) * 1e6)
+
+
 @pytest.fixture
 def smtp():
     inbox = Inbox()
@@ -54,11 +58,11 @@ def admin(tmp_path, smtp):
             sid = st.sessions.start(st.accounts.get(name).id, "webdav", "192.0.2.1")
             st.sessions.end(sid)
         old = st.sessions.start(st.accounts.get("bob").id, "sftp", "192.0.2.2")   # long before it
-        with st.db.write() as c:
-            from providers.meta.schema import session_records
+        with st.db.write() as c:                          # as if it had run then: record and last activity
+            from providers.meta.schema import session_records, users
             c.execute(session_records.update().where(session_records.c.id == old)
-                      .values(started_us=int((time.time() - 10 * 86400) * 1e6),
-                              ended_us=int((time.time() - 9 * 86400) * 1e6)))
+                      .values(started_us=days_ago(10), ended_us=days_ago(9)))
+            c.execute(users.update().where(users.c.name == "bob").values(last_seen_us=days_ago(9)))
     finally:
         st.close()
     for name in ("dave", "erin"):

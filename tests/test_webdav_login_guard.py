@@ -28,7 +28,7 @@ ACCOUNTS = {name: f"{name}-password-1" for name in ("alice", "bob", "carol", "da
 
 class GuardServer(CofferServer):
     def __init__(self, folder):
-        super().__init__(folder, accounts=ACCOUNTS)
+        super().__init__(folder, accounts=ACCOUNTS, extra='[accounts]\nsession_addresses = "full"\n')
         text = self.config.read_text()
         text = text.replace("bcrypt_rounds = 4", "bcrypt_rounds = 10")
         self.config.write_text(text.replace("credential_cache_seconds = 60", "credential_cache_seconds = 1"))

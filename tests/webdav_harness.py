@@ -79,6 +79,7 @@ class ServeProcess:
     and prepare accounts in `prepare()`."""
 
     proc = None
+    own_group = False           # start it in a process group of its own (its workers too), for kill_group
 
     def prepare(self) -> None:
         pass
@@ -88,7 +89,8 @@ class ServeProcess:
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         self._log = open(self.log, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "server.main", "serve", "--config", str(self.config)],
-                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+                                     cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=self.own_group)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -110,6 +112,21 @@ class ServeProcess:
                 self.proc.wait()
         if getattr(self, "_log", None):
             self._log.close()
+
+    def kill_group(self) -> None:
+        """SIGKILL the server and every worker at once (a power cut, an OOM
+        kill of the whole service), and wait until none of them runs."""
+        assert self.own_group, "kill_group needs own_group = True before start"
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        self._log.close()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -2,7 +2,7 @@
 and choosing whom to notify. Called only from providers/lifecycle.py."""
 from __future__ import annotations
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from .schema import (app_passwords, audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
                      receipts, session_records, ssh_keys, users, version_chunks, versions)
@@ -122,10 +122,11 @@ def purge_sessions_before(c, cutoff_us: int) -> int:
 
 def end_abandoned_sessions(c, seen_before_us: int) -> int:
     """End the open records no process has written since `seen_before_us`
-    (their process died): at the last time they were seen."""
+    (their process died, on a node that has not started again): at the last
+    time they were seen, marked as cut short."""
     seen = func.coalesce(session_records.c.seen_us, session_records.c.started_us)
     return c.execute(update(session_records).where(session_records.c.ended_us.is_(None), seen < seen_before_us)
-                     .values(ended_us=seen)).rowcount
+                     .values(ended_us=seen, cut_short=True)).rowcount
 
 
 def purge_audit_before(c, cutoff_us: int) -> int:
@@ -135,12 +136,23 @@ def purge_audit_before(c, cutoff_us: int) -> int:
 # -- whom to notify ----------------------------------------------------------------------------
 
 def active_in_window(c, since_us: int, until_us: int):
-    """Accounts with a session overlapping [since, until]."""
+    """Accounts that may have been active in [since, until]: last seen at or
+    after `since` and created at or before `until`, or with a session record
+    overlapping the window."""
     ids = select(session_records.c.user_id).where(
         session_records.c.user_id.is_not(None), session_records.c.started_us <= until_us,
         or_(session_records.c.ended_us.is_(None), session_records.c.ended_us >= since_us))
-    return c.execute(select(users).where(users.c.id.in_(ids), users.c.status != "erasing")
+    seen = func.coalesce(users.c.last_seen_us, users.c.last_login_us)
+    return c.execute(select(users).where(or_(users.c.id.in_(ids), and_(seen >= since_us,
+                                                                          users.c.created_us <= until_us)),
+                                         users.c.status != "erasing")
                      .order_by(users.c.name)).mappings().all()
+
+
+def every_account(c):
+    """Every account that has not begun its erasure: active, disabled and
+    cancelled (within its grace period) alike."""
+    return c.execute(select(users).where(users.c.status != "erasing").order_by(users.c.name)).mappings().all()
 
 
 def news_recipients(c):

@@ -5,7 +5,7 @@ values, lock details and content hashes are stored only encrypted; lookups go
 through keyed hashes (see providers/crypto.py).
 """
 from sqlalchemy import (BigInteger, Boolean, Column, ForeignKey, Index, Integer, JSON, LargeBinary,
-                        MetaData, String, Table, Text, UniqueConstraint, text)
+                        MetaData, String, Table, Text, UniqueConstraint, false, text)
 
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s", "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -27,6 +27,8 @@ users = Table(
     Column("mode", String(16), nullable=False),                       # private | managed
     Column("created_us", BigInteger, nullable=False),
     Column("last_login_us", BigInteger, nullable=True),
+    Column("last_seen_us", BigInteger, nullable=True),                # last session activity; outlives
+                                                                      # the records (breach notices)
     Column("consent_news", Boolean, nullable=False, default=False),
     Column("consent_changed_us", BigInteger, nullable=True),
     Column("consent_how", String(32), nullable=True),                 # signup | admin | link (providers/consent.py)
@@ -209,6 +211,11 @@ session_records = Table(
     Column("bytes_in", BigInteger, nullable=False, default=0),
     Column("bytes_out", BigInteger, nullable=False, default=0),
     Column("requests", Integer, nullable=False, default=0),
+    Column("node", String(128), nullable=True),                       # the node and process writing it
+    Column("pid", Integer, nullable=True),
+    Column("cut_short", Boolean, nullable=False, default=False, server_default=false()),  # its process died
+    Index("ix_session_records_open", "node", "pid", sqlite_where=text("ended_us IS NULL"),
+          postgresql_where=text("ended_us IS NULL")),
 )
 
 audit_events = Table(

@@ -136,18 +136,49 @@ def throttle_prune(c, before_us: int, now: int) -> int:
 
 # -- session records and audit ---------------------------------------------------------
 
-def session_start(c, user_id, protocol: str, addr) -> int:
+SEEN_EVERY_US = 60_000_000      # an account's last_seen_us is written at most this often while a session runs
+
+
+def session_start(c, user_id, protocol: str, addr, node: str | None = None, pid: int | None = None) -> int:
     now = now_us()
-    return c.execute(insert(session_records).values(user_id=user_id, protocol=protocol, client_addr=addr,
-                                                    started_us=now, seen_us=now, bytes_in=0, bytes_out=0,
-                                                    requests=0)).inserted_primary_key[0]
+    sid = c.execute(insert(session_records).values(user_id=user_id, protocol=protocol, client_addr=addr,
+                                                   started_us=now, seen_us=now, bytes_in=0, bytes_out=0,
+                                                   requests=0, node=node, pid=pid)).inserted_primary_key[0]
+    _seen(c, users.c.id == user_id, now, now - SEEN_EVERY_US)
+    return sid
 
 
 def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended: bool = True) -> None:
-    values = dict(bytes_in=bytes_in, bytes_out=bytes_out, requests=requests, seen_us=now_us())
+    now = now_us()
+    values = dict(bytes_in=bytes_in, bytes_out=bytes_out, requests=requests, seen_us=now)
     if ended:
-        values["ended_us"] = values["seen_us"]
+        values["ended_us"] = now
     c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
+    owner = select(session_records.c.user_id).where(session_records.c.id == sid).scalar_subquery()
+    _seen(c, users.c.id == owner, now, now if ended else now - SEEN_EVERY_US)
+
+
+def _seen(c, which, now: int, older_than: int) -> None:
+    """Stamp the account's last activity, unless it was stamped at or after
+    `older_than` (a running session writes it once a minute at most)."""
+    c.execute(update(users).where(which, or_(users.c.last_seen_us.is_(None), users.c.last_seen_us < older_than))
+              .values(last_seen_us=now))
+
+
+def open_session_pids(c, node: str) -> set[int]:
+    """The processes of `node` that have open session records."""
+    return {r[0] for r in c.execute(select(session_records.c.pid).distinct().where(
+        session_records.c.ended_us.is_(None), session_records.c.node == node,
+        session_records.c.pid.is_not(None)))}
+
+
+def cut_sessions_short(c, node: str, pids) -> int:
+    """End the open records these dead processes of `node` wrote, at their
+    last activity, marked as cut short."""
+    seen = func.coalesce(session_records.c.seen_us, session_records.c.started_us)
+    return c.execute(update(session_records).where(
+        session_records.c.ended_us.is_(None), session_records.c.node == node,
+        session_records.c.pid.in_(list(pids))).values(ended_us=seen, cut_short=True)).rowcount
 
 
 def live_sessions(c, user_id: int, protocol: str, seen_since_us: int) -> tuple[int, int]:

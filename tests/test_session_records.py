@@ -1,0 +1,207 @@
+"""Session records and audit events keep of a client's address only what
+`[accounts] session_addresses` allows, and records close when the process
+that wrote them dies.
+
+Real `coffer serve` processes with WebDAV and SFTP on; logins with curl
+(credentials on stdin) and paramiko from 127.0.0.1; the database is read
+directly, and `coffer-admin sessions` shows what it holds. A whole server
+is killed with SIGKILL (process group) and started again: its records are
+closed at once, at their last activity, marked cut short, while another
+node's on the same database are left alone; one worker killed alone has its
+records closed by the supervisor while the other worker's stay open.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import paramiko
+import pytest
+
+from admin_harness import ADMIN
+from backend import database_values
+from test_workers import holder_of, wait_for, workers_of
+from webdav_harness import CofferServer, free_port, require_client
+
+pytestmark = pytest.mark.slow
+
+ACCOUNTS = {"alice": "alice-pw-1", "bob": "bob-pw-22"}
+LOOPBACK = "127.0.0.1"
+
+
+class Node(CofferServer):
+    """`coffer serve` with WebDAV and SFTP, in a process group of its own.
+    `shared`: another node whose database, blobs and keys this one uses."""
+
+    own_group = True
+
+    def __init__(self, folder, *, policy: str = "none", node: str = "", workers: int = 1,
+                 shared: "Node | None" = None):
+        super().__init__(folder, accounts=ACCOUNTS, tls=False, extra=(
+            f'[server]\nworkers = {workers}\nnode_name = "{node}"\n'
+            f'[accounts]\nsession_addresses = "{policy}"\n'))
+        self.sftp_port = free_port()
+        text = self.config.read_text().replace("[sftp]\nenabled = false", f"[sftp]\nport = {self.sftp_port}")
+        if shared is not None:                 # the other node's [storage], this node's ports and name
+            mine, theirs = text.split("[security]", 1), shared.config.read_text().split("[security]", 1)
+            text = theirs[0] + "[security]" + mine[1]
+        self.config.write_text(text)
+        self.shared = shared
+        self.prepared = False
+
+    def prepare(self) -> None:
+        if not self.prepared and self.shared is None:
+            self.create_accounts()
+        self.prepared = True
+
+    def curl(self, user: str, password: str, *args: str) -> int:
+        """A PROPFIND / (or `args`) with curl; the credentials go on stdin."""
+        require_client("curl")
+        r = subprocess.run(["curl", "-s", "-K", "-", "-o", "/dev/null", "-w", "%{http_code}", "--interface",
+                            LOOPBACK, "-X", "PROPFIND", "-H", "Depth: 0", *args, self.url],
+                           input=f'user = "{user}:{password}"\n'.encode(), capture_output=True, timeout=60)
+        return int(r.stdout)
+
+    def sftp(self, user: str, password: str) -> paramiko.Transport:
+        t = paramiko.Transport((LOOPBACK, self.sftp_port))
+        t.connect(username=user, password=password)
+        paramiko.SFTPClient.from_transport(t).listdir("/")
+        return t
+
+    def admin(self, *argv: str, config=None):
+        r = subprocess.run([ADMIN, "--config", str(config or self.config), *argv], capture_output=True,
+                           text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout) if "--json" in argv else r.stdout
+
+    def rows(self, table: str) -> list[dict]:
+        from sqlalchemy import select
+
+        from providers import config
+        from providers.meta.schema import metadata
+        from providers.storage import Storage
+        st = Storage.open(config.load(self.config))
+        try:
+            with st.db.read() as c:
+                return [dict(r) for r in c.execute(select(metadata.tables[table])).mappings()]
+        finally:
+            st.close()
+
+    def stored_values(self) -> bytes:
+        from providers import config
+        from providers.storage import Storage
+        st = Storage.open(config.load(self.config))
+        try:
+            return b"\n".join(raw for _, raw in database_values(st))
+        finally:
+            st.close()
+
+
+# -- what is kept of an address --------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy,kept", [("full", LOOPBACK), ("truncated", "127.0.0.0/24"), ("none", None)])
+def test_records_keep_what_the_policy_allows_of_the_address(tmp_path, policy, kept):
+    with Node(tmp_path, policy=policy) as srv:
+        assert srv.curl("alice", ACCOUNTS["alice"]) == 207
+        assert srv.curl("bob", "wrong-password") == 401
+        srv.sftp("bob", ACCOUNTS["bob"]).close()
+        with pytest.raises(paramiko.AuthenticationException):
+            srv.sftp("alice", "wrong-password")
+        sessions = wait_for(lambda: len(s := srv.rows("session_records")) == 2 and s)
+        failed = [e for e in srv.rows("audit_events") if e["event"] == "login_failed"]
+        guard = srv.admin("login", "show", "--address", LOOPBACK, "--json")
+    assert guard["address"]["failures"] == 2                     # the guard counts per address all the same
+    assert sorted(s["protocol"] for s in sessions) == ["sftp", "webdav"]
+    assert len(failed) == 2
+    assert {s["client_addr"] for s in sessions} | {e["client_addr"] for e in failed} == {kept}
+    stored = srv.stored_values()
+    assert (LOOPBACK.encode() in stored) == (policy == "full")  # nowhere else either (the guard keeps hashes)
+    listed = srv.admin("sessions", "--json")
+    assert [r["address"] for r in listed] == [kept] * 2
+    assert [r["user"] for r in listed if r["protocol"] == "sftp"] == ["bob"]
+    assert (kept or "-") in srv.admin("sessions", "--user", "alice")
+    assert {e["address"] for e in srv.admin("audit", "--event", "login_failed", "--json")} == {kept}
+
+
+# -- records of dead processes ------------------------------------------------------------------------
+
+def open_records(srv, node: str) -> dict[int, dict]:
+    return {r["id"]: r for r in srv.rows("session_records") if r["node"] == node and r["ended_us"] is None}
+
+
+def test_a_killed_server_closes_its_records_on_start_and_leaves_other_nodes_alone(tmp_path):
+    a = Node(tmp_path / "a", node="node-a", workers=2)
+    b = Node(tmp_path / "b", node="node-b", shared=a)
+    a.start()
+    b.start()
+    clients = []
+    try:
+        dav = a.connection()                                 # a WebDAV session, kept alive, on node a
+        dav.request("PROPFIND", "/", headers={**a.auth("alice"), "Depth": "0"})
+        resp = dav.getresponse()
+        resp.read()
+        assert resp.status == 207
+        clients += [a.sftp("bob", ACCOUNTS["bob"]), b.sftp("alice", ACCOUNTS["alice"])]
+        before = wait_for(lambda: len(r := open_records(a, "node-a")) == 2 and r)
+        assert {r["protocol"] for r in before.values()} == {"webdav", "sftp"}
+        (b_id,) = open_records(a, "node-b")
+
+        a.kill_group()
+        assert open_records(b, "node-a") == before           # SIGKILL wrote nothing: still open
+        a.start()
+        after = {r["id"]: r for r in a.rows("session_records")}
+        for sid, old in before.items():                      # closed at once, at the last activity seen
+            assert after[sid]["ended_us"] == old["seen_us"] and after[sid]["cut_short"] is True
+        assert after[b_id]["ended_us"] is None and not after[b_id]["cut_short"]   # node b's, alive
+        shown = {r["id"]: r for r in a.admin("sessions", "--json")}
+        assert all(shown[sid]["cut_short"] and shown[sid]["ended"] for sid in before)
+        assert not shown[b_id]["cut_short"] and shown[b_id]["ended"] is None
+        assert a.admin("sessions").count("(cut short)") == 2
+
+        b.kill_group()                                       # another node's dead records: not a's to close
+        a.stop()
+        a.start()
+        assert open_records(a, "node-b").keys() == {b_id}
+        b.start()
+        assert open_records(a, "node-b") == {}
+        assert {r["id"]: r for r in a.rows("session_records")}[b_id]["cut_short"] is True
+    finally:
+        for t in clients:
+            t.close()
+        a.stop()
+        b.stop()
+    kept = a.rows("session_records")                         # retention: cut-short records go like any other
+    assert all(r["ended_us"] is not None for r in kept) and sum(r["cut_short"] for r in kept) == 3
+    short = a.config.with_name("retention.toml")
+    short.write_text(a.config.read_text() + "session_record_days = 0\n")
+    report = a.admin("maintenance", "--no-retention", "--json", config=short)
+    assert report["session_records_purged"] == len(kept)
+    assert a.rows("session_records") == []
+
+
+def test_a_killed_worker_has_its_records_closed_while_the_others_serve_on(tmp_path):
+    with Node(tmp_path, node="node-w", workers=2) as srv:
+        workers = wait_for(lambda: len(w := workers_of(srv.proc.pid)) == 2 and w)
+        clients = []
+        try:
+            while len({holder_of(workers, srv.sftp_port, t.sock.getsockname()[1]) for t in clients}) < 2:
+                assert len(clients) < 20, "every connection went to one worker"
+                clients.append(srv.sftp("alice", ACCOUNTS["alice"]))      # until both workers hold one
+            records = wait_for(lambda: len(r := open_records(srv, "node-w")) == len(clients) and r)
+            holders = [holder_of(workers, srv.sftp_port, t.sock.getsockname()[1]) for t in clients]
+            victim = holders[0]
+            victims = {sid for sid, r in records.items() if r["pid"] == victim}
+            assert victims and victims != records.keys()
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: open_records(srv, "node-w").keys() == records.keys() - victims)
+            rows = {r["id"]: r for r in srv.rows("session_records")}
+            assert all(rows[sid]["cut_short"] and rows[sid]["ended_us"] == records[sid]["seen_us"]
+                       for sid in victims)
+            survivor = next(t for t, pid in zip(clients, holders) if pid != victim)
+            paramiko.SFTPClient.from_transport(survivor).listdir("/")   # the other worker serves on
+        finally:
+            for t in clients:
+                t.close()
