@@ -27,6 +27,13 @@ concurrent guesses cannot all pass a threshold: one that finds the free
 guesses held by attempts still in flight waits for their answer (a few
 seconds at most). Unknown names count as wrong passwords, so the guard's
 answers never tell which names exist.
+
+What is kept, whatever `[accounts] session_addresses` says (the guard needs
+the full address to count per address): keyed hashes only. An address's
+record lives while it holds failures in the window or a ban, and `prune`
+deletes it once untouched for the longest of the window and the longest ban;
+a pair's record lives while it trusts (`login_trust_days` from the last
+success); a success deletes records it leaves holding nothing.
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import json
 import re
 import subprocess
 import time
@@ -10,6 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from admin_harness import Admin
+from test_session_records import ACCOUNTS, Node
 from webdav_harness import CofferServer, free_port, require_client
 
 
@@ -76,7 +78,6 @@ def test_breach_notifies_accounts_active_in_the_window(admin, smtp, tmp_path):
     _, inbox = smtp
     p = admin("notify", "breach", "--since", "1h", "--message-file", str(tmp_path / "msg.txt"), "--json")
     assert p.returncode == 3, p.stderr
-    import json
     result = json.loads(p.stdout)
     assert result["notified"] == ["alice"]
     failed = {f["name"]: f["reason"] for f in result["failed"]}
@@ -111,6 +112,59 @@ def test_breach_to_named_accounts_and_failures(admin, smtp, tmp_path):
     assert "cannot read --message-file" in admin.fails("notify", "breach", "--since", "1d", "--message-file",
                                                        str(tmp_path / "missing.txt"))
     assert "before --since" in admin.fails("notify", "breach", "--since", "1d", "--until", "2d", "--message-file", msg)
+
+
+def test_breach_to_every_account_whatever_its_status(admin, smtp, tmp_path):
+    _, inbox = smtp
+    msg = str(tmp_path / "msg.txt")
+    admin.ok("user", "cancel", "dave")                       # within its grace period: still reached
+    p = admin("notify", "breach", "--all", "--message-file", msg, "--json")
+    assert p.returncode == 3, p.stderr
+    result = json.loads(p.stdout)
+    assert result["notified"] == ["alice", "bob", "dave", "erin"]              # erin is disabled
+    failed = {f["name"]: f["reason"] for f in result["failed"]}
+    assert failed.keys() == {"carol", "frank"}
+    assert "no email address" in failed["carol"] and "550" in failed["frank"] and "no such mailbox" in failed["frank"]
+    assert inbox.to() == ["alice@example.org", "bob@example.org", "dave@example.org", "erin@example.org"]
+    text = admin("notify", "breach", "--all", "--message-file", msg).stdout
+    assert "NOT notified: carol: no email address on file" in text and "NOT notified: frank:" in text
+    for wrong in (["--all", "--since", "1d"], ["--all", "--user", "bob"], ["--since", "1d", "--user", "bob"]):
+        assert "one of --since" in admin.fails("notify", "breach", *wrong, "--message-file", msg)
+
+
+def test_breach_window_reaches_accounts_whose_session_records_are_gone(tmp_path, smtp):
+    """A real server, a password login over WebDAV (curl) and an SSH key
+    login over SFTP (OpenSSH), then record retention deletes the session
+    records: both accounts are still reached by a window that covers their
+    activity, the one never seen is not, and no one by a window that ended
+    before the accounts existed."""
+    ctl, inbox = smtp
+    srv = Node(tmp_path / "srv", accounts={**ACCOUNTS, "carol": "carol-pw-333"},
+               more=f'[mail]\nsmtp_host = "127.0.0.1"\nsmtp_port = {ctl.port}\nsender = "security@coffer.test"')
+    key = tmp_path / "bob_ed25519"
+    subprocess.run([require_client("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    with srv:
+        srv.admin("user", "key", "add", "bob", str(key.with_suffix(".pub")))
+        assert srv.curl("alice", ACCOUNTS["alice"]) == 207
+        r = subprocess.run([require_client("sftp"), "-b", "-", "-P", str(srv.sftp_port), "-i", str(key),
+                            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+                            "-o", "UserKnownHostsFile=/dev/null", "bob@127.0.0.1"], input="ls\n",
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    for name in ("alice", "bob", "carol"):
+        srv.admin("user", "set", name, "--email", f"{name}@example.org")
+    assert srv.admin("user", "show", "bob", "--json")["last_login"] == "-"     # a key login is no password login
+    short = srv.config.with_name("retention.toml")
+    short.write_text(srv.config.read_text() + "session_record_days = 0\n")
+    assert srv.admin("maintenance", "--no-retention", "--json", config=short)["session_records_purged"] == 2
+    assert srv.admin("sessions", "--json") == []
+    msg = tmp_path / "msg.txt"
+    msg.write_text("Please change your password.\n")
+    assert srv.admin("notify", "breach", "--since", "1h", "--message-file", str(msg), "--json") == {
+        "notified": ["alice", "bob"], "failed": []}                       # carol never logged in
+    assert inbox.to() == ["alice@example.org", "bob@example.org"]
+    assert srv.admin("notify", "breach", "--since", "3d", "--until", "2d", "--message-file", str(msg),
+                     "--json") == {"notified": [], "failed": []}          # created after that window
 
 
 def test_news_only_to_active_accounts_that_opted_in(admin, smtp, tmp_path):

@@ -238,6 +238,26 @@ def test_erasure_removes_the_accounts_records_with_every_address(st, clock):
         assert c.execute(count, {"k": key}).scalar() == 0
 
 
+def test_records_live_only_as_long_as_they_hold_something(st, clock):
+    """A clean login leaves the trusted pair only; a failure's address
+    record goes once the window and the longest ban are over; the pair goes
+    when its trust ends."""
+    rows = text("select count(*), max(trusted_until_us) from throttle")
+    login(st, "ann", "ann-password", NAT)
+    with st.db.read() as c:
+        n, trusted = c.execute(rows).one()
+    assert n == 1 and trusted == clock() + 30 * 86400 * 1_000_000
+    refused(st, "ben", "guess", NAT)
+    with st.db.read() as c:
+        assert c.execute(rows).one()[0] == 4                     # + the address, ben, ben at that address
+    clock.advance(86400 + 1)
+    assert st.throttle.prune() == 3
+    clock.advance(30 * 86400)
+    assert st.throttle.prune() == 1
+    with st.db.read() as c:
+        assert c.execute(rows).one()[0] == 0
+
+
 def test_the_administrator_can_see_and_lift_a_ban(st, clock):
     for i in range(10):
         refused(st, f"nobody{i}", "guess", ATTACKER)

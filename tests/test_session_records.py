@@ -39,9 +39,9 @@ class Node(CofferServer):
     own_group = True
 
     def __init__(self, folder, *, policy: str = "none", node: str = "", workers: int = 1,
-                 shared: "Node | None" = None):
-        super().__init__(folder, accounts=ACCOUNTS, tls=False, extra=(
-            f'[server]\nworkers = {workers}\nnode_name = "{node}"\n'
+                 shared: "Node | None" = None, more: str = "", accounts: dict | None = None):
+        super().__init__(folder, accounts=accounts or ACCOUNTS, tls=False, extra=(
+            f'{more}\n[server]\nworkers = {workers}\nnode_name = "{node}"\n'
             f'[accounts]\nsession_addresses = "{policy}"\n'))
         self.sftp_port = free_port()
         text = self.config.read_text().replace("[sftp]\nenabled = false", f"[sftp]\nport = {self.sftp_port}")
