@@ -7,23 +7,27 @@ Real `coffer serve` processes with WebDAV and SFTP on; logins with curl
 directly, and `coffer-admin sessions` shows what it holds. A whole server
 is killed with SIGKILL (process group) and started again: its records are
 closed at once, at their last activity, marked cut short, while another
-node's on the same database are left alone; one worker killed alone has its
-records closed by the supervisor while the other worker's stay open.
+node's on the same database are left alone, alive or dead; the periodic job
+ends a dead node's records after ten minutes. (One worker killed alone:
+tests/test_workers.py.)
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import signal
 import subprocess
-import time
 
 import paramiko
 import pytest
+from sqlalchemy import select, update
 
 from admin_harness import ADMIN
 from backend import database_values
-from test_workers import holder_of, wait_for, workers_of
+from providers import config
+from providers.lifecycle import run_maintenance
+from providers.meta.schema import metadata, session_records
+from providers.storage import Storage
+from test_workers import wait_for
 from webdav_harness import CofferServer, free_port, require_client
 
 pytestmark = pytest.mark.slow
@@ -77,27 +81,30 @@ class Node(CofferServer):
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout) if "--json" in argv else r.stdout
 
-    def rows(self, table: str) -> list[dict]:
-        from sqlalchemy import select
-
-        from providers import config
-        from providers.meta.schema import metadata
-        from providers.storage import Storage
+    @contextlib.contextmanager
+    def storage(self):
         st = Storage.open(config.load(self.config))
         try:
-            with st.db.read() as c:
-                return [dict(r) for r in c.execute(select(metadata.tables[table])).mappings()]
+            yield st
         finally:
             st.close()
+
+    def rows(self, table: str) -> list[dict]:
+        with self.storage() as st, st.db.read() as c:
+            return [dict(r) for r in c.execute(select(metadata.tables[table])).mappings()]
+
+    def execute(self, statement) -> None:
+        with self.storage() as st, st.db.write() as c:
+            c.execute(statement)
+
+    def maintain(self) -> dict:
+        """The periodic job's record part, run now (as the lease holder would)."""
+        with self.storage() as st:
+            return run_maintenance(st, retention=False)
 
     def stored_values(self) -> bytes:
-        from providers import config
-        from providers.storage import Storage
-        st = Storage.open(config.load(self.config))
-        try:
+        with self.storage() as st:
             return b"\n".join(raw for _, raw in database_values(st))
-        finally:
-            st.close()
 
 
 # -- what is kept of an address --------------------------------------------------------------------
@@ -165,9 +172,15 @@ def test_a_killed_server_closes_its_records_on_start_and_leaves_other_nodes_alon
         a.stop()
         a.start()
         assert open_records(a, "node-b").keys() == {b_id}
-        b.start()
-        assert open_records(a, "node-b") == {}
-        assert {r["id"]: r for r in a.rows("session_records")}[b_id]["cut_short"] is True
+        clients.append(a.sftp("bob", ACCOUNTS["bob"]))
+        (live_id,) = wait_for(lambda: open_records(a, "node-a"))
+        long_ago = open_records(a, "node-b")[b_id]["seen_us"] - 11 * 60 * 1_000_000
+        a.execute(update(session_records).where(session_records.c.id == b_id).values(seen_us=long_ago))
+        report = a.maintain()                                # as if node b had died eleven minutes ago
+        assert report["session_records_ended"] == 1
+        after = {r["id"]: r for r in a.rows("session_records")}
+        assert after[b_id]["ended_us"] == long_ago and after[b_id]["cut_short"] is True
+        assert after[live_id]["ended_us"] is None            # node a's live record goes on
     finally:
         for t in clients:
             t.close()
@@ -180,28 +193,3 @@ def test_a_killed_server_closes_its_records_on_start_and_leaves_other_nodes_alon
     report = a.admin("maintenance", "--no-retention", "--json", config=short)
     assert report["session_records_purged"] == len(kept)
     assert a.rows("session_records") == []
-
-
-def test_a_killed_worker_has_its_records_closed_while_the_others_serve_on(tmp_path):
-    with Node(tmp_path, node="node-w", workers=2) as srv:
-        workers = wait_for(lambda: len(w := workers_of(srv.proc.pid)) == 2 and w)
-        clients = []
-        try:
-            while len({holder_of(workers, srv.sftp_port, t.sock.getsockname()[1]) for t in clients}) < 2:
-                assert len(clients) < 20, "every connection went to one worker"
-                clients.append(srv.sftp("alice", ACCOUNTS["alice"]))      # until both workers hold one
-            records = wait_for(lambda: len(r := open_records(srv, "node-w")) == len(clients) and r)
-            holders = [holder_of(workers, srv.sftp_port, t.sock.getsockname()[1]) for t in clients]
-            victim = holders[0]
-            victims = {sid for sid, r in records.items() if r["pid"] == victim}
-            assert victims and victims != records.keys()
-            os.kill(victim, signal.SIGKILL)
-            wait_for(lambda: open_records(srv, "node-w").keys() == records.keys() - victims)
-            rows = {r["id"]: r for r in srv.rows("session_records")}
-            assert all(rows[sid]["cut_short"] and rows[sid]["ended_us"] == records[sid]["seen_us"]
-                       for sid in victims)
-            survivor = next(t for t, pid in zip(clients, holders) if pid != victim)
-            paramiko.SFTPClient.from_transport(survivor).listdir("/")   # the other worker serves on
-        finally:
-            for t in clients:
-                t.close()
