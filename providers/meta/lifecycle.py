@@ -6,7 +6,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 
 from .schema import (app_passwords, audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
                      receipts, session_records, ssh_keys, users, version_chunks, versions)
-from .users import throttle_delete
+from .users import SEEN_EVERY_US, throttle_delete
 
 
 # -- erasure -----------------------------------------------------------------------------
@@ -137,13 +137,13 @@ def purge_audit_before(c, cutoff_us: int) -> int:
 
 def active_in_window(c, since_us: int, until_us: int):
     """Accounts that may have been active in [since, until]: last seen at or
-    after `since` and created at or before `until`, or with a session record
-    overlapping the window."""
+    after `since` (less the stamp's lag) and created at or before `until`,
+    or with a session record overlapping the window."""
     ids = select(session_records.c.user_id).where(
         session_records.c.user_id.is_not(None), session_records.c.started_us <= until_us,
         or_(session_records.c.ended_us.is_(None), session_records.c.ended_us >= since_us))
     seen = func.coalesce(users.c.last_seen_us, users.c.last_login_us)
-    return c.execute(select(users).where(or_(users.c.id.in_(ids), and_(seen >= since_us,
+    return c.execute(select(users).where(or_(users.c.id.in_(ids), and_(seen >= since_us - SEEN_EVERY_US,
                                                                           users.c.created_us <= until_us)),
                                          users.c.status != "erasing")
                      .order_by(users.c.name)).mappings().all()

@@ -155,12 +155,13 @@ def session_end(c, sid: int, bytes_in: int, bytes_out: int, requests: int, ended
         values["ended_us"] = now
     c.execute(update(session_records).where(session_records.c.id == sid).values(**values))
     owner = select(session_records.c.user_id).where(session_records.c.id == sid).scalar_subquery()
-    _seen(c, users.c.id == owner, now, now if ended else now - SEEN_EVERY_US)
+    _seen(c, users.c.id == owner, now, now - SEEN_EVERY_US)
 
 
 def _seen(c, which, now: int, older_than: int) -> None:
     """Stamp the account's last activity, unless it was stamped at or after
-    `older_than` (a running session writes it once a minute at most)."""
+    `older_than`: once a minute at most, however many connections come and
+    go (so it may lag the last activity by up to SEEN_EVERY_US)."""
     c.execute(update(users).where(which, or_(users.c.last_seen_us.is_(None), users.c.last_seen_us < older_than))
               .values(last_seen_us=now))
 
