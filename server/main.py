@@ -173,7 +173,7 @@ def serve(args) -> int:
         print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
         return 2
     workers = cfg.server.workers or _cores()
-    from .workers import StopSignals, Supervisor
+    from .workers import StopSignals, Supervisor, run_detached
     if workers == 1:
         stop = StopSignals()
         print("coffer: ready", flush=True)
@@ -182,7 +182,7 @@ def serve(args) -> int:
     _preload()
     share_spool_budget()             # unfinished SFTP uploads of an account count once, in every worker
     sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop),
-                     on_death=lambda pid: _cut_short(cfg))
+                     on_death=lambda pid: run_detached(lambda: _cut_short(cfg)))
     return sup.run(ready=f"coffer: ready ({workers} worker processes)")
 
 

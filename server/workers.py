@@ -52,6 +52,24 @@ def _die_with_parent() -> None:
         pass
 
 
+def run_detached(fn) -> int:
+    """Run `fn()` in a short-lived child process, for work that may block
+    (a database that does not answer) and that the supervisor must not wait
+    for. The supervisor reaps it with its workers."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            fn()
+            status = 0
+        except BaseException:
+            log.exception("a supervisor's helper process failed")
+        finally:
+            logging.shutdown()
+            os._exit(status)
+    return pid
+
+
 class StopSignals:
     """SIGTERM and SIGINT, waited for by the main thread. They stay blocked
     and `wait` takes them with sigtimedwait: a Python handler that sets an
@@ -78,7 +96,7 @@ class Supervisor:
     def __init__(self, count: int, work, on_death=None):
         """`work(slot, stop: StopSignals) -> exit status` runs in each worker;
         `on_death(pid)`, in the supervisor, after a worker died and before
-        its replacement starts."""
+        its replacement starts (it must not block: see run_detached)."""
         self.count, self.work, self.on_death = count, work, on_death
         self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
         self.quick_deaths = 0

@@ -136,7 +136,7 @@ def throttle_prune(c, before_us: int, now: int) -> int:
 
 # -- session records and audit ---------------------------------------------------------
 
-SEEN_EVERY_US = 60_000_000      # an account's last_seen_us is written at most this often while a session runs
+SEEN_EVERY_US = 60_000_000      # an account's last_seen_us is written at most this often
 
 
 def session_start(c, user_id, protocol: str, addr, node: str | None = None, pid: int | None = None) -> int:
