@@ -10,7 +10,8 @@ login guard, session limits and the periodic jobs' lease are in the
 database.
 
 A worker that dies is replaced (its connections are lost; an upload in
-flight leaves the previous version, and gc reclaims its blobs). One that
+flight leaves the previous version, and gc reclaims its blobs; `on_death`
+lets `coffer serve` close its session records). One that
 dies within `QUICK_DEATH_SECONDS` of starting, `GIVE_UP_AFTER` times in a
 row, stops the server: something is wrong that a restart will not fix.
 SIGTERM or SIGINT stops the workers (each finishes within its stop timeout)
