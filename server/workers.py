@@ -96,8 +96,8 @@ class StopSignals:
 class Supervisor:
     def __init__(self, count: int, work, on_death=None):
         """`work(slot, stop: StopSignals) -> exit status` runs in each worker;
-        `on_death(pid)`, in the supervisor, after a worker died and before
-        its replacement starts (it must not block: see run_detached)."""
+        `on_death(pid)`, in the supervisor, after a worker died and its
+        replacement has started (it must not block: see run_detached)."""
         self.count, self.work, self.on_death = count, work, on_death
         self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
         self.quick_deaths = 0
@@ -150,8 +150,6 @@ class Supervisor:
             if slot is None:
                 continue
             lived = time.monotonic() - started
-            if self.on_death is not None:
-                self.on_death(pid)
             self.quick_deaths = self.quick_deaths + 1 if lived < QUICK_DEATH_SECONDS else 0
             if self.quick_deaths >= GIVE_UP_AFTER:
                 log.error("worker %d (pid %d) %s, %d workers in a row died within %d s of starting: "
@@ -162,6 +160,8 @@ class Supervisor:
             if lived < QUICK_DEATH_SECONDS:
                 time.sleep(RESTART_PAUSE_SECONDS)
             self._spawn(slot)
+            if self.on_death is not None:
+                self.on_death(pid)
 
     def _stop_all(self) -> None:
         for pid in list(self.children):
