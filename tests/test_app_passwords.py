@@ -199,6 +199,23 @@ def test_app_passwords_over_ssh_with_openssh_and_restic(tmp_path):
         assert "permission denied" in r.stderr.lower(), r
         assert trash() == before
 
+        # carol changes her password: the backup job goes on; she revokes it: it is refused
+        p = admin(srv.config, "user", "passwd", "carol", "--password-stdin",
+                  input="carol-pw-333\ncarol-new-pw-4\ncarol-new-pw-4\n")
+        assert p.returncode == 0, p.stderr
+        r = subprocess.run(cmd + ["snapshots"], env=env, capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stderr
+        p = subprocess.run(base + ["coffer", "app-password", "revoke", "restic-job"],
+                           env=srv.askpass_env("carol-new-pw-4"), capture_output=True, text=True, timeout=60,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0 and "revoked" in p.stdout, p.stderr
+        r = srv.sftp_batch("ls /\n", user="carol", password=secret)
+        assert r.returncode != 0 and "Permission denied" in r.stderr
+        r = subprocess.run(cmd + ["snapshots"], env=env, capture_output=True, text=True, timeout=300,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode != 0
+
 
 def test_scopes_and_revocation_in_the_core(storage):
     """The same rules without a network: scope, other accounts, revocation,
