@@ -38,8 +38,8 @@ def trash(fs, c, node, now) -> None:
     rel = fs.res.domain_path(c, node)
     if node["kind"] == "f":
         guard.note(fs, c, dom.owner_id, changed_us=node["changed_us"])
-    else:
-        guard.note(fs, c, dom.owner_id, len(t.subtree_ids(c, node["id"])) - 1)
+    else:                               # a folder: the files in it
+        guard.note(fs, c, dom.owner_id, t.files_among(c, t.subtree_ids(c, node["id"])))
     t.update_node(c, node["id"], trashed_us=now, changed_us=now,
                   trash_path_enc=crypto.seal_trash_path(dom.keys, paths.join(rel), node["id"]))
 

@@ -1,5 +1,6 @@
 """Resource limits: memory stays flat whatever the file size, a full disk is a
 clear error that loses nothing."""
+import json
 import os
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def test_memory_stays_flat_for_large_files(tmp_path):
     for size in (64 << 20, 512 << 20):
         conf = tmp_path / f"c{size}.toml"               # a fresh store for each size
         conf.write_text(storage_toml(tmp_path / f"run{size}") + '[accounts]\ndefault_plan = "unlimited"\n'
-                        "[security]\n" + "".join(f"{k} = {v}\n" for k, v in FAST.items()))
+                        "[security]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in FAST.items()))
         out = subprocess.run([sys.executable, "-c", CHILD, str(conf), str(size)], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=600)
         assert out.returncode == 0, out.stderr

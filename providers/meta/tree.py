@@ -525,3 +525,12 @@ def nodes_by_id(c, node_ids):
 def prop_exists(c, node_id: int, lookup: str) -> bool:
     return c.execute(select(dead_props.c.node_id).where(dead_props.c.node_id == node_id,
                                                         dead_props.c.name_lookup == lookup)).first() is not None
+
+
+def files_among(c, node_ids: list[int]) -> int:
+    """How many of these nodes are files."""
+    n = 0
+    for i in range(0, len(node_ids), _BATCH):
+        n += c.execute(select(func.count()).select_from(nodes).where(nodes.c.id.in_(node_ids[i:i + _BATCH]),
+                                                                     nodes.c.kind == "f")).scalar_one()
+    return n
