@@ -238,6 +238,16 @@ class Core:
     def is_excluded(self, c, dom: Domain, name: str) -> bool:
         return excluded(name, self.retention_of(c, dom)[1])
 
+    def excludes(self, c, dom: Domain, name: str, node=None) -> bool:
+        """Does a file written, copied or renamed to `name` now keep no
+        history (the owner's patterns)? A session of a limited app password
+        never turns a file that keeps history into one that does not: that
+        would drop its history (rename it to `x.tmp`, then overwrite it),
+        which only the account's own password may do."""
+        if not self.is_excluded(c, dom, name):
+            return False
+        return self.scope is None or node is None or bool(node["excluded"])
+
     # -- what streams need (providers/streams.py, Host) ------------------------------------------
     def find_chunk(self, domain, dedup_id):
         return t.chunk_id_by_dedup(self.st.db, domain.id, dedup_id)

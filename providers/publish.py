@@ -63,7 +63,7 @@ def publish_version(fs, w: Writer) -> Entry:
         mtime = w.mtime_us or now
         # the owner's patterns as they are now: a file that came to match one
         # keeps no history from this write on, one that no longer does keeps it again
-        excluded = fs.is_excluded(c, dom, parts[-1])
+        excluded = fs.excludes(c, dom, parts[-1], cur)
         if cur is None:
             nid = t.insert_node(c, domain_id=dom.id, parent_id=parent["id"],
                                 name_enc=crypto.encrypt_name(dom.keys, parts[-1], lookup), name_lookup=lookup,

@@ -106,7 +106,7 @@ def relocate(fs, c, node, src_dom: Domain, parent_id: int, dst_dom: Domain, dp, 
                            "another shared folder")
         drop += rekey.move_subtree(c, ids, node["id"], src_dom.id, src_dom.keys, dst_dom.id,
                                    dst_dom.keys, now, keep_top_name=True)
-    excluded = fs.is_excluded(c, dst_dom, dp[-1]) if node["kind"] == "f" else False
+    excluded = fs.excludes(c, dst_dom, dp[-1], node) if node["kind"] == "f" else False
     guard.note(fs, c, src_dom.owner_id, changed_us=node["changed_us"])
     lookup = crypto.name_lookup(dst_dom.keys, parent_id, dp[-1])
     t.update_node(c, node["id"], parent_id=parent_id, changed_us=now, excluded=excluded, name_lookup=lookup,
@@ -209,7 +209,7 @@ def copy_folder(fs, c, item: Target, parent_id, dom: Domain, name: str, now) -> 
 
 def copy_file(fs, c, item: Target, parent_id, dom: Domain, name: str, target, now) -> list[str]:
     lookup = crypto.name_lookup(dom.keys, parent_id, name)
-    excluded = fs.is_excluded(c, dom, name)        # the owner's patterns now, as a new version is written
+    excluded = fs.excludes(c, dom, name, target)   # the owner's patterns now, as a new version is written
     src_node = item.node if item.kind in NODE_KINDS else None
     v = item.version if item.version is not None else (
         t.version(c, item.node["version_id"]) if item.node["version_id"] else None)

@@ -285,3 +285,27 @@ def test_a_private_accounts_key_then_its_app_password_logs_in_with_openssh(tmp_p
         with pytest.raises(paramiko.AuthenticationException):
             t.auth_password("alice", "alice-pw-1")                # the second step is carol's alone
         t.close()
+
+
+def test_a_backup_app_password_cannot_drop_history_by_renaming_into_an_exclusion(storage):
+    """`*.tmp` keeps no history; a backup client that renames a file to
+    `x.tmp` and overwrites it must not take the file's history with it."""
+    storage.accounts.create("alice", "alice-password-1")
+    main = storage.open_account("alice", "alice-password-1")
+    for body in (b"one", b"two", b"three"):
+        main.write_bytes("/report.doc", body)
+    _, secret = main.app_password_create("nightly", "backup")
+    job = storage.open_account("alice", secret)
+    job.move("/report.doc", "/report.doc.tmp")
+    job.write_bytes("/report.doc.tmp", b"encrypted")
+    job.copy("/report.doc.tmp", "/again.tmp")
+    assert [v.size for v in main.versions("/report.doc.tmp")] == [9, 5, 3, 3]
+    main.expire()                                       # the periodic job keeps them too
+    assert len(main.versions("/report.doc.tmp")) == 4
+    job.write_bytes("/new.tmp", b"scratch")             # a new file: the patterns apply as ever
+    job.write_bytes("/new.tmp", b"scratch 2")
+    assert len(main.versions("/new.tmp")) == 1
+    main.write_bytes("/report.doc.tmp", b"owner")       # the owner's own write may drop it
+    assert len(main.versions("/report.doc.tmp")) == 1
+    job.close()
+    main.close()
