@@ -28,6 +28,7 @@ from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, N
 from .meta import tree as t
 from .meta import users as uq
 from .throttle import Throttle
+from .web_sessions import WebSessions
 from .vfs import Vfs
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class Storage:
         self.leases = Leases(db)
         self.throttle = Throttle(db, cfg, master.subkey("throttle"))
         self.apps = AppPasswords(db, master.subkey("app-password-lookup"), self.accounts.kdf)
+        self.web_sessions = WebSessions(db)
         self._lock = threading.Lock()
 
     @classmethod

@@ -6,7 +6,9 @@ Order of work for every request (`CofferWebDAV.__call__`):
      Destination on another host, XML bodies with a DTD (entity bombs) or
      over MAX_XML_BODY; answer the one page reached without a login, the
      unsubscribe link of news mail (server/unsubscribe.py: GET, HEAD and
-     POST of exactly /.well-known/coffer/unsubscribe);
+     POST of exactly /.well-known/coffer/unsubscribe), and the web pages
+     (server/web.py: paths under /.web/ without WebDAV credentials, and a
+     browser's GET of any other path, sent to its page);
   2. log in (Basic over TLS, verified-credential cache), or answer 401;
   3. hand the request to wsgidav with the account's filesystem in
      `environ["coffer.vfs"]`, counting bytes for the session record.
@@ -31,7 +33,7 @@ from wsgidav.wsgidav_app import WsgiDAVApp
 
 from providers import errors, paths
 from providers.locks import LockStore
-from . import unsubscribe
+from . import unsubscribe, web
 from .auth import CredentialCache, parse_basic
 from .sessions import SessionTracker
 from .webdav import CofferProvider
@@ -241,6 +243,7 @@ class CofferWebDAV:
         self.sessions = SessionTracker(storage, "webdav", idle_seconds=SESSION_IDLE_SECONDS)
         self.lock_store = LockStore(storage.db)
         self.provider = CofferProvider()
+        self.web = web.WebPages(storage, tls=bool(cfg.webdav.tls))
         self.dav = WsgiDAVApp({
             "provider_mapping": {"/": self.provider},
             "middleware_stack": [ErrorPrinter, RequestResolver],
@@ -259,6 +262,7 @@ class CofferWebDAV:
         self.provider.set_lock_manager(self.dav.lock_manager)
 
     def close(self):
+        self.web.close()
         self.sessions.sweep(everything=True)
         self.cache.close_all()
 
@@ -266,6 +270,7 @@ class CofferWebDAV:
         """Periodic work: expire cached logins, idle sessions and old locks."""
         self.cache.sweep()
         self.sessions.sweep()
+        self.web.maintain()
         try:
             self.lock_store.purge_expired()
         except Exception:
@@ -304,6 +309,9 @@ class CofferWebDAV:
             return _status_response(start_response, "400 Bad Request", f"The path is refused: {e}.")
         if environ.get("PATH_INFO") == unsubscribe.PATH and method in unsubscribe.METHODS:
             return unsubscribe.serve(self.st, environ, start_response)     # a link in news mail: no login
+        page = web.wants(environ)
+        if page:
+            return self.web(environ, start_response, page)
         dest = environ.get("HTTP_DESTINATION")
         if dest is not None:
             problem = self._check_destination(environ, dest)

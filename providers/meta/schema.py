@@ -242,6 +242,17 @@ throttle = Table(   # login guard records, shared by every server node and proce
     Column("updated_us", BigInteger, nullable=False),
 )
 
+web_sessions = Table(   # signed-in browsers (server/web.py): only a hash of each cookie is kept
+    "web_sessions", metadata,
+    Column("id", ID, primary_key=True),
+    Column("lookup", String(64), nullable=False, unique=True),         # SHA-256 of the cookie's value
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("credential_gen", Integer, nullable=False),                # the account's at sign-in
+    Column("created_us", BigInteger, nullable=False),
+    Column("used_us", BigInteger, nullable=False),                    # last request, written at most once a minute
+    Column("expires_us", BigInteger, nullable=False, index=True),     # the latest it may live, however used
+)
+
 receipts = Table(
     "receipts", metadata,
     Column("id", ID, primary_key=True),

@@ -1,0 +1,30 @@
+"""Queries on web sessions (providers/web_sessions.py)."""
+from __future__ import annotations
+
+from sqlalchemy import delete, insert, or_, select, update
+
+from .schema import users
+from .schema import web_sessions as ws
+
+
+def add(c, **values) -> int:
+    return c.execute(insert(ws).values(**values)).inserted_primary_key[0]
+
+
+def by_lookup(c, lookup: str):
+    """The session with its account's name, mode, status and current credential generation."""
+    return c.execute(select(ws, users.c.name, users.c.mode, users.c.status,
+                            users.c.credential_gen.label("current_gen"))
+                     .join(users, users.c.id == ws.c.user_id).where(ws.c.lookup == lookup)).mappings().first()
+
+
+def touch(c, session_id: int, used_us: int) -> None:
+    c.execute(update(ws).where(ws.c.id == session_id).values(used_us=used_us))
+
+
+def remove(c, lookup: str) -> int:
+    return c.execute(delete(ws).where(ws.c.lookup == lookup)).rowcount
+
+
+def purge_expired(c, now_us: int, idle_before_us: int) -> int:
+    return c.execute(delete(ws).where(or_(ws.c.expires_us <= now_us, ws.c.used_us <= idle_before_us))).rowcount

@@ -1,0 +1,86 @@
+"""Signed-in browsers of the web pages (server/web.py), kept in the database
+so that every worker process and node sees the same sessions.
+
+The browser holds a random cookie value; the database holds only its
+SHA-256 (a copy of the database signs no one in). A session ends when it
+is signed out, after IDLE_SECONDS without a request, at most MAX_SECONDS
+after sign-in, and as soon as the account's password changes or the
+account is disabled (its credential generation moves on). No key is kept
+here: the account's opened filesystem lives in the memory of the worker
+that signed it in (see server/web.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from . import meta
+from .meta import websessions as wq
+
+IDLE_SECONDS = 30 * 60
+MAX_SECONDS = 12 * 3600
+TOUCH_EVERY_US = 60 * 1_000_000          # the last-use time is written at most this often
+
+
+def lookup_of(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def csrf_of(token: str) -> str:
+    """The session's form token: derived from the cookie's value, which the
+    page's HTML never shows, so a copy of a page does not give the cookie."""
+    return hmac.new(token.encode("ascii", "replace"), b"coffer-web-form", hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class WebSession:
+    id: int
+    lookup: str
+    user_id: int
+    name: str
+    mode: str
+    expires_us: int
+
+
+class WebSessions:
+    def __init__(self, db):
+        self.db = db
+
+    def create(self, user_id: int, credential_gen: int) -> str:
+        """A new session's cookie value (only its hash is stored)."""
+        token = secrets.token_urlsafe(32)
+        now = meta.now_us()
+        with self.db.write() as c:
+            wq.add(c, lookup=lookup_of(token), user_id=user_id, credential_gen=credential_gen,
+                   created_us=now, used_us=now, expires_us=now + MAX_SECONDS * 1_000_000)
+        return token
+
+    def find(self, token: str | None) -> WebSession | None:
+        """The live session of a cookie value, or None (unknown, signed out,
+        idle too long, too old). Its last-use time moves on."""
+        if not token or len(token) > 128:
+            return None
+        now = meta.now_us()
+        with self.db.read() as c:
+            row = wq.by_lookup(c, lookup_of(token))
+        if (row is None or row["expires_us"] <= now or row["used_us"] + IDLE_SECONDS * 1_000_000 <= now
+                or row["status"] != "active" or row["current_gen"] != row["credential_gen"]):
+            return None
+        if now - row["used_us"] >= TOUCH_EVERY_US:
+            with self.db.write() as c:
+                wq.touch(c, row["id"], now)
+        return WebSession(row["id"], row["lookup"], row["user_id"], row["name"], row["mode"], row["expires_us"])
+
+    def end(self, token: str | None) -> bool:
+        """Sign out: delete the session. False when there was none."""
+        if not token:
+            return False
+        with self.db.write() as c:
+            return wq.remove(c, lookup_of(token)) > 0
+
+    def purge_expired(self) -> int:
+        now = meta.now_us()
+        with self.db.write() as c:
+            return wq.purge_expired(c, now, now - IDLE_SECONDS * 1_000_000)

@@ -1,0 +1,167 @@
+"""The signed-in pages: files (browse, download, upload, new folder,
+delete to the trash), a file's versions (download, restore) and My Profile.
+Every action goes through the account's filesystem API, where the
+permission checks live; these handlers only speak HTML."""
+from __future__ import annotations
+
+import posixpath
+import time
+from urllib.parse import quote
+
+from providers import errors, paths
+from providers.resolve import version_path
+from . import web_forms
+from .web import core_error, redirect, refuse, render, url
+
+
+NOTES = {"uploaded": "Uploaded.", "folder": "Created the folder.", "trash": "Moved to the trash (it stays "
+         "there for the days your plan keeps it).", "restored": "Restored that version: it is now the current one."}
+
+
+def _note(environ) -> str:
+    """The line that says what the last action did (a fixed sentence: an
+    address cannot put words of its own on the page)."""
+    return NOTES.get(web_forms.query(environ).get("done", ""), "")
+
+
+def _human_size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _when(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def _crumbs(path: str) -> list[tuple[str, str]]:
+    """(name, link) for each folder from the top down to `path`."""
+    out = [("My files", url("files") + "/")]
+    done = ""
+    for part in [p for p in path.split("/") if p]:
+        done += "/" + part
+        out.append((part, url("files", done) + "/"))
+    return out
+
+
+def _download(reader, size: int, name: str):
+    """A file's bytes as a download, read block by block from the store."""
+    def body():
+        try:
+            yield from reader.iter_range(0)
+        finally:
+            reader.close()
+    disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
+    return ("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)),
+                       ("Content-Disposition", disposition)], body())
+
+
+def files(web, visit, environ, method, path):
+    vfs = visit.vfs
+    folder_link = url("files", path) + "/"
+    if method == "POST":
+        return _files_post(web, visit, environ, path, folder_link)
+    try:
+        entry = vfs.stat(path)
+        if not entry.is_dir:
+            return _download(vfs.open_read(path), entry.size, entry.name)
+        if not environ.get("PATH_INFO", "").endswith("/"):
+            raise redirect(folder_link)          # a folder's page ends in "/"
+        listing = sorted(vfs.list(path), key=lambda e: (not e.is_dir, e.name.lower()))
+        quota = vfs.quota()
+    except errors.CofferError as e:
+        raise core_error(e, url("files") + "/")
+    rows = [{"name": e.name, "is_dir": e.is_dir, "size": "" if e.is_dir else _human_size(e.size),
+             "when": _when(e.mtime), "link": url("files", path, e.name) + ("/" if e.is_dir else ""),
+             "versions": None if e.is_dir else url("versions", path, e.name),
+             "removable": e.removable and not e.virtual} for e in listing]
+    return render("200 OK", "files.html", title="My files", crumbs=_crumbs(path), rows=rows, path=path,
+                  action=folder_link, csrf=visit.csrf, used=_human_size(quota.used), signed_in=True,
+                  writable=entry.writable and not entry.virtual, note=_note(environ))
+
+
+def _files_post(web, visit, environ, path, folder_link):
+    web.check_origin(environ)
+    vfs = visit.vfs
+    if environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        checked = []
+
+        def on_field(name, value):
+            if name == "csrf":
+                web.check_csrf(visit, value)
+                checked.append(True)
+
+        def open_file(filename):
+            if not checked:
+                web.check_csrf(visit, None)
+            name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+            return vfs.open_write(posixpath.join(path, name))
+
+        try:
+            saved = web_forms.stream_upload(environ, on_field, open_file)
+        except errors.CofferError as e:
+            raise core_error(e, folder_link)
+        if not checked:
+            web.check_csrf(visit, None)
+        if not saved:
+            raise refuse("400 Bad Request", "Nothing uploaded", "Choose one or more files first.", back=folder_link)
+        raise redirect(folder_link + "?done=uploaded")
+    form = web_forms.small_form(environ)
+    web.check_csrf(visit, form.get("csrf"))
+    action, name = form.get("action"), form.get("name", "").strip()
+    if not name or "/" in name:
+        raise refuse("400 Bad Request", "That did not work", "Give a name without `/`.", back=folder_link)
+    target = posixpath.join(path, name)
+    try:
+        if action == "mkdir":
+            vfs.mkdir(target)
+            done = "folder"
+        elif action == "delete":
+            vfs.delete(target)
+            done = "trash"
+        else:
+            raise refuse("400 Bad Request", "That did not work", "This page does not know that action.",
+                         back=folder_link)
+    except errors.CofferError as e:
+        raise core_error(e, folder_link)
+    raise redirect(folder_link + "?done=" + done)
+
+
+def versions(web, visit, environ, method, path):
+    vfs = visit.vfs
+    here = url("versions", path)
+    folder_link = url("files", posixpath.dirname(path)) + "/"
+    try:
+        if method == "POST":
+            web.check_origin(environ)
+            form = web_forms.small_form(environ)
+            web.check_csrf(visit, form.get("csrf"))
+            try:
+                vid = int(form.get("version", ""))
+            except ValueError:
+                raise refuse("400 Bad Request", "That did not work", "Pick a version to restore.", back=here)
+            vfs.restore(path, version_id=vid)
+            raise redirect(here + "?done=restored")
+        found = vfs.versions(path)
+        want = web_forms.query(environ).get("download")
+        if want:
+            for v in found:
+                if str(v.id) == want:
+                    where = paths.join(version_path(paths.parse(path), v.name))
+                    return _download(vfs.open_read(where), v.size, posixpath.basename(path))
+            raise errors.NotFound("no such version")
+    except errors.CofferError as e:
+        raise core_error(e, folder_link)
+    rows = [{"id": v.id, "when": _when(v.created), "modified": _when(v.mtime), "size": _human_size(v.size),
+             "author": v.author or "", "current": v.current, "download": f"{here}?download={v.id}"}
+            for v in sorted(found, key=lambda v: v.created, reverse=True)]
+    return render("200 OK", "versions.html", title="Versions of " + posixpath.basename(path),
+                  crumbs=_crumbs(posixpath.dirname(path)), name=posixpath.basename(path), rows=rows, action=here,
+                  csrf=visit.csrf, signed_in=True, note=_note(environ))
+
+
+def profile(web, visit, environ, method, path):
+    raise refuse("404 Not Found", "No such page", "There is no page at this address.", back=url("files"))
+

@@ -1,0 +1,113 @@
+"""The web pages in a real headless Chromium (Debian's chromium and
+chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
+upload in the page, overwrite over WebDAV with curl, restore the first
+version in the page and read its bytes back over WebDAV, sign out.
+
+Screenshots of each main page are saved in the test's temporary folder
+under `screenshots/` (its path is printed; pytest keeps the last runs'
+folders under its basetemp)."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from conftest import need_client
+from webdav_harness import CofferServer
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--window-size=1000,800"]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    chromium, chromedriver = need_client("chromium"), need_client("chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=chromedriver, log_output=str(tmp_path / "driver.log")),
+                              options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def click_and_wait(b, element) -> None:
+    """Click what sends a form or follows a link, and wait until the next page has replaced this one."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = b.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(b, 30).until(expected_conditions.staleness_of(old))
+
+
+def curl_put(srv, path: str, body_file) -> int:
+    """Overwrite a file over WebDAV with curl (the password on stdin, never argv)."""
+    cmd = [need_client("curl"), "-s", "-K", "-", "-o", "/dev/null", "-w", "%{http_code}", "-T", str(body_file),
+           srv.url.rstrip("/") + path]
+    r = subprocess.run(cmd, input=f'user = "alice:{srv.accounts["alice"]}"\n'.encode(), capture_output=True,
+                       timeout=60)
+    return int(r.stdout)
+
+
+def test_sign_in_upload_restore_sign_out(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print("screenshots in", shots)
+    with CofferServer(tmp_path / "srv", tls=False) as srv:
+        base = srv.url.rstrip("/")
+        b = browser
+        b.get(base + "/")                                    # a browser at the WebDAV address: the sign-in page
+        assert b.current_url.startswith(base + "/.web/login")
+        assert b.find_element(By.CSS_SELECTOR, "label[for=password]").text == "Password"
+        b.find_element(By.ID, "name").send_keys("alice")
+        b.find_element(By.ID, "password").send_keys("wrong password")
+        click_and_wait(b, b.find_element(By.ID, "sign-in"))
+        assert "wrong" in b.find_element(By.CSS_SELECTOR, ".error").text
+        b.save_screenshot(str(shots / "sign-in.png"))
+        b.find_element(By.ID, "name").clear()
+        b.find_element(By.ID, "name").send_keys("alice")
+        b.find_element(By.ID, "password").send_keys(srv.accounts["alice"])
+        click_and_wait(b, b.find_element(By.ID, "sign-in"))
+        assert b.current_url == base + "/.web/files/", b.find_element(By.TAG_NAME, "main").text
+        cookie = b.get_cookie("coffer_web")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+        b.find_element(By.ID, "folder-name").send_keys("Reports")
+        click_and_wait(b, b.find_element(By.ID, "mkdir"))
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Reports/"))
+        first = tmp_path / "report.txt"
+        first.write_bytes(b"first draft\n" * 1000)
+        b.find_element(By.ID, "files").send_keys(str(first))
+        click_and_wait(b, b.find_element(By.ID, "upload"))
+        assert "Uploaded" in b.find_element(By.CSS_SELECTOR, ".note").text
+        b.save_screenshot(str(shots / "files.png"))
+        assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+
+        second = tmp_path / "second.txt"
+        second.write_bytes(b"second, overwritten over WebDAV\n")
+        assert curl_put(srv, "/Reports/report.txt", second) in (200, 201, 204)
+        assert srv.request("GET", "/Reports/report.txt")[2] == second.read_bytes()
+
+        b.get(b.current_url)
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Versions"))
+        rows = b.find_elements(By.CSS_SELECTOR, "table.listing tbody tr")
+        assert len(rows) == 2 and "(current)" in rows[0].text
+        b.save_screenshot(str(shots / "versions.png"))
+        click_and_wait(b, rows[1].find_element(By.CSS_SELECTOR, "button.restore"))   # the first version, oldest last
+        assert "Restored" in b.find_element(By.CSS_SELECTOR, ".note").text
+        assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+
+        click_and_wait(b, b.find_element(By.ID, "sign-out"))
+        assert b.current_url.startswith(base + "/.web/login")
+        assert b.get_cookie("coffer_web") is None
+        b.get(base + "/.web/files/Reports/")
+        assert b.current_url.startswith(base + "/.web/login")

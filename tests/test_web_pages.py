@@ -1,0 +1,221 @@
+"""The web pages over HTTP, against a real `coffer serve`: who gets a page
+and who keeps getting WebDAV, signing in and out, the files pages, and every
+way a forged request must fail (no cookie, a forged or signed-out one, no
+form token, a second account's addresses)."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from sqlalchemy import select
+
+from web_client import BROWSER, WebClient
+from webdav_harness import CofferServer
+
+ALICE, BOB = ("alice", "alice-pw-1"), ("bob", "bob-pw-22")
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    with CofferServer(tmp_path_factory.mktemp("web"), tls=False) as s:
+        yield s
+
+
+def signed_in(srv, who=ALICE) -> WebClient:
+    web = WebClient(srv)
+    status, headers = web.sign_in(*who)
+    assert status == 303, status
+    return web
+
+
+def test_webdav_clients_get_what_they_got(srv):
+    """Clients without a browser's signs are WebDAV's: 401 without credentials, no redirect."""
+    for agent in ("Microsoft-WebDAV-MiniRedir/10.0.19045", "davfs2/1.7.0 neon/0.32", "rclone/v1.68",
+                  "curl/8.5.0"):
+        status, headers, _ = srv.request("GET", "/", headers={"User-Agent": agent, "Accept": "*/*"}, user=None)
+        assert status == 401, agent
+        status, headers, _ = srv.request("GET", "/", headers={"User-Agent": agent, "Accept": "text/html"},
+                                         user=None)
+        assert status == 401, agent
+    status, _, _ = srv.request("PROPFIND", "/", headers={"User-Agent": BROWSER, "Accept": "text/html",
+                                                         "Depth": "0"}, user=None)
+    assert status == 401
+    status, _, _ = srv.request("PROPFIND", "/", headers={"Depth": "1"})
+    assert status == 207
+    status, _, _ = srv.request("GET", "/", headers={"User-Agent": BROWSER, "Accept": "text/html"})
+    assert status != 303                       # with WebDAV credentials: WebDAV's answer
+
+
+def test_a_browser_is_sent_to_the_pages(srv):
+    web = WebClient(srv)
+    status, headers, _ = web.get("/Docs/")
+    assert status == 303 and headers["location"] == "/.web/files/Docs"
+    status, headers, _ = web.get("/.web/files/")
+    assert status == 303 and headers["location"].startswith("/.web/login?next=")
+    status, headers, html = web.get("/.web/login")
+    assert status == 200 and b'<label for="password">' in html and b'name="viewport"' in html
+    assert "default-src 'self'" in headers["content-security-policy"]
+    status, headers, css = web.get("/.web/static/coffer.css")
+    assert status == 200 and headers["content-type"].startswith("text/css")
+
+
+def test_sign_in_cookie_and_database(srv):
+    web = WebClient(srv)
+    _, _, html = web.get("/.web/login")
+    status, headers, _ = web.post_form("/.web/login", {"name": "alice", "password": "wrong-one",
+                                                       "csrf": web.csrf(html)})
+    assert status == 401 and "coffer_web" not in web.cookies
+    _, _, html = web.get("/.web/login")
+    status, headers, _ = web.post_form("/.web/login?next=%2F.web%2Ffiles%2F", {
+        "name": "alice", "password": ALICE[1], "csrf": web.csrf(html)})
+    assert status == 303 and headers["location"] == "/.web/files/"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie and "Max-Age=" in cookie
+    token = web.cookies["coffer_web"]
+    assert len(token) >= 40
+    from providers import config
+    from providers.meta.schema import web_sessions
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        with st.db.read() as c:
+            rows = c.execute(select(web_sessions)).mappings().all()
+    finally:
+        st.close()
+    assert hashlib.sha256(token.encode()).hexdigest() in {r["lookup"] for r in rows}
+    assert all(token not in str(dict(r)) for r in rows)       # the cookie itself is never stored
+
+
+def test_sign_in_needs_the_form_token(srv):
+    web = WebClient(srv)
+    web.get("/.web/login")
+    status, _, _ = web.post_form("/.web/login", {"name": "alice", "password": ALICE[1], "csrf": "forged"})
+    assert status == 403 and "coffer_web" not in web.cookies
+    web = WebClient(srv)                  # no sign-in cookie at all (a cross-site form)
+    status, _, _ = web.post_form("/.web/login", {"name": "alice", "password": ALICE[1], "csrf": "x" * 32})
+    assert status == 403 and "coffer_web" not in web.cookies
+
+
+def test_files_pages(srv):
+    web = signed_in(srv)
+    status, _, html = web.get("/.web/files/")
+    assert status == 200
+    csrf = web.csrf(html)
+    status, headers, _ = web.post_form("/.web/files/", {"action": "mkdir", "name": "Photos"})
+    assert status == 303
+    status, _, _ = web.upload("/.web/files/Photos/", {"cat.jpg": b"meow" * 50_000, "dog.jpg": b"woof"}, csrf)
+    assert status == 303
+    status, _, data = srv.request("GET", "/Photos/cat.jpg")
+    assert status == 200 and data == b"meow" * 50_000
+    status, _, html = web.get("/.web/files/Photos/")
+    assert b"cat.jpg" in html and b"dog.jpg" in html and b"200.0 KB" in html
+    status, headers, data = web.get("/.web/files/Photos/dog.jpg")
+    assert status == 200 and data == b"woof" and headers["content-disposition"].startswith("attachment")
+    status, _, _ = web.post_form("/.web/files/Photos/", {"action": "delete", "name": "dog.jpg"})
+    assert status == 303
+    assert srv.request("GET", "/Photos/dog.jpg")[0] == 404
+    status, _, html = web.get("/.web/files/Nope/")
+    assert status == 404 and b"does not exist" in html and b"Traceback" not in html
+    status, _, html = web.post_form("/.web/files/", {"action": "mkdir", "name": "Photos"})
+    assert status == 409 and b"already there" in html
+
+
+def _state_changes(csrf):
+    """Every state-changing request of the pages, as (path, form)."""
+    return [("/.web/files/", {"action": "mkdir", "name": "Forged", "csrf": csrf}),
+            ("/.web/files/", {"action": "delete", "name": "Keep", "csrf": csrf}),
+            ("/.web/versions/Keep/k.txt", {"version": "1", "csrf": csrf}),
+            ("/.web/logout", {"csrf": csrf})]
+
+
+def test_forged_requests_change_nothing(srv):
+    srv.request("MKCOL", "/Keep")
+    srv.request("PUT", "/Keep/k.txt", body=b"one")
+    srv.request("PUT", "/Keep/k.txt", body=b"two")
+    web = signed_in(srv)
+    _, _, html = web.get("/.web/files/")
+    good = web.csrf(html)
+    token = web.cookies["coffer_web"]
+
+    attempts = []
+    nobody = WebClient(srv)                                       # no cookie
+    attempts += [(nobody, p, f) for p, f in _state_changes(good)]
+    forged = WebClient(srv)
+    forged.cookies["coffer_web"] = "A" * 43                       # a made-up cookie
+    attempts += [(forged, p, f) for p, f in _state_changes(good)]
+    attempts += [(web, p, {k: v for k, v in f.items() if k != "csrf"}) for p, f in _state_changes(good)]
+    attempts += [(web, p, dict(f, csrf="0" * 64)) for p, f in _state_changes(good)]
+    for client, path, form in attempts:
+        status, _, _ = client.post_form(path, form, csrf=False)
+        assert status in (403, 303) and status != 200, (path, form)
+        if status == 303:          # only the sign-out of a client that has no session: sent to sign in
+            assert path == "/.web/logout" and client is not web
+    status, _, _ = web.upload("/.web/files/", {"forged.txt": b"x"}, None)
+    assert status == 403
+    status, _, _ = web.upload("/.web/files/", {"forged.txt": b"x"}, "0" * 64)
+    assert status == 403
+    assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
+    assert srv.request("GET", "/forged.txt")[0] == 404
+    assert srv.request("GET", "/Keep/k.txt")[2] == b"two"
+    assert web.get("/.web/files/")[0] == 200                     # still signed in
+
+    other_site = web.send("POST", "/.web/files/", f"action=mkdir&name=Forged&csrf={good}".encode(),
+                          {"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.example"})
+    assert other_site[0] == 403
+    assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
+
+    status, headers, _ = web.post_form("/.web/logout", {"csrf": good}, csrf=False)
+    assert status == 303 and "coffer_web" not in web.cookies
+    old = WebClient(srv)
+    old.cookies["coffer_web"] = token                             # the signed-out cookie, replayed
+    assert old.get("/.web/files/")[0] == 303
+    for path, form in _state_changes(good):
+        assert old.post_form(path, form, csrf=False)[0] in (403, 303)
+    assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
+
+
+def test_a_second_account_never_sees_the_first(srv):
+    srv.request("PUT", "/alice-only.txt", body=b"private")
+    web = signed_in(srv, BOB)
+    status, _, html = web.get("/.web/files/")
+    assert status == 200 and b"alice-only" not in html
+    for path in ("/.web/files/alice-only.txt", "/.web/versions/alice-only.txt", "/.web/files/Photos/"):
+        status, _, body = web.get(path)
+        assert status == 404 and b"private" not in body, path
+
+
+def test_password_change_ends_sessions(srv):
+    web = signed_in(srv, BOB)
+    assert web.get("/.web/files/")[0] == 200
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        st.accounts.set_password("bob", "bob-new-pw-33")
+        assert web.get("/.web/files/")[0] == 303
+        st.accounts.set_password("bob", BOB[1])
+    finally:
+        st.close()
+
+
+def test_private_account_asks_again_on_a_fresh_process(tmp_path):
+    """A private account's keys are never stored: a worker that did not see
+    the password (here: the server restarted) asks for it again."""
+    srv = CofferServer(tmp_path / "srv", tls=False, modes={"alice": "private"}, accounts={"alice": ALICE[1]},
+                       extra="[server]\nworkers = 1\n")
+    with srv:
+        web = signed_in(srv)
+        assert web.get("/.web/files/")[0] == 200
+    srv.accounts = {}
+    with srv:
+        status, headers, _ = web.get("/.web/files/")
+        assert status == 303 and "again=1" in headers["location"]
+        status, _, html = web.get(headers["location"])
+        assert b"has not\nseen it yet" in html or b"has not seen it yet" in html
+        _, _, html = web.get("/.web/login")
+        assert web.post_form("/.web/files/", {"action": "mkdir", "name": "X", "csrf": "0" * 64},
+                             csrf=False)[0] == 403
+        status, _ = web.sign_in(*ALICE)
+        assert status == 303
+        assert web.get("/.web/files/")[0] == 200
