@@ -287,7 +287,8 @@ class Accounts:
         return key
 
     def set_password(self, name: str, new_password: str, old_password: str | None = None,
-                     recovery_code: str | None = None, discard_data: bool = False) -> str | None:
+                     recovery_code: str | None = None, discard_data: bool = False,
+                     actor: str = "admin") -> str | None:
         """Change the password, re-wrapping the user key (nothing re-encrypted).
 
         Private accounts need the old password or the recovery code; with
@@ -335,7 +336,7 @@ class Accounts:
         values["credential_gen"] = row["credential_gen"] + 1
         with self.db.write() as c:
             q.update_user(c, row["id"], **values)
-            q.audit(c, "password_changed", user_id=row["id"], actor="admin")
+            q.audit(c, "password_changed", user_id=row["id"], actor=actor)
         return new_recovery
 
     def set_status(self, name: str, status: str, **extra) -> User:
@@ -347,14 +348,14 @@ class Accounts:
             q.audit(c, f"account_{status}", user_id=row["id"], actor="admin")
             return User.from_row(q.user_by_id(c, row["id"]))
 
-    def update(self, name: str, **values) -> User:
+    def update(self, name: str, actor: str = "admin", **values) -> User:
         """Change profile fields, plan, quota or settings (already validated)."""
         if "plan" in values and values["plan"] not in self.cfg.accounts.plans:
             raise BadRequest(f"unknown plan {values['plan']!r}; plans: {', '.join(self.cfg.accounts.plans)}")
         with self.db.write() as c:
             row = self._row(c, name)
             q.update_user(c, row["id"], **values)
-            q.audit(c, "account_updated", user_id=row["id"], actor="admin", detail={"fields": sorted(values)})
+            q.audit(c, "account_updated", user_id=row["id"], actor=actor, detail={"fields": sorted(values)})
             return User.from_row(q.user_by_id(c, row["id"]))
 
     def generation(self, name: str) -> int | None:

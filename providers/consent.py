@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 PATH = "/.well-known/coffer/unsubscribe"
 HOW = {"signup": "when the account was created",
        "admin": "recorded by an administrator",
-       "link": "with the unsubscribe link of a news email"}
+       "link": "with the unsubscribe link of a news email",
+       "web": "on the account's My Profile web page"}
 
 
 class NoPublicAddress(CofferError):

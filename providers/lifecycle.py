@@ -68,9 +68,11 @@ def _not_erasing(user: User) -> None:
 # -- profile, cancel, reinstate ---------------------------------------------------------------
 
 def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, consent=None, plan=None,
-                quota=None, now_us: int | None = None) -> tuple[User, list[str]]:
+                quota=None, now_us: int | None = None, by: str = "admin") -> tuple[User, list[str]]:
     """Change profile fields, email consent, plan or quota. Returns the
-    account and warnings (a quota below current usage blocks new writes)."""
+    account and warnings (a quota below current usage blocks new writes).
+    `by` is "admin", or "web" when the holder changes their own profile on
+    its page (recorded as how consent was given, and as the user's act)."""
     user = st.accounts.get(name)
     _not_erasing(user)
     values: dict = {}
@@ -87,7 +89,7 @@ def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, c
     if consent is not None and bool(consent) != user.consent_news:
         values["consent_news"] = bool(consent)
         values["consent_changed_us"] = now_us or meta.now_us()
-        values["consent_how"] = "admin"
+        values["consent_how"] = by
     if plan is not None:
         if plan not in st.cfg.accounts.plans:
             raise BadRequest(f"unknown plan {plan!r}; plans: {', '.join(st.cfg.accounts.plans)}")
@@ -99,7 +101,7 @@ def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, c
         values["quota_bytes"] = quota
     if not values:
         return user, []
-    user = st.accounts.update(user.name, **values)
+    user = st.accounts.update(user.name, actor="admin" if by == "admin" else "user", **values)
     warnings = []
     limit, used = st.accounts.quota_limit(user), st.accounts.usage(user.id)
     if limit is not None and used > limit:

@@ -209,8 +209,8 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_files
-        self.routes = {"files": web_files.files, "versions": web_files.versions, "profile": web_files.profile}
+        from . import web_files, web_profile
+        self.routes = {"files": web_files.files, "versions": web_files.versions, "profile": web_profile.profile}
 
     def maintain(self) -> None:
         self.opened.sweep()
@@ -348,17 +348,28 @@ class WebPages:
             log.warning("web sign-in not possible now: %s", type(e).__name__)
             return self._login_form("503 Service Unavailable", nxt, name=name,
                                     error="Signing in is not possible at the moment; try again shortly.")
+        _, headers = self.start_session(vfs, environ)
+        raise redirect(nxt, [*headers, self._signin_cookie("", 0)])
+
+    def start_session(self, vfs, environ):
+        """A new session for an account just opened with its password,
+        replacing the browser's old one: (cookie value, headers to send)."""
         try:
             old = web_forms.cookie(environ, self.cookie_name)
             if old:
                 self.st.web_sessions.end(old)
+                self.opened.drop(lookup_of(old))
             gen = self.st.account_generation(vfs.user.name)
             token = self.st.web_sessions.create(vfs.user.id, gen if gen is not None else -1)
         except BaseException:
             _close(vfs)
             raise
         self.opened.put(lookup_of(token), vfs)
-        raise redirect(nxt, [self._cookie(token, MAX_SECONDS), self._signin_cookie("", 0)])
+        return token, [self._cookie(token, MAX_SECONDS)]
+
+    @staticmethod
+    def csrf_for(token: str) -> str:
+        return csrf_of(token)
 
     def _login_form(self, status, nxt, name="", error=None, again=False):
         value = secrets.token_urlsafe(24)

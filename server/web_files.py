@@ -24,7 +24,7 @@ def _note(environ) -> str:
     return NOTES.get(web_forms.query(environ).get("done", ""), "")
 
 
-def _human_size(n: int) -> str:
+def human_size(n: int) -> str:
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -73,12 +73,12 @@ def files(web, visit, environ, method, path):
         quota = vfs.quota()
     except errors.CofferError as e:
         raise core_error(e, url("files") + "/")
-    rows = [{"name": e.name, "is_dir": e.is_dir, "size": "" if e.is_dir else _human_size(e.size),
+    rows = [{"name": e.name, "is_dir": e.is_dir, "size": "" if e.is_dir else human_size(e.size),
              "when": _when(e.mtime), "link": url("files", path, e.name) + ("/" if e.is_dir else ""),
              "versions": None if e.is_dir else url("versions", path, e.name),
              "removable": e.removable and not e.virtual} for e in listing]
     return render("200 OK", "files.html", title="My files", crumbs=_crumbs(path), rows=rows, path=path,
-                  action=folder_link, csrf=visit.csrf, used=_human_size(quota.used), signed_in=True,
+                  action=folder_link, csrf=visit.csrf, used=human_size(quota.used), signed_in=True,
                   writable=entry.writable and not entry.virtual, note=_note(environ))
 
 
@@ -154,14 +154,10 @@ def versions(web, visit, environ, method, path):
             raise errors.NotFound("no such version")
     except errors.CofferError as e:
         raise core_error(e, folder_link)
-    rows = [{"id": v.id, "when": _when(v.created), "modified": _when(v.mtime), "size": _human_size(v.size),
+    rows = [{"id": v.id, "when": _when(v.created), "modified": _when(v.mtime), "size": human_size(v.size),
              "author": v.author or "", "current": v.current, "download": f"{here}?download={v.id}"}
             for v in sorted(found, key=lambda v: v.created, reverse=True)]
     return render("200 OK", "versions.html", title="Versions of " + posixpath.basename(path),
                   crumbs=_crumbs(posixpath.dirname(path)), name=posixpath.basename(path), rows=rows, action=here,
                   csrf=visit.csrf, signed_in=True, note=_note(environ))
-
-
-def profile(web, visit, environ, method, path):
-    raise refuse("404 Not Found", "No such page", "There is no page at this address.", back=url("files"))
 

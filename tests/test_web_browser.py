@@ -1,7 +1,8 @@
 """The web pages in a real headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
 upload in the page, overwrite over WebDAV with curl, restore the first
-version in the page and read its bytes back over WebDAV, sign out.
+version in the page and read its bytes back over WebDAV, change the profile and
+news consent on My Profile, sign out.
 
 Screenshots of each main page are saved in the test's temporary folder
 under `screenshots/` (its path is printed; pytest keeps the last runs'
@@ -105,6 +106,21 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, rows[1].find_element(By.CSS_SELECTOR, "button.restore"))   # the first version, oldest last
         assert "Restored" in b.find_element(By.CSS_SELECTOR, ".note").text
         assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "My Profile"))
+        assert b.find_element(By.ID, "account-name").text == "alice"
+        assert b.find_element(By.ID, "plan").text == "basic"
+        assert "KB" in b.find_element(By.ID, "space-used").text
+        b.find_element(By.ID, "first-name").send_keys("Alice")
+        click_and_wait(b, b.find_element(By.ID, "save-profile"))
+        assert "saved" in b.find_element(By.CSS_SELECTOR, ".note").text
+        click_and_wait(b, b.find_element(By.ID, "news-toggle"))
+        assert b.find_element(By.ID, "news-state").text.startswith("You receive news")
+        b.save_screenshot(str(shots / "profile.png"))
+        b.set_window_size(390, 844)                           # a phone's width
+        b.get(base + "/.web/files/Reports/")
+        b.save_screenshot(str(shots / "files-phone.png"))
+        assert b.execute_script("return document.documentElement.scrollWidth") <= 390
 
         click_and_wait(b, b.find_element(By.ID, "sign-out"))
         assert b.current_url.startswith(base + "/.web/login")

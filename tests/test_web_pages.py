@@ -13,13 +13,23 @@ from sqlalchemy import select
 from web_client import BROWSER, WebClient
 from webdav_harness import CofferServer
 
-ALICE, BOB = ("alice", "alice-pw-1"), ("bob", "bob-pw-22")
+ALICE, BOB, CAROL = ("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333")
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    with CofferServer(tmp_path_factory.mktemp("web"), tls=False) as s:
+    with CofferServer(tmp_path_factory.mktemp("web"), tls=False, accounts=dict([ALICE, BOB, CAROL])) as s:
         yield s
+
+
+def account(srv, name):
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        return st.accounts.get(name)
+    finally:
+        st.close()
 
 
 def signed_in(srv, who=ALICE) -> WebClient:
@@ -126,6 +136,10 @@ def _state_changes(csrf):
     return [("/.web/files/", {"action": "mkdir", "name": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "delete", "name": "Keep", "csrf": csrf}),
             ("/.web/versions/Keep/k.txt", {"version": "1", "csrf": csrf}),
+            ("/.web/profile/", {"action": "profile", "first_name": "Forged", "csrf": csrf}),
+            ("/.web/profile/", {"action": "news", "news": "on", "csrf": csrf}),
+            ("/.web/profile/", {"action": "password", "current": ALICE[1], "new": "forged-pw-1",
+                                "again": "forged-pw-1", "csrf": csrf}),
             ("/.web/logout", {"csrf": csrf})]
 
 
@@ -158,6 +172,9 @@ def test_forged_requests_change_nothing(srv):
     assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
     assert srv.request("GET", "/forged.txt")[0] == 404
     assert srv.request("GET", "/Keep/k.txt")[2] == b"two"
+    alice = account(srv, "alice")
+    assert alice.first_name != "Forged" and not alice.consent_news
+    assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207     # the password is unchanged
     assert web.get("/.web/files/")[0] == 200                     # still signed in
 
     other_site = web.send("POST", "/.web/files/", f"action=mkdir&name=Forged&csrf={good}".encode(),
@@ -207,6 +224,12 @@ def test_private_account_asks_again_on_a_fresh_process(tmp_path):
     with srv:
         web = signed_in(srv)
         assert web.get("/.web/files/")[0] == 200
+        status, _, html = web.post_form("/.web/profile/", {"action": "password", "current": ALICE[1],
+                                                           "new": "alice-new-pw-2", "again": "alice-new-pw-2"})
+        assert status == 200
+        code = re.search(rb'<code id="recovery-code">([0-9A-F-]+)</code>', html)
+        assert code and len(code.group(1)) == 6 * 6 + 5          # shown once, to write down
+        assert web.get("/.web/files/")[0] == 200
     srv.accounts = {}
     with srv:
         status, headers, _ = web.get("/.web/files/")
@@ -216,6 +239,46 @@ def test_private_account_asks_again_on_a_fresh_process(tmp_path):
         _, _, html = web.get("/.web/login")
         assert web.post_form("/.web/files/", {"action": "mkdir", "name": "X", "csrf": "0" * 64},
                              csrf=False)[0] == 403
-        status, _ = web.sign_in(*ALICE)
+        status, _ = web.sign_in("alice", "alice-new-pw-2")
         assert status == 303
         assert web.get("/.web/files/")[0] == 200
+
+
+def test_my_profile(srv):
+    web = signed_in(srv, CAROL)
+    status, _, html = web.get("/.web/profile/")
+    assert status == 200 and b"carol" in html and b"basic" in html and b"Space used" in html
+    status, headers, _ = web.post_form("/.web/profile/", {"action": "profile", "first_name": "Carol",
+                                                          "last_name": "Example", "email": "carol@example.org"})
+    assert status == 303 and headers["location"] == "/.web/profile/?done=saved"
+    status, _, html = web.post_form("/.web/profile/", {"action": "profile", "email": "not an address"})
+    assert status == 400 and b"not an email address" in html
+    carol = account(srv, "carol")
+    assert (carol.first_name, carol.last_name, carol.email) == ("Carol", "Example", "carol@example.org")
+    assert web.post_form("/.web/profile/", {"action": "news", "news": "on"})[0] == 303
+    carol = account(srv, "carol")
+    assert carol.consent_news and carol.consent_how == "web"
+    assert web.post_form("/.web/profile/", {"action": "news"})[0] == 303
+    assert not account(srv, "carol").consent_news
+
+    old_token = web.cookies["coffer_web"]
+    status, _, html = web.post_form("/.web/profile/", {"action": "password", "current": "wrong-pw-1",
+                                                       "new": "carol-new-pw-4", "again": "carol-new-pw-4"})
+    assert status == 403 and b"current password is wrong" in html
+    status, _, html = web.post_form("/.web/profile/", {"action": "password", "current": CAROL[1],
+                                                       "new": "carol-new-pw-4", "again": "carol-new-pw-5"})
+    assert status == 400 and b"differ" in html
+    status, _, html = web.post_form("/.web/profile/", {"action": "password", "current": CAROL[1],
+                                                       "new": "short", "again": "short"})
+    assert status == 400 and b"at least 8 characters" in html
+    assert srv.request("PROPFIND", "/", headers={"Depth": "0"}, user="carol")[0] == 207
+    status, _, html = web.post_form("/.web/profile/", {"action": "password", "current": CAROL[1],
+                                                       "new": "carol-new-pw-4", "again": "carol-new-pw-4"})
+    assert status == 200 and b"password is changed" in html
+    assert web.cookies["coffer_web"] != old_token
+    assert web.get("/.web/files/")[0] == 200                     # the new session goes on
+    stale = WebClient(srv)
+    stale.cookies["coffer_web"] = old_token
+    assert stale.get("/.web/files/")[0] == 303                   # the old one ended
+    srv.accounts["carol"] = "carol-new-pw-4"
+    assert srv.request("PROPFIND", "/", headers={"Depth": "0"}, user="carol")[0] == 207
