@@ -240,7 +240,10 @@ class WebPages:
         if isinstance(answer, tuple):        # a download: (status, headers, iterable body)
             status, headers, body = answer
             start_response(status, [*headers, *HEADERS])
-            return [] if method == "HEAD" else body
+            if method == "HEAD":
+                body.close()
+                return []
+            return body
         headers = [h for h in answer.headers]
         if not any(k == "Content-Type" for k, _ in headers):
             headers.append(("Content-Type", "text/plain; charset=utf-8"))

@@ -46,16 +46,24 @@ def _crumbs(path: str) -> list[tuple[str, str]]:
     return out
 
 
+class _Download:
+    """A file's bytes, read block by block from the store; the reader is
+    closed when the server closes the response (sent, cut off, or a HEAD)."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __iter__(self):
+        return self.reader.iter_range(0)
+
+    def close(self):
+        self.reader.close()
+
+
 def _download(reader, size: int, name: str):
-    """A file's bytes as a download, read block by block from the store."""
-    def body():
-        try:
-            yield from reader.iter_range(0)
-        finally:
-            reader.close()
     disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
     return ("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(size)),
-                       ("Content-Disposition", disposition)], body())
+                       ("Content-Disposition", disposition)], _Download(reader))
 
 
 def files(web, visit, environ, method, path):

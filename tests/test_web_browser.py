@@ -40,13 +40,20 @@ def browser(tmp_path):
 
 
 def click_and_wait(b, element) -> None:
-    """Click what sends a form or follows a link, and wait until the next page has replaced this one."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
+    """Click what sends a form or follows a link, and wait until the next
+    page has loaded in place of this one (this page's window carries a mark
+    that a new page does not)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
-    old = b.find_element(By.TAG_NAME, "html")
+    b.execute_script("window.cofferOldPage = true")
+
+    def replaced(driver):
+        try:
+            return driver.execute_script("return !window.cofferOldPage && document.readyState === 'complete'")
+        except WebDriverException:          # between the pages
+            return False
     element.click()
-    WebDriverWait(b, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(b, 30).until(replaced)
 
 
 def curl_put(srv, path: str, body_file) -> int:

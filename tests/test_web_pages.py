@@ -5,6 +5,7 @@ form token, a second account's addresses)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 
 import pytest
@@ -122,6 +123,11 @@ def test_files_pages(srv):
     assert b"cat.jpg" in html and b"dog.jpg" in html and b"200.0 KB" in html
     status, headers, data = web.get("/.web/files/Photos/dog.jpg")
     assert status == 200 and data == b"woof" and headers["content-disposition"].startswith("attachment")
+    big = os.urandom(3 * 1024 * 1024 + 1)            # spans many reads and the store's chunks
+    assert web.upload("/.web/files/Photos/", {"big.bin": big}, csrf)[0] == 303
+    assert web.get("/.web/files/Photos/big.bin")[2] == big
+    status, headers, data = web.send("HEAD", "/.web/files/Photos/cat.jpg")
+    assert status == 200 and headers["content-length"] == "200000" and data == b""
     status, _, _ = web.post_form("/.web/files/Photos/", {"action": "delete", "name": "dog.jpg"})
     assert status == 303
     assert srv.request("GET", "/Photos/dog.jpg")[0] == 404
