@@ -23,12 +23,13 @@ def srv(tmp_path_factory):
         yield s
 
 
-def account(srv, name):
+def account(srv, name, what=lambda st, name: st.accounts.get(name)):
+    """What the storage core says of an account now (by default: its profile)."""
     from providers import config
     from providers.storage import Storage
     st = Storage.open(config.load(srv.config), upgrade=False)
     try:
-        return st.accounts.get(name)
+        return what(st, name)
     finally:
         st.close()
 
@@ -77,11 +78,14 @@ def test_sign_in_cookie_and_database(srv):
     status, headers, _ = web.post_form("/.web/login", {"name": "alice", "password": "wrong-one",
                                                        "csrf": web.csrf(html)})
     assert status == 401 and "coffer_web" not in web.cookies
+    from providers import lifecycle
+    failed = account(srv, "alice", lambda st, n: lifecycle.audit_events(st, n, event="login_failed"))
+    assert [e["detail"] for e in failed][-1:] == [{"protocol": "web", "reason": "password"}]
     _, _, html = web.get("/.web/login")
     status, headers, _ = web.post_form("/.web/login?next=%2F.web%2Ffiles%2F", {
         "name": "alice", "password": ALICE[1], "csrf": web.csrf(html)})
     assert status == 303 and headers["location"] == "/.web/files/"
-    cookie = headers["set-cookie"]
+    cookie, = [c for c in web.set_cookies if c.startswith("coffer_web=")]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie and "Max-Age=" in cookie
     token = web.cookies["coffer_web"]
     assert len(token) >= 40
@@ -288,3 +292,32 @@ def test_my_profile(srv):
     assert stale.get("/.web/files/")[0] == 303                   # the old one ended
     srv.accounts["carol"] = "carol-new-pw-4"
     assert srv.request("PROPFIND", "/", headers={"Depth": "0"}, user="carol")[0] == 207
+
+
+def test_the_login_guard_holds_on_the_pages(tmp_path):
+    """Guessing passwords on the sign-in page meets the same guard as WebDAV."""
+    with CofferServer(tmp_path / "srv", tls=False, accounts=dict([ALICE])) as srv:
+        web = WebClient(srv)
+        statuses = []
+        for i in range(12):
+            _, _, html = web.get("/.web/login")
+            status, _, body = web.post_form("/.web/login", {"name": "alice", "password": f"guess-{i}",
+                                                            "csrf": web.csrf(html)})
+            statuses.append(status)
+            if status == 429:
+                assert b"Too many failed sign-ins" in body
+                break
+        assert statuses[-1] == 429, statuses
+        assert srv.request("PROPFIND", "/", headers={"Depth": "0"}, user="alice")[0] in (207, 401)
+
+
+def test_cookie_over_tls(tmp_path):
+    with CofferServer(tmp_path / "srv", tls=True, accounts=dict([ALICE])) as srv:
+        web = WebClient(srv)
+        _, _, html = web.get("/.web/login")
+        status, headers, _ = web.post_form("/.web/login", {"name": "alice", "password": ALICE[1],
+                                                           "csrf": web.csrf(html)})
+        assert status == 303
+        cookie, = [c for c in web.set_cookies if "coffer_web" in c]
+        assert cookie.startswith("__Host-coffer_web=") and "; Secure" in cookie and "HttpOnly" in cookie
+        assert web.get("/.web/files/")[0] == 200

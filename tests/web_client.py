@@ -14,6 +14,7 @@ class WebClient:
     def __init__(self, srv):
         self.srv = srv
         self.cookies: dict[str, str] = {}
+        self.set_cookies: list[str] = []          # the last answer's Set-Cookie lines
 
     def csrf(self, html: bytes) -> str:
         m = re.search(rb'name="csrf" value="([^"]+)"', html)
@@ -40,6 +41,7 @@ class WebClient:
             conn.request(method, path, body=body, headers=h)
             resp = conn.getresponse()
             data = resp.read()
+            self.set_cookies = [v for k, v in resp.getheaders() if k.lower() == "set-cookie"]
             for k, v in resp.getheaders():
                 if k.lower() == "set-cookie":
                     jar = SimpleCookie(v)
