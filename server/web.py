@@ -210,7 +210,8 @@ class WebPages:
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
         from . import web_files, web_profile
-        self.routes = {"files": web_files.files, "versions": web_files.versions, "profile": web_profile.profile}
+        self.routes = {"files": web_files.files, "versions": web_files.versions,
+                       "trash": web_files.trash, "profile": web_profile.profile}
 
     def maintain(self) -> None:
         self.opened.sweep()

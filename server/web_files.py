@@ -14,7 +14,7 @@ from . import web_forms
 from .web import core_error, redirect, refuse, render, url
 
 
-NOTES = {"uploaded": "Uploaded.", "folder": "Created the folder.", "trash": "Moved to the trash (it stays "
+NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Uploaded.", "folder": "Created the folder.", "trash": "Moved to the trash (it stays "
          "there for the days your plan keeps it).", "restored": "Restored that version: it is now the current one."}
 
 
@@ -169,3 +169,27 @@ def versions(web, visit, environ, method, path):
                   crumbs=_crumbs(posixpath.dirname(path)), name=posixpath.basename(path), rows=rows, action=here,
                   csrf=visit.csrf, signed_in=True, note=_note(environ))
 
+
+
+def trash(web, visit, environ, method, path):
+    """What the account deleted, newest first, each with a button that puts
+    it back where it was (with its history)."""
+    vfs = visit.vfs
+    here = url("trash") + "/"
+    try:
+        found = vfs.trash()
+        if method == "POST":
+            web.check_origin(environ)
+            form = web_forms.small_form(environ)
+            web.check_csrf(visit, form.get("csrf"))
+            entry = next((e for e in found if e["at"] == form.get("at")), None)
+            if entry is None:
+                raise errors.NotFound("no such trash entry")
+            vfs.copy(entry["at"], entry["path"], overwrite=False)
+            raise redirect(here + "?done=back")
+    except errors.CofferError as e:
+        raise core_error(e, here)
+    rows = [{"path": e["path"], "is_dir": e["is_dir"], "when": _when(e["deleted_us"] / 1e6), "at": e["at"]}
+            for e in reversed(found)]
+    return render("200 OK", "trash.html", title="Trash", rows=rows, action=here, csrf=visit.csrf,
+                  signed_in=True, note=_note(environ))

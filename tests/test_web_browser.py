@@ -1,8 +1,9 @@
 """The web pages in a real headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
 upload in the page, overwrite over WebDAV with curl, restore the first
-version in the page and read its bytes back over WebDAV, change the profile and
-news consent on My Profile, sign out.
+version in the page and read its bytes back over WebDAV, delete the folder and put
+it back from the trash, change the profile and news consent on My
+Profile, sign out.
 
 Screenshots of each main page are saved in the test's temporary folder
 under `screenshots/` (its path is printed; pytest keeps the last runs'
@@ -114,6 +115,15 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         assert "Restored" in b.find_element(By.CSS_SELECTOR, ".note").text
         assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
 
+        b.get(base + "/.web/files/")
+        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "button[aria-label='Move Reports to the trash']"))
+        assert "trash" in b.find_element(By.CSS_SELECTOR, ".note").text
+        assert srv.request("PROPFIND", "/Reports", headers={"Depth": "0"})[0] == 404
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Trash"))
+        b.save_screenshot(str(shots / "trash.png"))
+        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "button.put-back"))
+        assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+
         click_and_wait(b, b.find_element(By.LINK_TEXT, "My Profile"))
         assert b.find_element(By.ID, "account-name").text == "alice"
         assert b.find_element(By.ID, "plan").text == "basic"
@@ -127,6 +137,7 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         b.set_window_size(390, 844)                           # a phone's width
         b.get(base + "/.web/files/Reports/")
         b.save_screenshot(str(shots / "files-phone.png"))
+        assert b.find_element(By.LINK_TEXT, "report.txt")
         assert b.execute_script("return document.documentElement.scrollWidth") <= 390
 
         click_and_wait(b, b.find_element(By.ID, "sign-out"))

@@ -135,6 +135,14 @@ def test_files_pages(srv):
     status, _, _ = web.post_form("/.web/files/Photos/", {"action": "delete", "name": "dog.jpg"})
     assert status == 303
     assert srv.request("GET", "/Photos/dog.jpg")[0] == 404
+    status, _, html = web.get("/.web/trash/")
+    assert status == 200 and b"/Photos/dog.jpg" in html
+    at = re.search(rb'name="at" value="([^"]+)"', html).group(1).decode()
+    assert web.post_form("/.web/trash/", {"at": at, "csrf": "0" * 64}, csrf=False)[0] == 403
+    assert srv.request("GET", "/Photos/dog.jpg")[0] == 404
+    status, headers, _ = web.post_form("/.web/trash/", {"at": at})
+    assert status == 303 and headers["location"] == "/.web/trash/?done=back"
+    assert srv.request("GET", "/Photos/dog.jpg")[2] == b"woof"
     status, _, html = web.get("/.web/files/Nope/")
     assert status == 404 and b"does not exist" in html and b"Traceback" not in html
     status, _, html = web.post_form("/.web/files/", {"action": "mkdir", "name": "Photos"})
@@ -150,6 +158,7 @@ def _state_changes(csrf):
             ("/.web/profile/", {"action": "news", "news": "on", "csrf": csrf}),
             ("/.web/profile/", {"action": "password", "current": ALICE[1], "new": "forged-pw-1",
                                 "again": "forged-pw-1", "csrf": csrf}),
+            ("/.web/trash/", {"at": "/.coffer/trash/x/Keep", "csrf": csrf}),
             ("/.web/logout", {"csrf": csrf})]
 
 
@@ -204,9 +213,13 @@ def test_forged_requests_change_nothing(srv):
 
 def test_a_second_account_never_sees_the_first(srv):
     srv.request("PUT", "/alice-only.txt", body=b"private")
+    srv.request("PUT", "/alice-gone.txt", body=b"deleted")
+    srv.request("DELETE", "/alice-gone.txt")
+    assert b"alice-gone" in signed_in(srv, ALICE).get("/.web/trash/")[2]
     web = signed_in(srv, BOB)
     status, _, html = web.get("/.web/files/")
     assert status == 200 and b"alice-only" not in html
+    assert b"alice-gone" not in web.get("/.web/trash/")[2]
     for path in ("/.web/files/alice-only.txt", "/.web/versions/alice-only.txt", "/.web/files/Photos/"):
         status, _, body = web.get(path)
         assert status == 404 and b"private" not in body, path
