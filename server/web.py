@@ -209,9 +209,10 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_files, web_profile
+        from . import web_files, web_profile, web_shares
         self.routes = {"files": web_files.files, "versions": web_files.versions,
-                       "trash": web_files.trash, "profile": web_profile.profile}
+                       "trash": web_files.trash, "shares": web_shares.shares,
+                       "profile": web_profile.profile}
 
     def maintain(self) -> None:
         self.opened.sweep()

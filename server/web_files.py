@@ -84,6 +84,8 @@ def files(web, visit, environ, method, path):
     rows = [{"name": e.name, "is_dir": e.is_dir, "size": "" if e.is_dir else human_size(e.size),
              "when": _when(e.mtime), "link": url("files", path, e.name) + ("/" if e.is_dir else ""),
              "versions": None if e.is_dir else url("versions", path, e.name),
+             "share": url("shares") + "/?folder=" + quote(posixpath.join(path, e.name), safe="")
+             if e.is_dir and not e.virtual else None,
              "removable": e.removable and not e.virtual} for e in listing]
     return render("200 OK", "files.html", title="My files", crumbs=_crumbs(path), rows=rows, path=path,
                   action=folder_link, csrf=visit.csrf, used=human_size(quota.used), signed_in=True,

@@ -2,8 +2,8 @@
 chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
 upload in the page, overwrite over WebDAV with curl, restore the first
 version in the page and read its bytes back over WebDAV, delete the folder and put
-it back from the trash, change the profile and news consent on My
-Profile, sign out.
+it back from the trash, share it with a second account (which reads it over
+WebDAV), change the profile and news consent on My Profile, sign out.
 
 Screenshots of each main page are saved in the test's temporary folder
 under `screenshots/` (its path is printed; pytest keeps the last runs'
@@ -123,6 +123,15 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         b.save_screenshot(str(shots / "trash.png"))
         click_and_wait(b, b.find_element(By.CSS_SELECTOR, "button.put-back"))
         assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+
+        b.get(base + "/.web/files/")
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Share"))
+        assert b.find_element(By.ID, "share-folder").get_attribute("value") == "/Reports"
+        b.find_element(By.ID, "share-account").send_keys("bob")
+        click_and_wait(b, b.find_element(By.ID, "share"))
+        assert "Shared" in b.find_element(By.CSS_SELECTOR, ".note").text
+        b.save_screenshot(str(shots / "sharing.png"))
+        assert srv.request("GET", "/Shared/alice/Reports/report.txt", user="bob")[2] == first.read_bytes()
 
         click_and_wait(b, b.find_element(By.LINK_TEXT, "My Profile"))
         assert b.find_element(By.ID, "account-name").text == "alice"

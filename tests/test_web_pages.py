@@ -159,6 +159,8 @@ def _state_changes(csrf):
             ("/.web/profile/", {"action": "password", "current": ALICE[1], "new": "forged-pw-1",
                                 "again": "forged-pw-1", "csrf": csrf}),
             ("/.web/trash/", {"at": "/.coffer/trash/x/Keep", "csrf": csrf}),
+            ("/.web/shares/", {"action": "grant", "folder": "/Keep", "account": "bob", "permission": "write",
+                               "csrf": csrf}),
             ("/.web/logout", {"csrf": csrf})]
 
 
@@ -194,6 +196,7 @@ def test_forged_requests_change_nothing(srv):
     alice = account(srv, "alice")
     assert alice.first_name != "Forged" and not alice.consent_news
     assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207     # the password is unchanged
+    assert srv.request("PROPFIND", "/Shared/alice", headers={"Depth": "0"}, user="bob")[0] == 404   # not shared
     assert web.get("/.web/files/")[0] == 200                     # still signed in
 
     other_site = web.send("POST", "/.web/files/", f"action=mkdir&name=Forged&csrf={good}".encode(),
@@ -334,3 +337,31 @@ def test_cookie_over_tls(tmp_path):
         cookie, = [c for c in web.set_cookies if "coffer_web" in c]
         assert cookie.startswith("__Host-coffer_web=") and "; Secure" in cookie and "HttpOnly" in cookie
         assert web.get("/.web/files/")[0] == 200
+
+
+def test_sharing_pages(srv):
+    srv.request("MKCOL", "/Team")
+    srv.request("PUT", "/Team/plan.txt", body=b"the plan")
+    alice, bob = signed_in(srv, ALICE), signed_in(srv, BOB)
+    status, _, html = alice.get("/.web/files/")
+    assert b"/.web/shares/?folder=%2FTeam" in html
+    status, headers, _ = alice.post_form("/.web/shares/", {"action": "grant", "folder": "/Team", "account": "bob",
+                                                           "permission": "read"})
+    assert status == 303
+    status, _, html = alice.get("/.web/shares/")
+    assert b"/Team" in html and b"bob" in html
+    status, _, html = bob.get("/.web/shares/")
+    assert b"/Shared/alice/Team" in html
+    status, _, html = bob.get("/.web/files/Shared/alice/Team/")
+    assert status == 200 and b"plan.txt" in html
+    assert bob.get("/.web/files/Shared/alice/Team/plan.txt")[2] == b"the plan"
+    _, _, html = bob.get("/.web/files/Shared/alice/Team/")
+    status, _, html = bob.upload("/.web/files/Shared/alice/Team/", {"bob.txt": b"x"}, bob.csrf(html))
+    assert status == 403 and b"read-only for you" in html
+    status, _, html = bob.post_form("/.web/files/Shared/alice/Team/", {"action": "delete", "name": "plan.txt"})
+    assert status == 403
+    assert srv.request("GET", "/Team/plan.txt")[2] == b"the plan"
+    status, _, _ = alice.post_form("/.web/shares/", {"action": "revoke", "folder": "/Team", "account": "bob"})
+    assert status == 303
+    assert b"Team" not in bob.get("/.web/shares/")[2]
+    assert bob.get("/.web/files/Shared/alice/Team/")[0] == 404
