@@ -127,6 +127,9 @@ def test_files_pages(srv):
     assert b"cat.jpg" in html and b"dog.jpg" in html and b"200.0 KB" in html
     status, headers, data = web.get("/.web/files/Photos/dog.jpg")
     assert status == 200 and data == b"woof" and headers["content-disposition"].startswith("attachment")
+    assert web.upload("/.web/files/Photos/", {"<script>x & 'q'.txt": b"html"}, csrf)[0] == 303
+    _, _, html = web.get("/.web/files/Photos/")
+    assert b"<script>" not in html and b"&lt;script&gt;x &amp; &#39;q&#39;.txt</a>" in html
     big = os.urandom(3 * 1024 * 1024 + 1)            # spans many reads and the store's chunks
     assert web.upload("/.web/files/Photos/", {"big.bin": big}, csrf)[0] == 303
     assert web.get("/.web/files/Photos/big.bin")[2] == big
