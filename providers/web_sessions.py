@@ -80,6 +80,16 @@ class WebSessions:
         with self.db.write() as c:
             return wq.remove(c, lookup_of(token)) > 0
 
+    def live(self, lookups) -> set[str]:
+        """Which of these sessions (by the hashes of their cookies) still
+        live: a worker closes the filesystems of the others, so keys opened
+        for a session signed out elsewhere leave its memory within a minute."""
+        if not lookups:
+            return set()
+        now = meta.now_us()
+        with self.db.read() as c:
+            return wq.live_of(c, lookups, now, now - IDLE_SECONDS * 1_000_000)
+
     def purge_expired(self) -> int:
         now = meta.now_us()
         with self.db.write() as c:

@@ -176,10 +176,17 @@ class OpenAccounts:
         if old is not None:
             _close(old.vfs)
 
-    def sweep(self, everything: bool = False) -> None:
+    def lookups(self) -> list[str]:
+        with self._lock:
+            return list(self._open)
+
+    def sweep(self, everything: bool = False, live=None) -> None:
+        """Close what was idle for IDLE_SECONDS, whose session is not among
+        `live` (when given), or everything."""
         limit = time.monotonic() - IDLE_SECONDS
         with self._lock:
-            gone = [k for k, o in self._open.items() if everything or o.used < limit]
+            gone = [k for k, o in self._open.items()
+                    if everything or o.used < limit or (live is not None and k not in live)]
             closing = [self._open.pop(k).vfs for k in gone]
         for vfs in closing:
             _close(vfs)
@@ -215,11 +222,15 @@ class WebPages:
                        "profile": web_profile.profile}
 
     def maintain(self) -> None:
-        self.opened.sweep()
+        """Every minute: close the filesystems of sessions that ended (signed
+        out on another worker, idle, too old, password changed) or went
+        idle here, and delete ended sessions' rows."""
         try:
+            self.opened.sweep(live=self.st.web_sessions.live(self.opened.lookups()))
             self.st.web_sessions.purge_expired()
         except Exception:
-            log.exception("purging expired web sessions failed")
+            log.exception("closing ended web sessions failed")
+            self.opened.sweep()
 
     def close(self) -> None:
         self.opened.sweep(everything=True)

@@ -368,3 +368,34 @@ def test_sharing_pages(srv):
     assert status == 303
     assert b"Team" not in bob.get("/.web/shares/")[2]
     assert bob.get("/.web/files/Shared/alice/Team/")[0] == 404
+
+
+def test_workers_close_what_ended_elsewhere(srv):
+    """A worker's maintenance closes the filesystems of sessions that ended
+    on another worker (signed out, password changed), and keeps live ones."""
+    from providers import config
+    from providers.storage import Storage
+    from providers.web_sessions import lookup_of
+    from server.web import WebPages
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        user = st.accounts.get("bob")
+        gen = st.account_generation("bob")
+        kept, signed_out, changed = (st.web_sessions.create(user.id, gen) for _ in range(3))
+        pages = WebPages(st, tls=False)
+        opened = {}
+        for token in (kept, signed_out, changed):
+            opened[token] = st.open_account("bob", BOB[1], protocol="web")
+            pages.opened.put(lookup_of(token), opened[token])
+        st.web_sessions.end(signed_out)
+        pages.maintain()
+        assert pages.opened.get(lookup_of(signed_out)) is None
+        assert pages.opened.get(lookup_of(kept)) is opened[kept]
+        st.accounts.set_password("bob", "bob-other-pw-9")
+        pages.maintain()
+        assert pages.opened.lookups() == []
+        assert st.web_sessions.find(kept) is None
+        st.accounts.set_password("bob", BOB[1])
+        pages.close()
+    finally:
+        st.close()

@@ -18,6 +18,15 @@ def by_lookup(c, lookup: str):
                      .join(users, users.c.id == ws.c.user_id).where(ws.c.lookup == lookup)).mappings().first()
 
 
+def live_of(c, lookups, now_us: int, idle_before_us: int) -> set[str]:
+    """Those of `lookups` whose session is live: not signed out, idle or too
+    old, and its account active with the credentials it signed in with."""
+    rows = c.execute(select(ws.c.lookup).join(users, users.c.id == ws.c.user_id)
+                     .where(ws.c.lookup.in_(list(lookups)), ws.c.expires_us > now_us, ws.c.used_us > idle_before_us,
+                            users.c.status == "active", users.c.credential_gen == ws.c.credential_gen))
+    return {r[0] for r in rows}
+
+
 def touch(c, session_id: int, used_us: int) -> None:
     c.execute(update(ws).where(ws.c.id == session_id).values(used_us=used_us))
 
