@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/.web/"
 HERE = Path(__file__).resolve().parent
 BROWSERS = ("Mozilla/", "Chrome/", "Safari/", "Firefox/")
-NOT_BROWSERS = ("WebDAV", "MiniRedir", "davfs", "rclone", "curl", "Microsoft Office")
+NOT_BROWSERS = ("WebDAV", "MiniRedir", "davfs", "rclone", "curl", "Microsoft Office", "ms-office", "MSOffice")
 DAV_ONLY = ("HTTP_DEPTH", "HTTP_TRANSLATE", "HTTP_IF", "HTTP_LOCK_TOKEN", "HTTP_DESTINATION", "HTTP_OVERWRITE",
             "HTTP_TIMEOUT", "HTTP_AUTHORIZATION")
 HEADERS = [("Cache-Control", "no-store"), ("Referrer-Policy", "same-origin"), ("X-Content-Type-Options", "nosniff"),

@@ -44,7 +44,8 @@ def signed_in(srv, who=ALICE) -> WebClient:
 def test_webdav_clients_get_what_they_got(srv):
     """Clients without a browser's signs are WebDAV's: 401 without credentials, no redirect."""
     for agent in ("Microsoft-WebDAV-MiniRedir/10.0.19045", "davfs2/1.7.0 neon/0.32", "rclone/v1.68",
-                  "curl/8.5.0"):
+                  "curl/8.5.0", "WebDAVFS/3.0.0 (03008000) Darwin/22.1.0 (x86_64)",
+                  "Mozilla/4.0 (compatible; MSIE 7.0; Windows NT 10.0; ms-office; MSOffice 16)"):
         status, headers, _ = srv.request("GET", "/", headers={"User-Agent": agent, "Accept": "*/*"}, user=None)
         assert status == 401, agent
         status, headers, _ = srv.request("GET", "/", headers={"User-Agent": agent, "Accept": "text/html"},
