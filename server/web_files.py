@@ -14,8 +14,10 @@ from . import web_forms
 from .web import core_error, redirect, refuse, render, url
 
 
-NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Uploaded.", "folder": "Created the folder.", "trash": "Moved to the trash (it stays "
-         "there for the days your plan keeps it).", "restored": "Restored that version: it is now the current one."}
+NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Uploaded.",
+         "folder": "Created the folder.", "renamed": "Renamed.",
+         "trash": "Moved to the trash (it stays there for the days your plan keeps it).",
+         "restored": "Restored that version: it is now the current one."}
 
 
 def _note(environ) -> str:
@@ -86,8 +88,10 @@ def files(web, visit, environ, method, path):
              "versions": None if e.is_dir else url("versions", path, e.name),
              "share": url("shares") + "/?folder=" + quote(posixpath.join(path, e.name), safe="")
              if e.is_dir and not e.virtual else None,
-             "removable": e.removable and not e.virtual} for e in listing]
-    return render("200 OK", "files.html", title="My files", crumbs=_crumbs(path), rows=rows, path=path,
+             "removable": e.removable and not e.virtual,
+             "rename": folder_link + "?rename=" + quote(e.name, safe="")} for e in listing]
+    renaming = web_forms.query(environ).get("rename", "")
+    return render("200 OK", "files.html", title="My files", renaming=renaming, crumbs=_crumbs(path), rows=rows, path=path,
                   action=folder_link, csrf=visit.csrf, used=human_size(quota.used), signed_in=True,
                   writable=entry.writable and not entry.virtual, note=_note(environ))
 
@@ -131,6 +135,13 @@ def _files_post(web, visit, environ, path, folder_link):
         elif action == "delete":
             vfs.delete(target)
             done = "trash"
+        elif action == "rename":
+            new = form.get("new", "").strip()
+            if not new or "/" in new:
+                raise refuse("400 Bad Request", "That did not work", "Give a new name without `/`.",
+                             back=folder_link)
+            vfs.move(target, posixpath.join(path, new), overwrite=False)
+            done = "renamed"
         else:
             raise refuse("400 Bad Request", "That did not work", "This page does not know that action.",
                          back=folder_link)

@@ -147,6 +147,16 @@ def test_files_pages(srv):
     status, headers, _ = web.post_form("/.web/trash/", {"at": at})
     assert status == 303 and headers["location"] == "/.web/trash/?done=back"
     assert srv.request("GET", "/Photos/dog.jpg")[2] == b"woof"
+    status, _, html = web.get("/.web/files/Photos/?rename=cat.jpg")
+    assert b'id="new-name"' in html
+    status, headers, _ = web.post_form("/.web/files/Photos/", {"action": "rename", "name": "cat.jpg",
+                                                                "new": "kitten.jpg"})
+    assert status == 303 and headers["location"].endswith("?done=renamed")
+    assert srv.request("GET", "/Photos/kitten.jpg")[2] == b"meow" * 50_000
+    assert srv.request("GET", "/Photos/cat.jpg")[0] == 404
+    status, _, html = web.post_form("/.web/files/Photos/", {"action": "rename", "name": "kitten.jpg",
+                                                            "new": "big.bin"})
+    assert status == 409 and srv.request("GET", "/Photos/kitten.jpg")[0] == 200
     status, _, html = web.get("/.web/files/Nope/")
     assert status == 404 and b"does not exist" in html and b"Traceback" not in html
     status, _, html = web.post_form("/.web/files/", {"action": "mkdir", "name": "Photos"})
@@ -156,6 +166,7 @@ def test_files_pages(srv):
 def _state_changes(csrf):
     """Every state-changing request of the pages, as (path, form)."""
     return [("/.web/files/", {"action": "mkdir", "name": "Forged", "csrf": csrf}),
+            ("/.web/files/", {"action": "rename", "name": "Keep", "new": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "delete", "name": "Keep", "csrf": csrf}),
             ("/.web/versions/Keep/k.txt", {"version": "1", "csrf": csrf}),
             ("/.web/profile/", {"action": "profile", "first_name": "Forged", "csrf": csrf}),
