@@ -119,12 +119,28 @@ class CertificateKeeper:
                     log.error("ACME: no certificate for %s from %s (%s: %s); retrying in %d s",
                               ", ".join(self.cfg.tls.acme_domains), self.cfg.tls.acme_directory,
                               type(e).__name__, e, self.cfg.tls.check_seconds)
+        if self._renewing():
+            return
         cert, key, _ = tls.ensure_certificate(self.cfg)
         stamp = _stamp(cert, key)
         if stamp != self.stamp:
             self.adapter.reload(cert, key)
             self.stamp = stamp
             log.info("now serving the TLS certificate %s (SHA-256 %s)", cert, tls.fingerprint(cert))
+
+    def _renewing(self) -> bool:
+        """Is an ACME certificate half written (its new key there, the chain
+        not yet: the worker holding the renewal writes them one after the
+        other)? Then keep serving the current one and look again shortly;
+        falling back to the local certificate meanwhile would show clients a
+        certificate they do not trust. (At start, a pair left unmatched by a
+        crash does fall back: tls.ensure_certificate.)"""
+        if not self.cfg.tls.acme_domains or self.cfg.webdav.cert_file:
+            return False
+        a = tls.acme_dir(self.cfg)
+        if not ((a / "cert.pem").is_file() and (a / "key.pem").is_file()):
+            return False
+        return not tls.pair_matches(a / "cert.pem", a / "key.pem")
 
     def stop(self):
         self.stopping.set()
