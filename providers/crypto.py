@@ -127,19 +127,24 @@ def seal_bound(aead: AESGCM, data: bytes, aad: bytes) -> bytes:
     return BOUND + seal(aead, data, aad)
 
 
-def open_bound(aead: AESGCM, blob, aad: bytes, legacy: bytes | None, what: str) -> bytes:
-    """Open a value bound to its row by `aad`; with `legacy` (the constant
-    label values had before) an unbound value is read too."""
+def _open_either(blob, aad: bytes, legacy: bytes | None, what: str, attempt) -> bytes:
+    """`attempt(body, associated data)` on a bound value, or, with `legacy`
+    (the constant label values had before), on an unbound one too."""
     blob = bytes(blob)
     if blob[:1] == BOUND:
         try:
-            return open_sealed(aead, blob[1:], aad, what)
+            return attempt(blob[1:], aad)
         except IntegrityError:
             if legacy is None:      # a legacy value may start with the mark by chance
                 raise
     elif legacy is None:
         raise IntegrityError(f"{what} is not bound to its row: sealed elsewhere, or tampered with")
-    return open_sealed(aead, blob, legacy, what)
+    return attempt(blob, legacy)
+
+
+def open_bound(aead: AESGCM, blob, aad: bytes, legacy: bytes | None, what: str) -> bytes:
+    """Open a value bound to its row by `aad`; with `legacy` an unbound value is read too."""
+    return _open_either(blob, aad, legacy, what, lambda body, ad: open_sealed(aead, body, ad, what))
 
 
 def is_bound(blob) -> bool:
@@ -265,7 +270,6 @@ def unseal(private: bytes, sealed, aad: bytes, legacy: bytes | None = None, what
     """Open what seal_to sealed; with `legacy` an unbound value is read too."""
     priv = X25519PrivateKey.from_private_bytes(private)
     pub = priv.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    sealed = bytes(sealed)
 
     def attempt(body: bytes, associated: bytes) -> bytes:
         eph_pub = body[:32]
@@ -275,15 +279,7 @@ def unseal(private: bytes, sealed, aad: bytes, legacy: bytes | None = None, what
             raise IntegrityError(f"{what} failed authentication: wrong key or tampered data") from None
         return open_sealed(AESGCM(_box_key(shared, eph_pub, pub)), body[32:], associated, what)
 
-    if sealed[:1] == BOUND:
-        try:
-            return attempt(sealed[1:], aad)
-        except IntegrityError:
-            if legacy is None:
-                raise
-    elif legacy is None:
-        raise IntegrityError(f"{what} is not bound to its row: sealed elsewhere, or tampered with")
-    return attempt(sealed, legacy)
+    return _open_either(sealed, aad, legacy, what, attempt)
 
 
 # -- names ------------------------------------------------------------------------
