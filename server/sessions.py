@@ -15,6 +15,8 @@ import logging
 import threading
 import time
 
+from providers.errors import StorageUnavailable
+
 log = logging.getLogger(__name__)
 
 
@@ -48,11 +50,13 @@ class SessionTracker:
             rec = self._open.get(key)
         if rec is not None:
             return rec
+        sid = None
         try:
             sid = self.st.sessions.start(user_id, self.protocol, addr)
+        except StorageUnavailable as e:      # the database is down: said once, no traceback
+            log.warning("could not start a session record: %s", e)
         except Exception:
             log.exception("could not start a session record")
-            sid = None
         rec = Record(sid)
         with self._lock:
             kept = self._open.setdefault(key, rec)
@@ -108,6 +112,8 @@ class SessionTracker:
         for sid, counts in totals:
             try:
                 self.st.sessions.update(sid, *counts)
+            except StorageUnavailable as e:      # the database is down: said once, no traceback
+                log.warning("could not update a session record: %s", e)
             except Exception:
                 log.exception("could not update a session record")
 
@@ -118,5 +124,7 @@ class SessionTracker:
             counts = rec.totals()
         try:
             self.st.sessions.end(rec.sid, *counts)
+        except StorageUnavailable as e:      # the database is down: said once, no traceback
+            log.warning("could not end a session record: %s", e)
         except Exception:
             log.exception("could not end a session record")

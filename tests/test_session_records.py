@@ -193,3 +193,33 @@ def test_a_killed_server_closes_its_records_on_start_and_leaves_other_nodes_alon
     report = a.admin("maintenance", "--no-retention", "--json", config=short)
     assert report["session_records_purged"] == len(kept)
     assert a.rows("session_records") == []
+
+
+class _DatabaseDown:
+    """Storage whose database is away: every session write fails the way a
+    restarted PostgreSQL makes it fail."""
+    class sessions:
+        @staticmethod
+        def _down(*_):
+            from providers.errors import StorageUnavailable
+            raise StorageUnavailable("the database is not available (terminating connection); try again shortly")
+        start = update = end = _down
+
+
+def test_a_database_away_costs_records_a_warning_line_each_and_no_traceback(caplog):
+    """Two clients keep working while their records cannot be written; the
+    log says so in one line per write, without a traceback an operator
+    would take for a bug."""
+    from server.sessions import SessionTracker
+    tracker = SessionTracker(_DatabaseDown(), "webdav", idle_seconds=0, update_seconds=0)
+    with caplog.at_level("WARNING", logger="server.sessions"):
+        first = tracker.start(("127.0.0.1", 1, 1), 1, "127.0.0.1")
+        second = tracker.start(("127.0.0.1", 2, 2), 2, "127.0.0.1")
+        tracker.add(first, 10, 20)
+        tracker.add(second, 30, 40)
+        tracker.sweep(everything=True)
+    assert first is not second and first.sid is None and second.sid is None
+    assert (first.bytes_in, second.bytes_out) == (10, 40)
+    lines = [r for r in caplog.records if r.name == "server.sessions"]
+    assert [r.getMessage().split(":")[0] for r in lines] == ["could not start a session record"] * 2
+    assert all(r.levelname == "WARNING" and r.exc_info is None for r in lines)
