@@ -157,7 +157,7 @@ def change_exclusions(st, name: str, add: str | None = None, remove: str | None 
         pats.append(add)
     if remove is not None:
         if remove not in pats:
-            raise NotFound(f"pattern {remove!r} is not in the list; see `coffer-admin exclude {user.name} list`")
+            raise NotFound(f"pattern {remove!r} is not in the list of {user.name}'s patterns (list them to see which are)")
         pats.remove(remove)
     settings = dict(user.settings)
     settings["exclude"] = pats

@@ -460,6 +460,24 @@ class Vfs(Core):
         app_passwords.require_full(self.scope, "revoking an app password")
         return self.st.apps.revoke(self.user.id, ref, actor)
 
+    # -- exclusion patterns --------------------------------------------------------------------
+    def exclusions(self) -> list[str]:
+        """The account's patterns of file names that keep no history."""
+        from . import lifecycle
+        return lifecycle.exclusions(self.st, self.user.name)
+
+    def exclusion_change(self, add: str | None = None, remove: str | None = None,
+                         drop_history: bool = False) -> tuple[list[str], dict | None]:
+        """Add or remove a pattern (providers/lifecycle.py); with
+        `drop_history`, also purge the old versions that matching files kept
+        so far. Shortening history is the account holder's own decision: a
+        limited app password may not."""
+        from . import lifecycle
+        app_passwords.require_full(self.scope, "changing which files keep history")
+        if drop_history:
+            return lifecycle.exclude_dropping_history(self.st, self, add)
+        return lifecycle.change_exclusions(self.st, self.user.name, add=add, remove=remove), None
+
     def share_list(self) -> dict:
         """Folders this principal shares (with whom, how) and receives."""
         from . import shares

@@ -6,7 +6,8 @@ path) and some clients call `df`. These are answered from the account's
 filesystem — a version's checksum is computed on the first request and kept
 with the version — never by a shell. `coffer share …` lets an owner manage their shared folders
 (server/sftp_share.py), `coffer app-password …` their app passwords (server/sftp_apps.py),
-`coffer access` lists what administrators did on the account (server/sftp_access.py). Anything else, and
+`coffer access` lists what administrators did on the account (server/sftp_access.py),
+`coffer exclude …` sets which files keep no history (server/sftp_exclude.py). Anything else, and
 a shell, is refused with a message
 on stderr.
 """
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 HASHES = {"md5sum": "md5", "sha1sum": "sha1", "sha256sum": "sha256"}
 ONLY = ("this server offers SFTP only (plus the commands md5sum, sha1sum, sha256sum, df, coffer share, "
-        "coffer app-password and coffer access); there is no shell and no forwarding")
+        "coffer app-password, coffer access and coffer exclude); there is no shell and no forwarding")
 SHELL_REFUSED = f"Coffer: {ONLY}.\r\n"
 MAX_STDIN = 64 * 1024 * 1024
 
@@ -63,6 +64,9 @@ def run(channel, vfs, command: bytes, disk_space=None) -> int:
         if args[:1] == ["access"]:
             from . import sftp_access
             return sftp_access.run(channel, vfs, args[1:])
+        if args[:1] == ["exclude"]:
+            from . import sftp_exclude
+            return sftp_exclude.run(channel, vfs, args[1:])
         from . import sftp_share
         return sftp_share.run(channel, vfs, args)
     channel.sendall_stderr(f"Coffer: {name[:64]}: command not available; {ONLY}.\n".encode())
