@@ -36,7 +36,7 @@ def _picked(text: str) -> int | None:
 
 
 def _crumbs(label: str, path: str) -> list[tuple[str, str]]:
-    out = [("My files on " + label, url("past", label) + "/")]
+    out = [("My files then", url("past", label) + "/")]
     done = ""
     for part in [p for p in path.split("/") if p]:
         done += "/" + part
