@@ -15,6 +15,7 @@ from .web import Answer, core_error, redirect, refuse, render, url
 
 UPLOAD_HEADER = "HTTP_X_COFFER_UPLOAD"     # sent by the page's upload script (static/upload.js)
 MOVE_CHOICES = 1000                        # folders offered as a move's destination
+MOVE_SCAN = 50_000                         # entries looked at to find them
 
 
 NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Uploaded.",
@@ -142,6 +143,9 @@ def _upload(web, visit, environ, path, folder_link):
     except errors.CofferError as e:
         web_forms.discard_rest(environ)
         raise core_error(e, folder_link)
+    except Answer:                          # a missing or stale form token
+        web_forms.discard_rest(environ)
+        raise
     if not checked:
         web.check_csrf(visit, None)
     if not saved:
@@ -154,12 +158,13 @@ def _upload(web, visit, environ, path, folder_link):
 def _folders(vfs, path: str, moving: str) -> list[str]:
     """The folders something at `moving` may be moved into: those of the
     space it is in (the account's own tree, or the shared folder it is
-    under), at most MOVE_CHOICES, never itself or what is inside it."""
+    under), at most MOVE_CHOICES among the first MOVE_SCAN entries (a page
+    must come back quickly in a huge tree), never itself or what is inside it."""
     parts = paths.parse(path)
     top = paths.join(parts[:3]) if parts[:1] == ("Shared",) and len(parts) >= 3 else "/"
     out = [top]
-    for e in vfs.walk(top):
-        if len(out) >= MOVE_CHOICES:
+    for seen, e in enumerate(vfs.walk(top)):
+        if len(out) >= MOVE_CHOICES or seen >= MOVE_SCAN:
             break
         if e.is_dir and not e.virtual and e.writable and e.path != moving and not e.path.startswith(moving + "/"):
             out.append(e.path)

@@ -441,6 +441,9 @@ def test_upload_past_the_quota_saves_nothing(tmp_path):
         status, _, html = web.upload("/.web/files/", {"small.txt": b"fits", "big.bin": os.urandom(8 * MB)}, csrf)
         assert status == 507 and b"Saved before it: small.txt." in html
         assert srv.request("GET", "/big.bin")[0] == 404 and srv.request("GET", "/small.txt")[2] == b"fits"
+        status, _, html = web.upload("/.web/files/", {"big.bin": os.urandom(8 * MB)}, "0" * 64,
+                                     {"X-Coffer-Upload": "1"})
+        assert status == 403 and b"security token is missing or out of date" in html
         status, _, body = web.upload("/.web/files/", {"next.txt": b"ok"}, csrf, {"X-Coffer-Upload": "1"})
         assert status == 200 and body == b"Uploaded."
         status, _, js = web.get("/.web/static/upload.js")
