@@ -324,3 +324,7 @@ def test_main_pages_pass_axe(site, page):
     b.get(url)
     b.save_screenshot(str(screenshots() / f"page-{name}-phone.png"))
     assert b.execute_script("return document.documentElement.scrollWidth") <= 390
+    from selenium.webdriver.common.by import By
+    shown = "main button, main a, main td:not(.wide-only), main input:not([type=hidden]):not([aria-hidden=true])"
+    for element in b.find_elements(By.CSS_SELECTOR, shown):
+        assert element.is_displayed(), element.get_attribute("outerHTML")      # nothing hidden on a phone
