@@ -96,16 +96,18 @@ def files(web, visit, environ, method, path):
              "removable": e.removable and not e.virtual,
              "rename": folder_link + "?rename=" + quote(e.name, safe=""),
              "move": folder_link + "?move=" + quote(e.name, safe="")} for e in listing]
+    here = paths.join(paths.parse(path))
     asked = web_forms.query(environ)
     renaming, moving = asked.get("rename", ""), asked.get("move", "")
     writable = entry.writable and not entry.virtual
     try:
-        into = _folders(vfs, path, posixpath.join(path, moving)) if moving and writable else []
+        into = _folders(vfs, here, posixpath.join(here, moving)) if moving and writable else []
     except errors.CofferError as e:
         raise core_error(e, folder_link)
     return render("200 OK", "files.html", title="My files", renaming=renaming, moving=moving, into=into,
-                  crumbs=_crumbs(path), rows=rows, path=path, here=paths.join(paths.parse(path)), action=folder_link, csrf=visit.csrf,
-                  used=human_size(quota.used), signed_in=True, writable=writable, note=_note(environ))
+                  crumbs=_crumbs(path), rows=rows, path=path, here=here, past=_past_link(here),
+                  action=folder_link, csrf=visit.csrf, used=human_size(quota.used), signed_in=True,
+                  writable=writable, note=_note(environ))
 
 
 def _upload(web, visit, environ, path, folder_link):
@@ -169,6 +171,14 @@ def _folders(vfs, path: str, moving: str) -> list[str]:
         if e.is_dir and not e.virtual and e.writable and e.path != moving and not e.path.startswith(moving + "/"):
             out.append(e.path)
     return out
+
+
+def _past_link(here: str) -> str | None:
+    """The page of this folder as it was: for the account's own tree (the
+    past of a folder shared with the account is its owner's to see)."""
+    if paths.parse(here)[:1] in (("Shared",), (paths.META,)):
+        return None
+    return url("past") + "/?path=" + quote(here, safe="")
 
 
 def _files_post(web, visit, environ, path, folder_link):

@@ -551,3 +551,22 @@ def test_stored_basic_credentials_get_webdav(srv):
     assert status != 303 and "location" not in headers
     status, _, _ = srv.request("GET", "/.web/files/", headers=h, user=None)
     assert status == 303
+
+
+def test_a_collaborator_moves_within_the_shared_folder_only(srv):
+    for path in ("/Rw", "/Rw/A", "/Rw/B", "/Private"):
+        srv.request("MKCOL", path)
+    srv.request("PUT", "/Rw/A/f.txt", body=b"shared")
+    alice, bob = signed_in(srv, ALICE), signed_in(srv, BOB)
+    assert alice.post_form("/.web/shares/", {"action": "grant", "folder": "/Rw", "account": "bob",
+                                             "permission": "write"})[0] == 303
+    status, _, html = bob.get("/.web/files/Shared/alice/Rw/A/?move=f.txt")
+    assert status == 200 and b'<option value="/Shared/alice/Rw/B"' in html
+    assert b"Private" not in html and b"This folder as it was" not in html    # alice's own tree stays hers
+    status, _, _ = bob.post_form("/.web/files/Shared/alice/Rw/A/", {"action": "move", "name": "f.txt",
+                                                                   "to": "/Shared/alice/Rw/B"})
+    assert status == 303 and srv.request("GET", "/Rw/B/f.txt")[2] == b"shared"
+    status, _, html = bob.post_form("/.web/files/Shared/alice/Rw/B/", {"action": "move", "name": "f.txt",
+                                                                      "to": "/Private"})
+    assert status == 404 and b"does not exist" in html             # bob's /Private: he has none; alice's is hers
+    assert srv.request("GET", "/Private/f.txt")[0] == 404 and srv.request("GET", "/Rw/B/f.txt")[2] == b"shared"

@@ -53,27 +53,28 @@
     xhr.upload.onprogress = function (e) {
       if (e.lengthComputable && e.total > 0) {
         shown.bar.value = Math.floor(100 * e.loaded / e.total);
-        shown.state.textContent = shown.bar.value + " %";
+        var step = Math.floor(shown.bar.value / 25) * 25;    // said in steps: a screen reader is not flooded
+        if (shown.state.textContent !== step + " %") {
+          shown.state.textContent = step + " %";
+        }
       }
     };
-    xhr.onload = function () {
-      if (xhr.status === 200) {
-        shown.bar.value = 100;
-        shown.state.textContent = "Uploaded";
-        done(true);
-      } else {
-        shown.item.className = "failed";
-        shown.state.className = "state error";
-        shown.state.textContent = reason(xhr);
-        done(false);
-      }
-    };
-    xhr.onerror = function () {
+    function failed() {
       shown.item.className = "failed";
       shown.state.className = "state error";
       shown.state.textContent = reason(xhr);
       done(false);
+    }
+    xhr.onload = function () {
+      if (xhr.status !== 200) {
+        failed();
+        return;
+      }
+      shown.bar.value = 100;
+      shown.state.textContent = "Uploaded";
+      done(true);
     };
+    xhr.onerror = failed;
     shown.state.textContent = "0 %";
     xhr.send(data);
   }
