@@ -72,13 +72,16 @@ def browser(tmp_path):
     yield from _browser(tmp_path)
 
 
-def _browser(tmp_path):
-    """A headless Chromium with its own profile in `tmp_path`, quit at the end."""
+def _browser(tmp_path, scripts: bool = True):
+    """A headless Chromium with its own profile in `tmp_path`, quit at the
+    end; with `scripts` false, pages run no JavaScript."""
     chromium, chromedriver = need_client("chromium"), need_client("chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
+    if not scripts:
+        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver, log_output=str(tmp_path / "driver.log")),
@@ -169,6 +172,7 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.ID, "upload"))
         assert b.current_url.endswith("/.web/files/Reports/?done=uploaded")
         assert "Uploaded" in b.find_element(By.CSS_SELECTOR, ".note").text
+        assert not b.find_elements(By.ID, "no-script")                        # scripts ran here
         assert srv.request("GET", "/Reports/notes.bin")[2] == notes.read_bytes()
         b.save_screenshot(str(shots / "files.png"))
         assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
@@ -328,3 +332,33 @@ def test_main_pages_pass_axe(site, page):
     shown = "main button, main a, main td:not(.wide-only), main input:not([type=hidden]):not([aria-hidden=true])"
     for element in b.find_elements(By.CSS_SELECTOR, shown):
         assert element.is_displayed(), element.get_attribute("outerHTML")      # nothing hidden on a phone
+
+
+def test_uploading_without_javascript(tmp_path):
+    """With scripts off the upload form sends every chosen file in one
+    request and the next page says it worked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    gen = _browser(tmp_path, scripts=False)
+    b = next(gen)
+    try:
+        with CofferServer(tmp_path / "srv", tls=False) as srv:
+            base = srv.url.rstrip("/")
+            b.get(base + "/.web/login")
+            b.find_element(By.ID, "name").send_keys("alice")
+            b.find_element(By.ID, "password").send_keys(srv.accounts["alice"])
+            b.find_element(By.ID, "sign-in").click()
+            WebDriverWait(b, 30).until(lambda d: d.current_url == base + "/.web/files/")
+            one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+            one.write_bytes(b"one\n")
+            two.write_bytes(b"two\n" * 100_000)
+            assert b.find_element(By.ID, "no-script").is_displayed()                # scripts are off here
+            b.find_element(By.ID, "files").send_keys(f"{one}\n{two}")
+            b.find_element(By.ID, "upload").click()
+            WebDriverWait(b, 60).until(lambda d: d.current_url.endswith("?done=uploaded"))
+            assert "Uploaded" in b.find_element(By.CSS_SELECTOR, ".note").text
+            assert not b.find_elements(By.CSS_SELECTOR, "#upload-progress li")     # the script did not run
+            assert srv.request("GET", "/one.txt")[2] == one.read_bytes()
+            assert srv.request("GET", "/two.txt")[2] == two.read_bytes()
+    finally:
+        gen.close()
