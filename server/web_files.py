@@ -112,8 +112,11 @@ def files(web, visit, environ, method, path):
 
 def _upload(web, visit, environ, path, folder_link):
     """Files sent by the upload form, each streamed into the core as it
-    arrives. The page's script sends one file a request (marked with
-    UPLOAD_HEADER) and gets a short answer instead of the folder's page;
+    arrives. The page's script first asks, with the form token and no
+    file, whether it may send (so a session that ended is said in words
+    before any byte of a file is sent, not seen as a cut connection), then
+    sends one file a request (marked with UPLOAD_HEADER) and gets a short
+    answer instead of the folder's page;
     without the script the form sends them all at once. A file that does
     not fit is dropped whole (its earlier version stays current); the rest
     of the request is read and discarded so the browser sees the answer
@@ -150,6 +153,8 @@ def _upload(web, visit, environ, path, folder_link):
         raise
     if not checked:
         web.check_csrf(visit, None)
+    if not saved and environ.get(UPLOAD_HEADER) == "check":
+        return Answer("204 No Content")      # the script's question before it sends: signed in, token good
     if not saved:
         raise refuse("400 Bad Request", "Nothing uploaded", "Choose one or more files first.", back=folder_link)
     if environ.get(UPLOAD_HEADER):

@@ -275,6 +275,13 @@ def test_an_upload_past_the_quota_says_so_in_the_page(tmp_path, browser):
         WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
         text = b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed").text
         assert "security token is missing or out of date" in text, text
+        b.get(base + "/.web/files/")                          # signed out meanwhile: said before sending
+        b.delete_cookie("coffer_web")
+        b.find_element(By.ID, "files").send_keys(str(big))
+        b.find_element(By.ID, "upload").click()
+        WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
+        text = b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed").text
+        assert "You are not signed in" in text, text
         assert srv.request("GET", "/keep.bin")[2] == b"old"
         assert srv.request("GET", "/small.txt")[2] == b"fits\n"
         status, _, body = srv.request("PROPFIND", "/.coffer/versions/keep.bin", headers={"Depth": "1"})

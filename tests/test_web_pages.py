@@ -444,6 +444,9 @@ def test_upload_past_the_quota_saves_nothing(tmp_path):
         status, _, html = web.upload("/.web/files/", {"big.bin": os.urandom(8 * MB)}, "0" * 64,
                                      {"X-Coffer-Upload": "1"})
         assert status == 403 and b"security token is missing or out of date" in html
+        assert web.upload("/.web/files/", {}, csrf, {"X-Coffer-Upload": "check"})[0] == 204
+        assert web.upload("/.web/files/", {}, "0" * 64, {"X-Coffer-Upload": "check"})[0] == 403
+        assert WebClient(srv).upload("/.web/files/", {}, csrf, {"X-Coffer-Upload": "check"})[0] == 403
         status, _, body = web.upload("/.web/files/", {"next.txt": b"ok"}, csrf, {"X-Coffer-Upload": "1"})
         assert status == 200 and body == b"Uploaded."
         status, _, js = web.get("/.web/static/upload.js")

@@ -79,6 +79,20 @@
     xhr.send(data);
   }
 
+  /* Ask the server, with the form token and no file, whether it takes
+     uploads from this page now (signed in, token current): a refusal is
+     read before any file is sent. */
+  function check(token, then) {
+    var data = new FormData();
+    data.append("csrf", token);
+    var xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action);
+    xhr.setRequestHeader("X-Coffer-Upload", "check");
+    xhr.onload = function () { then(xhr.status === 204 ? null : reason(xhr)); };
+    xhr.onerror = function () { then(reason(xhr)); };
+    xhr.send(data);
+  }
+
   form.addEventListener("submit", function (event) {
     var picked = form.querySelector("input[type=file]").files;
     if (!picked || picked.length === 0) {
@@ -114,6 +128,17 @@
         next(i + 1);
       });
     }
-    next(0);
+    check(token, function (refused) {
+      if (refused === null) {
+        next(0);
+        return;
+      }
+      button.disabled = false;
+      rows.forEach(function (shown) {
+        shown.item.className = "failed";
+        shown.state.className = "state error";
+        shown.state.textContent = refused;
+      });
+    });
   });
 }());
