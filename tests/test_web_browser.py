@@ -241,12 +241,21 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         assert b.current_url.startswith(base + "/.web/login")
 
 
+def refused_in_page(b, *files: Path):
+    """Upload `files` with the page's script; the first row it marks failed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    b.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
+    b.find_element(By.ID, "upload").click()
+    WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
+    return b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed")
+
+
 def test_an_upload_past_the_quota_says_so_in_the_page(tmp_path, browser):
     """The page's script shows the server's sentence for a file bigger than
     the space left, refused in the middle of its upload; the file before it
     is saved, the refused one keeps its earlier version, nothing half-written."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
     MB = 1024 * 1024
     with CofferServer(tmp_path / "srv", tls=False, quotas={"alice": 3 * MB}) as srv:
         base = srv.url.rstrip("/")
@@ -256,10 +265,7 @@ def test_an_upload_past_the_quota_says_so_in_the_page(tmp_path, browser):
         big.write_bytes(os.urandom(8 * MB))
         b = browser
         sign_in(b, base, "alice", srv.accounts["alice"])
-        b.find_element(By.ID, "files").send_keys(f"{small}\n{big}")
-        b.find_element(By.ID, "upload").click()
-        WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
-        failed = b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed")
+        failed = refused_in_page(b, small, big)
         assert "keep.bin" in failed.text
         assert "Your space is full, so nothing of keep.bin was saved" in failed.text, failed.text
         rows = b.find_elements(By.CSS_SELECTOR, "#upload-progress li")
@@ -270,17 +276,11 @@ def test_an_upload_past_the_quota_says_so_in_the_page(tmp_path, browser):
         assert_accessible(b, None)
         b.get(base + "/.web/files/")                          # a stale form token: said in words too
         b.execute_script("document.querySelector('#upload-form input[name=csrf]').value = 'stale'")
-        b.find_element(By.ID, "files").send_keys(str(big))
-        b.find_element(By.ID, "upload").click()
-        WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
-        text = b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed").text
+        text = refused_in_page(b, big).text
         assert "security token is missing or out of date" in text, text
         b.get(base + "/.web/files/")                          # signed out meanwhile: said before sending
         b.delete_cookie("coffer_web")
-        b.find_element(By.ID, "files").send_keys(str(big))
-        b.find_element(By.ID, "upload").click()
-        WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
-        text = b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed").text
+        text = refused_in_page(b, big).text
         assert "You are not signed in" in text, text
         assert srv.request("GET", "/keep.bin")[2] == b"old"
         assert srv.request("GET", "/small.txt")[2] == b"fits\n"

@@ -43,6 +43,12 @@
     return {item: item, bar: bar, state: state};
   }
 
+  function refuse(shown, sentence) {
+    shown.item.className = "failed";
+    shown.state.className = "state error";
+    shown.state.textContent = sentence;
+  }
+
   function send(file, shown, token, done) {
     var data = new FormData();
     data.append("csrf", token);          // first: checked before any byte is written
@@ -60,9 +66,7 @@
       }
     };
     function failed() {
-      shown.item.className = "failed";
-      shown.state.className = "state error";
-      shown.state.textContent = reason(xhr);
+      refuse(shown, reason(xhr));
       done(false);
     }
     xhr.onload = function () {
@@ -134,11 +138,7 @@
         return;
       }
       button.disabled = false;
-      rows.forEach(function (shown) {
-        shown.item.className = "failed";
-        shown.state.className = "state error";
-        shown.state.textContent = refused;
-      });
+      rows.forEach(function (shown) { refuse(shown, refused); });
     });
   });
 }());
