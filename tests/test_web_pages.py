@@ -168,6 +168,8 @@ def _state_changes(csrf):
     return [("/.web/files/", {"action": "mkdir", "name": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "rename", "name": "Keep", "new": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "delete", "name": "Keep", "csrf": csrf}),
+            ("/.web/files/", {"action": "move", "name": "Keep", "to": "/Forged", "csrf": csrf}),
+            ("/.web/past/2026-01-01T00-00-00Z/", {"name": "Keep", "csrf": csrf}),
             ("/.web/versions/Keep/k.txt", {"version": "1", "csrf": csrf}),
             ("/.web/profile/", {"action": "profile", "first_name": "Forged", "csrf": csrf}),
             ("/.web/profile/", {"action": "news", "news": "on", "csrf": csrf}),
