@@ -54,6 +54,7 @@ HEADERS = [("Cache-Control", "no-store"), ("Referrer-Policy", "same-origin"), ("
            ("Content-Security-Policy", "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
                                        "base-uri 'none'; object-src 'none'")]
 LOGIN_CSRF = "coffer_signin"
+STATIC = {"coffer.css": "text/css; charset=utf-8", "upload.js": "text/javascript; charset=utf-8"}
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "web_templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined)
@@ -216,8 +217,8 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_files, web_profile, web_shares
-        self.routes = {"files": web_files.files, "versions": web_files.versions,
+        from . import web_files, web_past, web_profile, web_shares
+        self.routes = {"files": web_files.files, "versions": web_files.versions, "past": web_past.past,
                        "trash": web_files.trash, "shares": web_shares.shares,
                        "profile": web_profile.profile}
 
@@ -270,9 +271,9 @@ class WebPages:
         section, _, sub = rest.partition("/")
         if section == "" and method in ("GET", "HEAD"):
             raise redirect(url("files") + "/")
-        if section == "static" and method in ("GET", "HEAD") and sub == "coffer.css":
-            body = (HERE / "web_static" / "coffer.css").read_bytes()
-            return Answer("200 OK", body, [("Content-Type", "text/css; charset=utf-8")])
+        if section == "static" and method in ("GET", "HEAD") and sub in STATIC:
+            body = (HERE / "web_static" / sub).read_bytes()
+            return Answer("200 OK", body, [("Content-Type", STATIC[sub])])
         if section == "login":
             return self.login(environ, method)
         if section == "logout" and method == "POST":

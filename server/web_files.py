@@ -11,11 +11,16 @@ from urllib.parse import quote
 from providers import errors, paths
 from providers.resolve import version_path
 from . import web_forms
-from .web import core_error, redirect, refuse, render, url
+from .web import Answer, core_error, redirect, refuse, render, url
+
+UPLOAD_HEADER = "HTTP_X_COFFER_UPLOAD"     # sent by the page's upload script (static/upload.js)
+MOVE_CHOICES = 1000                        # folders offered as a move's destination
+MOVE_SCAN = 50_000                         # entries looked at to find them
 
 
 NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Uploaded.",
          "folder": "Created the folder.", "renamed": "Renamed.",
+         "moved": "Moved.",
          "trash": "Moved to the trash (it stays there for the days your plan keeps it).",
          "restored": "Restored that version: it is now the current one."}
 
@@ -89,39 +94,103 @@ def files(web, visit, environ, method, path):
              "share": url("shares") + "/?folder=" + quote(posixpath.join(path, e.name), safe="")
              if e.is_dir and not e.virtual else None,
              "removable": e.removable and not e.virtual,
-             "rename": folder_link + "?rename=" + quote(e.name, safe="")} for e in listing]
-    renaming = web_forms.query(environ).get("rename", "")
-    return render("200 OK", "files.html", title="My files", renaming=renaming, crumbs=_crumbs(path), rows=rows, path=path,
+             "rename": folder_link + "?rename=" + quote(e.name, safe=""),
+             "move": folder_link + "?move=" + quote(e.name, safe="")} for e in listing]
+    here = paths.join(paths.parse(path))
+    asked = web_forms.query(environ)
+    renaming, moving = asked.get("rename", ""), asked.get("move", "")
+    writable = entry.writable and not entry.virtual
+    try:
+        into = _folders(vfs, here, posixpath.join(here, moving)) if moving and writable else []
+    except errors.CofferError as e:
+        raise core_error(e, folder_link)
+    return render("200 OK", "files.html", title="My files", renaming=renaming, moving=moving, into=into,
+                  crumbs=_crumbs(path), rows=rows, path=path, here=here, past=_past_link(here),
                   action=folder_link, csrf=visit.csrf, used=human_size(quota.used), signed_in=True,
-                  writable=entry.writable and not entry.virtual, note=_note(environ))
+                  writable=writable, note=_note(environ))
+
+
+def _upload(web, visit, environ, path, folder_link):
+    """Files sent by the upload form, each streamed into the core as it
+    arrives. The page's script first asks, with the form token and no
+    file, whether it may send (so a session that ended is said in words
+    before any byte of a file is sent, not seen as a cut connection), then
+    sends one file a request (marked with UPLOAD_HEADER) and gets a short
+    answer instead of the folder's page;
+    without the script the form sends them all at once. A file that does
+    not fit is dropped whole (its earlier version stays current); the rest
+    of the request is read and discarded so the browser sees the answer
+    instead of a cut connection."""
+    vfs = visit.vfs
+    checked, opened = [], []
+
+    def on_field(name, value):
+        if name == "csrf":
+            web.check_csrf(visit, value)
+            checked.append(True)
+
+    def open_file(filename):
+        if not checked:
+            web.check_csrf(visit, None)
+        name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+        opened.append(name)
+        return vfs.open_write(posixpath.join(path, name))
+
+    try:
+        saved = web_forms.stream_upload(environ, on_field, open_file)
+    except errors.QuotaExceeded:
+        web_forms.discard_rest(environ)
+        before = f" Saved before it: {', '.join(opened[:-1])}." if len(opened) > 1 else ""
+        raise refuse("507 Insufficient Storage", "Your space is full",
+                     f"Your space is full, so nothing of {opened[-1] if opened else 'that upload'} was saved "
+                     f"(an earlier version of it stays as it was).{before} Delete files or empty the trash, "
+                     "or ask for more space, then upload it again.", back=folder_link)
+    except errors.CofferError as e:
+        web_forms.discard_rest(environ)
+        raise core_error(e, folder_link)
+    except Answer:                          # a missing or stale form token
+        web_forms.discard_rest(environ)
+        raise
+    if not checked:
+        web.check_csrf(visit, None)
+    if not saved and environ.get(UPLOAD_HEADER) == "check":
+        return Answer("204 No Content")      # the script's question before it sends: signed in, token good
+    if not saved:
+        raise refuse("400 Bad Request", "Nothing uploaded", "Choose one or more files first.", back=folder_link)
+    if environ.get(UPLOAD_HEADER):
+        return Answer("200 OK", b"Uploaded.")
+    raise redirect(folder_link + "?done=uploaded")
+
+
+def _folders(vfs, path: str, moving: str) -> list[str]:
+    """The folders something at `moving` may be moved into: those of the
+    space it is in (the account's own tree, or the shared folder it is
+    under), at most MOVE_CHOICES among the first MOVE_SCAN entries (a page
+    must come back quickly in a huge tree), never itself or what is inside it."""
+    parts = paths.parse(path)
+    top = paths.join(parts[:3]) if parts[:1] == ("Shared",) and len(parts) >= 3 else "/"
+    out = [top]
+    for seen, e in enumerate(vfs.walk(top)):
+        if len(out) >= MOVE_CHOICES or seen >= MOVE_SCAN:
+            break
+        if e.is_dir and not e.virtual and e.writable and e.path != moving and not e.path.startswith(moving + "/"):
+            out.append(e.path)
+    return out
+
+
+def _past_link(here: str) -> str | None:
+    """The page of this folder as it was: for the account's own tree (the
+    past of a folder shared with the account is its owner's to see)."""
+    if paths.parse(here)[:1] in (("Shared",), (paths.META,)):
+        return None
+    return url("past") + "/?path=" + quote(here, safe="")
 
 
 def _files_post(web, visit, environ, path, folder_link):
     web.check_origin(environ)
     vfs = visit.vfs
     if environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
-        checked = []
-
-        def on_field(name, value):
-            if name == "csrf":
-                web.check_csrf(visit, value)
-                checked.append(True)
-
-        def open_file(filename):
-            if not checked:
-                web.check_csrf(visit, None)
-            name = filename.replace("\\", "/").rsplit("/", 1)[-1]
-            return vfs.open_write(posixpath.join(path, name))
-
-        try:
-            saved = web_forms.stream_upload(environ, on_field, open_file)
-        except errors.CofferError as e:
-            raise core_error(e, folder_link)
-        if not checked:
-            web.check_csrf(visit, None)
-        if not saved:
-            raise refuse("400 Bad Request", "Nothing uploaded", "Choose one or more files first.", back=folder_link)
-        raise redirect(folder_link + "?done=uploaded")
+        return _upload(web, visit, environ, path, folder_link)
     form = web_forms.small_form(environ)
     web.check_csrf(visit, form.get("csrf"))
     action, name = form.get("action"), form.get("name", "").strip()
@@ -142,6 +211,13 @@ def _files_post(web, visit, environ, path, folder_link):
                              back=folder_link)
             vfs.move(target, posixpath.join(path, new), overwrite=False)
             done = "renamed"
+        elif action == "move":
+            into = form.get("to", "")
+            if not into.startswith("/"):
+                raise refuse("400 Bad Request", "That did not work", "Pick the folder to move it into.",
+                             back=folder_link)
+            vfs.move(target, posixpath.join(into, name), overwrite=False)
+            done = "moved"
         else:
             raise refuse("400 Bad Request", "That did not work", "This page does not know that action.",
                          back=folder_link)

@@ -11,6 +11,7 @@ import multipart
 MAX_FORM = 64 * 1024             # a form without files
 MAX_FIELD = 4096                 # one field of an upload form that is not a file
 READ_BLOCK = 256 * 1024
+MAX_DISCARD = 1 << 30            # what is read and dropped of a refused upload before the connection is cut
 
 
 class FormError(Exception):
@@ -112,3 +113,16 @@ def stream_upload(environ, on_field, open_file):
         if writer is not None:
             writer.abort()
     return done
+
+
+def discard_rest(environ) -> None:
+    """Read and drop what is left of a refused upload (up to MAX_DISCARD),
+    so the browser, still sending, receives the answer: a server that
+    closes with unread bytes resets the connection, and the browser then
+    shows a network error instead of the sentence."""
+    stream, left = environ["wsgi.input"], MAX_DISCARD
+    while left > 0:
+        chunk = stream.read(min(READ_BLOCK, left))
+        if not chunk:
+            return
+        left -= len(chunk)

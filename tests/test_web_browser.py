@@ -1,21 +1,66 @@
 """The web pages in a real headless Chromium (Debian's chromium and
 chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
-upload in the page, overwrite over WebDAV with curl, restore the first
-version in the page and read its bytes back over WebDAV, delete the folder and put
+upload two files in the page (its script, with progress), overwrite one over
+WebDAV with curl, restore the first version in the page and read its bytes
+back over SFTP, move it, see the folder as it was, delete the folder and put
 it back from the trash, share it with a second account (which reads it over
-WebDAV), change the profile and news consent on My Profile, sign out.
+WebDAV), change the profile and news consent on My Profile, sign out. An
+upload bigger than the space left shows the server's sentence in the page.
+Every main page passes axe-core's check with no serious or critical
+violation (`PAGES`; `assert_accessible` for more).
 
-Screenshots of each main page are saved in the test's temporary folder
-under `screenshots/` (its path is printed; pytest keeps the last runs'
-folders under its basetemp)."""
+Screenshots of each main page are saved in `var/screenshots/` of the
+checkout, or in the folder named by COFFER_SCREENSHOTS (printed with `-s`)."""
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import time
+from pathlib import Path
 
+import paramiko
 import pytest
 
 from conftest import need_client
 from webdav_harness import CofferServer
+
+ROOT = Path(__file__).resolve().parent.parent
+# axe-core from npm, installed by scripts/test (npm install --prefix .venv/node axe-core@4)
+AXE = Path(os.environ.get("COFFER_AXE", ROOT / ".venv" / "node" / "node_modules" / "axe-core" / "axe.min.js"))
+SERIOUS = ("serious", "critical")
+
+
+def screenshots() -> Path:
+    """The folder README names for the screenshots of the main pages."""
+    folder = Path(os.environ.get("COFFER_SCREENSHOTS", ROOT / "var" / "screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print("screenshots in", folder)
+    return folder
+
+
+def assert_accessible(b, url: str | None, shot: Path | None = None) -> None:
+    """Load `url` (None: the page as it is now) and run axe-core in it: no
+    serious or critical violation. A missing axe-core fails (scripts/test
+    installs it)."""
+    if not AXE.is_file():
+        pytest.fail(f"axe-core is not installed at {AXE}: run scripts/test, or "
+                    "npm install --prefix .venv/node axe-core@4")
+    if url is not None:
+        b.get(url)
+    b.execute_script(AXE.read_text())
+    b.set_script_timeout(60)
+    found = b.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "axe.run(document, {resultTypes: ['violations']})"
+        ".then(function (r) { done(r.violations); }, function (e) { done(String(e)); });")
+    assert isinstance(found, list), found
+    bad = [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+            "where": [n["target"] for n in v["nodes"]][:5]} for v in found if v["impact"] in SERIOUS]
+    if shot is not None:
+        b.save_screenshot(str(shot))
+    assert not bad, f"{url or b.current_url}: " + json.dumps(bad, indent=1)
+
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -24,11 +69,19 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 @pytest.fixture
 def browser(tmp_path):
+    yield from _browser(tmp_path)
+
+
+def _browser(tmp_path, scripts: bool = True):
+    """A headless Chromium with its own profile in `tmp_path`, quit at the
+    end; with `scripts` false, pages run no JavaScript."""
     chromium, chromedriver = need_client("chromium"), need_client("chromedriver")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
+    if not scripts:
+        opts.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     for flag in FLAGS + [f"--user-data-dir={tmp_path / 'profile'}"]:
         opts.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver, log_output=str(tmp_path / "driver.log")),
@@ -66,12 +119,30 @@ def curl_put(srv, path: str, body_file) -> int:
     return int(r.stdout)
 
 
+def sftp_read(srv, path: str, who: str = "alice") -> bytes:
+    """A file's bytes as an SFTP client reads them from the same server."""
+    t = paramiko.Transport(("127.0.0.1", srv.sftp_port))
+    try:
+        t.connect(username=who, password=srv.accounts[who])
+        with paramiko.SFTPClient.from_transport(t) as sftp, sftp.open(path, "rb") as f:
+            return f.read()
+    finally:
+        t.close()
+
+
+def sign_in(b, base: str, name: str, password: str) -> None:
+    from selenium.webdriver.common.by import By
+    b.get(base + "/.web/login")
+    b.find_element(By.ID, "name").send_keys(name)
+    b.find_element(By.ID, "password").send_keys(password)
+    click_and_wait(b, b.find_element(By.ID, "sign-in"))
+    assert b.current_url == base + "/.web/files/", b.find_element(By.TAG_NAME, "main").text
+
+
 def test_sign_in_upload_restore_sign_out(tmp_path, browser):
     from selenium.webdriver.common.by import By
-    shots = tmp_path / "screenshots"
-    shots.mkdir()
-    print("screenshots in", shots)
-    with CofferServer(tmp_path / "srv", tls=False) as srv:
+    shots = screenshots()
+    with CofferServer(tmp_path / "srv", tls=False, sftp=True) as srv:
         base = srv.url.rstrip("/")
         b = browser
         b.get(base + "/")                                    # a browser at the WebDAV address: the sign-in page
@@ -95,9 +166,14 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.LINK_TEXT, "Reports/"))
         first = tmp_path / "report.txt"
         first.write_bytes(b"first draft\n" * 1000)
-        b.find_element(By.ID, "files").send_keys(str(first))
+        notes = tmp_path / "notes.bin"
+        notes.write_bytes(os.urandom(2_000_000))
+        b.find_element(By.ID, "files").send_keys(f"{first}\n{notes}")       # two files, the page's script
         click_and_wait(b, b.find_element(By.ID, "upload"))
+        assert b.current_url.endswith("/.web/files/Reports/?done=uploaded")
         assert "Uploaded" in b.find_element(By.CSS_SELECTOR, ".note").text
+        assert not b.find_elements(By.ID, "no-script")                        # scripts ran here
+        assert srv.request("GET", "/Reports/notes.bin")[2] == notes.read_bytes()
         b.save_screenshot(str(shots / "files.png"))
         assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
 
@@ -107,16 +183,25 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         assert srv.request("GET", "/Reports/report.txt")[2] == second.read_bytes()
 
         b.get(b.current_url)
-        click_and_wait(b, b.find_element(By.LINK_TEXT, "Versions"))
+        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "a[href='/.web/versions/Reports/report.txt']"))
         rows = b.find_elements(By.CSS_SELECTOR, "table.listing tbody tr")
         assert len(rows) == 2 and "(current)" in rows[0].text
         b.save_screenshot(str(shots / "versions.png"))
         click_and_wait(b, rows[1].find_element(By.CSS_SELECTOR, "button.restore"))   # the first version, oldest last
         assert "Restored" in b.find_element(By.CSS_SELECTOR, ".note").text
-        assert srv.request("GET", "/Reports/report.txt")[2] == first.read_bytes()
+        assert sftp_read(srv, "/Reports/report.txt") == first.read_bytes()
+
+        b.get(base + "/.web/files/Reports/")                  # move a file to the top folder
+        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "a[aria-label='Move notes.bin to another folder']"))
+        from selenium.webdriver.support.ui import Select
+        Select(b.find_element(By.ID, "move-to")).select_by_visible_text("My files (top)")
+        click_and_wait(b, b.find_element(By.ID, "move"))
+        assert "Moved" in b.find_element(By.CSS_SELECTOR, ".note").text
+        assert srv.request("GET", "/notes.bin")[2] == notes.read_bytes()
+        assert srv.request("GET", "/Reports/notes.bin")[0] == 404
 
         b.get(base + "/.web/files/")
-        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "button[aria-label='Move Reports to the trash']"))
+        click_and_wait(b, b.find_element(By.CSS_SELECTOR, "button[aria-label='Delete Reports (it goes to the trash)']"))
         assert "trash" in b.find_element(By.CSS_SELECTOR, ".note").text
         assert srv.request("PROPFIND", "/Reports", headers={"Depth": "0"})[0] == 404
         click_and_wait(b, b.find_element(By.LINK_TEXT, "Trash"))
@@ -136,7 +221,7 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.LINK_TEXT, "My Profile"))
         assert b.find_element(By.ID, "account-name").text == "alice"
         assert b.find_element(By.ID, "plan").text == "basic"
-        assert "KB" in b.find_element(By.ID, "space-used").text
+        assert "MB" in b.find_element(By.ID, "space-used").text
         b.find_element(By.ID, "first-name").send_keys("Alice")
         click_and_wait(b, b.find_element(By.ID, "save-profile"))
         assert "saved" in b.find_element(By.CSS_SELECTOR, ".note").text
@@ -154,3 +239,133 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         assert b.get_cookie("coffer_web") is None
         b.get(base + "/.web/files/Reports/")
         assert b.current_url.startswith(base + "/.web/login")
+
+
+def refused_in_page(b, *files: Path):
+    """Upload `files` with the page's script; the first row it marks failed."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    b.find_element(By.ID, "files").send_keys("\n".join(str(f) for f in files))
+    b.find_element(By.ID, "upload").click()
+    WebDriverWait(b, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#upload-progress li.failed"))
+    return b.find_element(By.CSS_SELECTOR, "#upload-progress li.failed")
+
+
+def test_an_upload_past_the_quota_says_so_in_the_page(tmp_path, browser):
+    """The page's script shows the server's sentence for a file bigger than
+    the space left, refused in the middle of its upload; the file before it
+    is saved, the refused one keeps its earlier version, nothing half-written."""
+    from selenium.webdriver.common.by import By
+    MB = 1024 * 1024
+    with CofferServer(tmp_path / "srv", tls=False, quotas={"alice": 3 * MB}) as srv:
+        base = srv.url.rstrip("/")
+        assert srv.request("PUT", "/keep.bin", body=b"old")[0] == 201
+        small, big = tmp_path / "small.txt", tmp_path / "keep.bin"
+        small.write_bytes(b"fits\n")
+        big.write_bytes(os.urandom(8 * MB))
+        b = browser
+        sign_in(b, base, "alice", srv.accounts["alice"])
+        failed = refused_in_page(b, small, big)
+        assert "keep.bin" in failed.text
+        assert "Your space is full, so nothing of keep.bin was saved" in failed.text, failed.text
+        rows = b.find_elements(By.CSS_SELECTOR, "#upload-progress li")
+        assert "small.txt" in rows[0].text and "Uploaded" in rows[0].text
+        assert rows[0].find_element(By.TAG_NAME, "progress").get_attribute("value") == "100"
+        assert b.find_element(By.LINK_TEXT, "Show the folder as it is now")
+        b.save_screenshot(str(screenshots() / "upload-space-full.png"))
+        assert_accessible(b, None)
+        b.get(base + "/.web/files/")                          # a stale form token: said in words too
+        b.execute_script("document.querySelector('#upload-form input[name=csrf]').value = 'stale'")
+        text = refused_in_page(b, big).text
+        assert "security token is missing or out of date" in text, text
+        b.get(base + "/.web/files/")                          # signed out meanwhile: said before sending
+        b.delete_cookie("coffer_web")
+        text = refused_in_page(b, big).text
+        assert "You are not signed in" in text, text
+        assert srv.request("GET", "/keep.bin")[2] == b"old"
+        assert srv.request("GET", "/small.txt")[2] == b"fits\n"
+        status, _, body = srv.request("PROPFIND", "/.coffer/versions/keep.bin", headers={"Depth": "1"})
+        assert status == 207 and body.count(b"<D:response>") == 2       # the folder and its one version
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A server where alice has a folder with a file of two versions, a
+    deleted file, a folder shared with bob, and a signed-in Chromium."""
+    tmp = tmp_path_factory.mktemp("pages")
+    need_client("chromium")
+    with CofferServer(tmp / "srv", tls=False) as srv:
+        srv.request("MKCOL", "/Docs")
+        srv.request("PUT", "/Docs/report.txt", body=b"one")
+        time.sleep(1.1)
+        srv.request("PUT", "/Docs/report.txt", body=b"two")
+        srv.request("PUT", "/gone.txt", body=b"gone")
+        srv.request("DELETE", "/gone.txt")
+        gen = _browser(tmp)
+        b = next(gen)
+        try:
+            base = srv.url.rstrip("/")
+            sign_in(b, base, "alice", srv.accounts["alice"])
+            from selenium.webdriver.common.by import By
+            b.get(base + "/.web/shares/?folder=%2FDocs")
+            b.find_element(By.ID, "share-account").send_keys("bob")
+            click_and_wait(b, b.find_element(By.ID, "share"))
+            yield srv, b
+        finally:
+            gen.close()
+
+
+# The main pages axe-core checks (add new pages here); "{past}" is a time with the files above.
+PAGES = ["/.web/login", "/.web/files/", "/.web/files/Docs/", "/.web/files/Docs/?rename=report.txt",
+         "/.web/files/Docs/?move=report.txt", "/.web/versions/Docs/report.txt", "/.web/trash/",
+         "/.web/shares/", "/.web/profile/", "/.web/past/", "/.web/past/{past}/Docs/",
+         "/.web/files/No-such-folder/"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_main_pages_pass_axe(site, page):
+    srv, b = site
+    past = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
+    url = srv.url.rstrip("/") + page.format(past=past)
+    name = page.strip("/").replace(".web/", "").replace("/", "-").replace("?", "-").replace("=", "-") or "top"
+    name = name.replace("{past}", "past")
+    b.set_window_size(1000, 800)
+    assert_accessible(b, url, screenshots() / f"page-{name}.png")
+    b.set_window_size(390, 844)                           # a phone's width: nothing wider than the screen
+    b.get(url)
+    b.save_screenshot(str(screenshots() / f"page-{name}-phone.png"))
+    assert b.execute_script("return document.documentElement.scrollWidth") <= 390
+    from selenium.webdriver.common.by import By
+    shown = "main button, main a, main td:not(.wide-only), main input:not([type=hidden]):not([aria-hidden=true])"
+    for element in b.find_elements(By.CSS_SELECTOR, shown):
+        assert element.is_displayed(), element.get_attribute("outerHTML")      # nothing hidden on a phone
+
+
+def test_uploading_without_javascript(tmp_path):
+    """With scripts off the upload form sends every chosen file in one
+    request and the next page says it worked."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    gen = _browser(tmp_path, scripts=False)
+    b = next(gen)
+    try:
+        with CofferServer(tmp_path / "srv", tls=False) as srv:
+            base = srv.url.rstrip("/")
+            b.get(base + "/.web/login")
+            b.find_element(By.ID, "name").send_keys("alice")
+            b.find_element(By.ID, "password").send_keys(srv.accounts["alice"])
+            b.find_element(By.ID, "sign-in").click()
+            WebDriverWait(b, 30).until(lambda d: d.current_url == base + "/.web/files/")
+            one, two = tmp_path / "one.txt", tmp_path / "two.txt"
+            one.write_bytes(b"one\n")
+            two.write_bytes(b"two\n" * 100_000)
+            assert b.find_element(By.ID, "no-script").is_displayed()                # scripts are off here
+            b.find_element(By.ID, "files").send_keys(f"{one}\n{two}")
+            b.find_element(By.ID, "upload").click()
+            WebDriverWait(b, 60).until(lambda d: d.current_url.endswith("?done=uploaded"))
+            assert "Uploaded" in b.find_element(By.CSS_SELECTOR, ".note").text
+            assert not b.find_elements(By.CSS_SELECTOR, "#upload-progress li")     # the script did not run
+            assert srv.request("GET", "/one.txt")[2] == one.read_bytes()
+            assert srv.request("GET", "/two.txt")[2] == two.read_bytes()
+    finally:
+        gen.close()

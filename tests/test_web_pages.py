@@ -168,6 +168,8 @@ def _state_changes(csrf):
     return [("/.web/files/", {"action": "mkdir", "name": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "rename", "name": "Keep", "new": "Forged", "csrf": csrf}),
             ("/.web/files/", {"action": "delete", "name": "Keep", "csrf": csrf}),
+            ("/.web/files/", {"action": "move", "name": "Keep", "to": "/Forged", "csrf": csrf}),
+            ("/.web/past/2026-01-01T00-00-00Z/", {"name": "Keep", "csrf": csrf}),
             ("/.web/versions/Keep/k.txt", {"version": "1", "csrf": csrf}),
             ("/.web/profile/", {"action": "profile", "first_name": "Forged", "csrf": csrf}),
             ("/.web/profile/", {"action": "news", "news": "on", "csrf": csrf}),
@@ -411,3 +413,165 @@ def test_workers_close_what_ended_elsewhere(srv):
         pages.close()
     finally:
         st.close()
+
+
+def _versions_of(srv, path, who="alice"):
+    """How many versions the core keeps of a file (from /.coffer over WebDAV)."""
+    status, _, body = srv.request("PROPFIND", "/.coffer/versions" + path, headers={"Depth": "1"}, user=who)
+    assert status == 207, status
+    return body.count(b"<d:response>") + body.count(b"<D:response>") - 1
+
+
+def test_upload_past_the_quota_saves_nothing(tmp_path):
+    """A file bigger than the space left is refused in the middle of its
+    upload: 507 with a sentence, nothing half-written, the earlier version
+    current; what was left of the request is read so the answer arrives."""
+    MB = 1024 * 1024
+    with CofferServer(tmp_path / "srv", tls=False, accounts=dict([ALICE]), quotas={"alice": 3 * MB}) as srv:
+        web = signed_in(srv)
+        csrf = web.csrf(web.get("/.web/files/")[2])
+        assert web.upload("/.web/files/", {"keep.bin": b"old" * 1000}, csrf)[0] == 303
+        before = account(srv, "alice", lambda st, n: st.open_account(n, ALICE[1]).quota().used)
+        kept = _versions_of(srv, "/keep.bin")
+        for headers in ({}, {"X-Coffer-Upload": "1"}):          # the plain form, and the page's script
+            status, _, html = web.upload("/.web/files/", {"keep.bin": os.urandom(8 * MB)}, csrf, headers)
+            assert status == 507, status
+            assert b"Your space is full, so nothing of keep.bin was saved" in html and b"Traceback" not in html
+            assert srv.request("GET", "/keep.bin")[2] == b"old" * 1000
+            assert _versions_of(srv, "/keep.bin") == kept
+            assert account(srv, "alice", lambda st, n: st.open_account(n, ALICE[1]).quota().used) == before
+        status, _, html = web.upload("/.web/files/", {"small.txt": b"fits", "big.bin": os.urandom(8 * MB)}, csrf)
+        assert status == 507 and b"Saved before it: small.txt." in html
+        assert srv.request("GET", "/big.bin")[0] == 404 and srv.request("GET", "/small.txt")[2] == b"fits"
+        status, _, html = web.upload("/.web/files/", {"big.bin": os.urandom(8 * MB)}, "0" * 64,
+                                     {"X-Coffer-Upload": "1"})
+        assert status == 403 and b"security token is missing or out of date" in html
+        assert web.upload("/.web/files/", {}, csrf, {"X-Coffer-Upload": "check"})[0] == 204
+        assert web.upload("/.web/files/", {}, "0" * 64, {"X-Coffer-Upload": "check"})[0] == 403
+        assert WebClient(srv).upload("/.web/files/", {}, csrf, {"X-Coffer-Upload": "check"})[0] == 403
+        status, _, body = web.upload("/.web/files/", {"next.txt": b"ok"}, csrf, {"X-Coffer-Upload": "1"})
+        assert status == 200 and body == b"Uploaded."
+        status, _, js = web.get("/.web/static/upload.js")
+        assert status == 200 and b"upload.onprogress" in js
+
+
+def test_move_between_folders(srv):
+    for path in ("/Move", "/Move/From", "/Move/To"):
+        srv.request("MKCOL", path)
+    srv.request("PUT", "/Move/From/m.txt", body=b"moving")
+    web = signed_in(srv)
+    status, _, html = web.get("/.web/files/Move/From/?move=m.txt")
+    assert status == 200 and b'id="move-to"' in html and b'<option value="/Move/To"' in html
+    status, headers, _ = web.post_form("/.web/files/Move/From/", {"action": "move", "name": "m.txt", "to": "/Move/To"})
+    assert status == 303 and headers["location"].endswith("?done=moved")
+    assert srv.request("GET", "/Move/To/m.txt")[2] == b"moving" and srv.request("GET", "/Move/From/m.txt")[0] == 404
+    _, _, html = web.get("/.web/files/Move/?move=From")
+    assert b'value="/Move/From"' not in html and b'value="/Move/To"' in html     # never into itself
+    assert web.post_form("/.web/files/Move/", {"action": "move", "name": "From", "to": "/Move/From"})[0] == 409
+    assert web.post_form("/.web/files/Move/", {"action": "move", "name": "From", "to": "/Move/To"})[0] == 303
+    assert srv.request("PROPFIND", "/Move/To/From", headers={"Depth": "0"})[0] == 207
+    srv.request("PUT", "/Move/m.txt", body=b"other")
+    status, _, html = web.post_form("/.web/files/Move/", {"action": "move", "name": "m.txt", "to": "/Move/To"})
+    assert status == 409 and b"already there" in html and srv.request("GET", "/Move/To/m.txt")[2] == b"moving"
+    assert web.post_form("/.web/files/Move/", {"action": "move", "name": "m.txt", "to": "nowhere"})[0] == 400
+    assert web.post_form("/.web/files/Move/", {"action": "move", "name": "m.txt", "to": "/Move/To",
+                                              "csrf": "0" * 64}, csrf=False)[0] == 403
+
+
+def test_the_tree_as_it_was(srv):
+    import time as _time
+    srv.request("MKCOL", "/Past")
+    srv.request("PUT", "/Past/p.txt", body=b"then")
+    _time.sleep(1.1)
+    then = _time.strftime("%Y-%m-%dT%H:%M:%S", _time.gmtime())
+    _time.sleep(1.1)
+    srv.request("PUT", "/Past/p.txt", body=b"now")
+    srv.request("PUT", "/Past/new.txt", body=b"new")
+    web = signed_in(srv)
+    status, _, html = web.get("/.web/past/?path=%2FPast")
+    assert status == 200 and b'type="datetime-local"' in html and b"Times with changes" in html
+    status, headers, _ = web.get("/.web/past/?path=%2FPast&at=" + then)
+    assert status == 303
+    folder = headers["location"]
+    assert folder.startswith("/.web/past/") and folder.endswith("/Past/")
+    status, _, html = web.get(folder)
+    assert status == 200 and b"p.txt" in html and b"new.txt" not in html
+    status, _, data = web.get(folder + "p.txt")
+    assert status == 200 and data == b"then"
+    assert web.get(folder + "new.txt")[0] == 404
+    status, headers, _ = web.post_form(folder, {"name": "p.txt"})
+    assert status == 303 and headers["location"].endswith("?done=restored")
+    assert srv.request("GET", "/Past/p.txt")[2] == b"then"
+    srv.request("DELETE", "/Past")
+    top = folder[:-len("Past/")]
+    assert web.post_form(top, {"name": "Past"})[0] == 303          # a whole folder, as it was
+    assert srv.request("GET", "/Past/p.txt")[2] == b"then" and srv.request("GET", "/Past/new.txt")[0] == 404
+    assert web.post_form(top, {"name": "Past", "csrf": "0" * 64}, csrf=False)[0] == 403
+    assert web.get("/.web/past/?at=yesterday")[0] == 400
+    assert web.get("/.web/past/2999-01-01T00-00-00Z/")[0] == 400
+
+    bob = signed_in(srv, BOB)                                      # a second account sees its own past only
+    status, _, html = bob.get(top)
+    assert status == 200 and b"Past" not in html
+    assert bob.get(folder)[0] == 404 and bob.get(folder + "p.txt")[0] == 404
+    assert bob.post_form(top, {"name": "Past"})[0] == 404
+    assert srv.request("PROPFIND", "/Past", headers={"Depth": "0"}, user="bob")[0] == 404
+
+
+def test_a_read_only_collaborator_cannot_move_or_restore(srv):
+    srv.request("MKCOL", "/Ro")
+    srv.request("PUT", "/Ro/r.txt", body=b"one")
+    srv.request("PUT", "/Ro/r.txt", body=b"two")
+    alice, bob = signed_in(srv, ALICE), signed_in(srv, BOB)
+    assert alice.post_form("/.web/shares/", {"action": "grant", "folder": "/Ro", "account": "bob",
+                                             "permission": "read"})[0] == 303
+    srv.request("PUT", "/bob-own.txt", body=b"bob's", user="bob")
+    base = "/.web/files/Shared/alice/Ro/"
+    assert bob.post_form(base, {"action": "move", "name": "r.txt", "to": "/"})[0] == 403
+    assert bob.post_form("/.web/files/", {"action": "move", "name": "bob-own.txt",
+                                          "to": "/Shared/alice/Ro"})[0] == 403
+    assert b'id="move-to"' not in bob.get(base + "?move=r.txt")[2]
+    _, _, html = bob.get("/.web/versions/Shared/alice/Ro/r.txt")
+    first = re.findall(rb'name="version" value="(\d+)"', html)
+    vid = first[-1].decode() if first else "1"
+    assert bob.post_form("/.web/versions/Shared/alice/Ro/r.txt", {"version": vid},
+                         page="/.web/files/")[0] == 403
+    assert srv.request("GET", "/Ro/r.txt")[2] == b"two"
+    assert srv.request("GET", "/bob-own.txt", user="bob")[2] == b"bob's"
+    assert srv.request("GET", "/Ro/bob-own.txt")[0] == 404
+
+
+def test_stored_basic_credentials_get_webdav(srv):
+    """A browser that keeps Basic credentials for the WebDAV address sends
+    them on every request: those requests get WebDAV's answers, also under
+    /.web/ (a folder of one's own named .web stays reachable)."""
+    srv.request("MKCOL", "/.web")
+    srv.request("PUT", "/.web/notes.txt", body=b"mine")
+    h = {"User-Agent": BROWSER, "Accept": "text/html,application/xhtml+xml"}
+    status, headers, body = srv.request("GET", "/.web/notes.txt", headers=h)
+    assert status == 200 and body == b"mine"
+    status, headers, _ = srv.request("GET", "/.web/files/", headers=h)
+    assert status == 404 and "set-cookie" not in headers
+    status, headers, _ = srv.request("GET", "/Docs/", headers=h)
+    assert status != 303 and "location" not in headers
+    status, _, _ = srv.request("GET", "/.web/files/", headers=h, user=None)
+    assert status == 303
+
+
+def test_a_collaborator_moves_within_the_shared_folder_only(srv):
+    for path in ("/Rw", "/Rw/A", "/Rw/B", "/Private"):
+        srv.request("MKCOL", path)
+    srv.request("PUT", "/Rw/A/f.txt", body=b"shared")
+    alice, bob = signed_in(srv, ALICE), signed_in(srv, BOB)
+    assert alice.post_form("/.web/shares/", {"action": "grant", "folder": "/Rw", "account": "bob",
+                                             "permission": "write"})[0] == 303
+    status, _, html = bob.get("/.web/files/Shared/alice/Rw/A/?move=f.txt")
+    assert status == 200 and b'<option value="/Shared/alice/Rw/B"' in html
+    assert b"Private" not in html and b"This folder as it was" not in html    # alice's own tree stays hers
+    status, _, _ = bob.post_form("/.web/files/Shared/alice/Rw/A/", {"action": "move", "name": "f.txt",
+                                                                   "to": "/Shared/alice/Rw/B"})
+    assert status == 303 and srv.request("GET", "/Rw/B/f.txt")[2] == b"shared"
+    status, _, html = bob.post_form("/.web/files/Shared/alice/Rw/B/", {"action": "move", "name": "f.txt",
+                                                                      "to": "/Private"})
+    assert status == 404 and b"does not exist" in html             # bob's /Private: he has none; alice's is hers
+    assert srv.request("GET", "/Private/f.txt")[0] == 404 and srv.request("GET", "/Rw/B/f.txt")[2] == b"shared"

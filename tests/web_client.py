@@ -60,7 +60,7 @@ class WebClient:
                                                             "csrf": self.csrf(html)})
         return status, headers
 
-    def upload(self, folder_path, files: dict[str, bytes], csrf: str | None):
+    def upload(self, folder_path, files: dict[str, bytes], csrf: str | None, headers=None):
         boundary = uuid.uuid4().hex
         parts = []
         if csrf is not None:
@@ -69,4 +69,5 @@ class WebClient:
             parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'
                          f'Content-Type: application/octet-stream\r\n\r\n'.encode() + data + b"\r\n")
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        return self.send("POST", folder_path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return self.send("POST", folder_path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                                                     **(headers or {})})
