@@ -20,6 +20,7 @@ import bcrypt
 from . import crypto, meta
 from .errors import AlreadyExists, AuthenticationFailed, CofferError, Conflict, Locked, NotFound
 from .keyfile import write_private
+from .meta import tree
 from .meta import users as q
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ class Accounts:
     def usage_parts(self, user_id: int) -> dict[str, int]:
         """What old versions and the trash take of `usage` (see meta.users.usage_parts)."""
         with self.db.read() as c:
-            return q.usage_parts(c, user_id)
+            return tree.usage_parts(c, user_id)
 
     # -- creation ---------------------------------------------------------------------
     def create(self, name: str, password: str, mode: str | None = None, plan: str | None = None,

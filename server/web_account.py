@@ -173,10 +173,12 @@ class ExportStream:
     the writer stops when the response is closed (sent, cut off, a HEAD)."""
 
     QUEUED = 16
+    KEEP_ALIVE = 60                      # seconds between two signs of life to the session
 
-    def __init__(self, st, vfs):
+    def __init__(self, st, vfs, keep_alive=None):
         self._q: queue.Queue = queue.Queue(self.QUEUED)
         self._stop = threading.Event()
+        self._keep_alive, self._alive_at = keep_alive, time.monotonic()
         self._thread = threading.Thread(target=self._run, args=(st, vfs), name="web-export", daemon=True)
         self._thread.start()
 
@@ -195,6 +197,9 @@ class ExportStream:
 
     def write(self, data) -> int:
         self._put(bytes(data))
+        if self._keep_alive and time.monotonic() - self._alive_at > self.KEEP_ALIVE:
+            self._alive_at = time.monotonic()
+            self._keep_alive()           # a long export is a session in use: not closed as idle
         return len(data)
 
     def _put(self, item) -> None:
@@ -225,4 +230,5 @@ def _export(web, visit):
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     return ("200 OK", [("Content-Type", "application/x-tar"),
                        ("Content-Disposition", f'attachment; filename="coffer-export-{name}-{stamp}.tar"')],
-            ExportStream(web.st, visit.vfs))
+            ExportStream(web.st, visit.vfs, lambda: (web.st.web_sessions.find(visit.token),
+                                                      web.opened.get(visit.lookup))))

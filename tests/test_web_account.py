@@ -55,7 +55,8 @@ def text_of(html: bytes, element_id: str) -> str:
 
 
 def test_plan_up_down_and_a_downgrade_refused(srv):
-    srv.request("PUT", "/big.bin", body=os.urandom(10_000))        # stored in 4 KiB blocks: 12 KiB
+    first = os.urandom(10_000)
+    srv.request("PUT", "/big.bin", body=first)                     # stored in 4 KiB blocks: 12 KiB
     srv.request("PUT", "/big.bin", body=os.urandom(5000))          # the first one becomes an old version
     srv.request("PUT", "/gone.bin", body=os.urandom(1500))
     srv.request("DELETE", "/gone.bin")                             # to the trash
@@ -84,7 +85,11 @@ def test_plan_up_down_and_a_downgrade_refused(srv):
                             {"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.example"})
     assert status == 403 and core(srv, lambda st: st.accounts.get("alice").plan) == "basic"
     bob = signed_in(srv, BOB)
-    assert b"big.bin" not in bob.get("/.web/account/")[2]
+    _, _, html = bob.get("/.web/account/")
+    assert [text_of(html, f"space-{k}") for k in ("files", "versions", "trash")] == ["0 bytes"] * 3
+    srv.request("PUT", "/big.bin", body=first)     # the old content again: its chunks are the current file's
+    _, _, html = web.get("/.web/account/")
+    assert [text_of(html, f"space-{k}") for k in ("files", "versions", "trash")] == ["12.3 KB", "8.2 KB", "4.1 KB"]
 
 
 def test_cancel_needs_the_password_then_reinstate(srv):

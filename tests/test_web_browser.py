@@ -3,7 +3,8 @@ chromium-driver, driven by Selenium) against a real `coffer serve`: sign in,
 upload in the page, overwrite over WebDAV with curl, restore the first
 version in the page and read its bytes back over WebDAV, delete the folder and put
 it back from the trash, share it with a second account (which reads it over
-WebDAV), change the profile and news consent on My Profile, sign out.
+WebDAV), change the profile and news consent on My Profile, open Connect,
+change the plan on My account, sign out.
 
 Screenshots of each main page are saved in the test's temporary folder
 under `screenshots/` (its path is printed; pytest keeps the last runs'
@@ -68,6 +69,7 @@ def curl_put(srv, path: str, body_file) -> int:
 
 def test_sign_in_upload_restore_sign_out(tmp_path, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
     shots = tmp_path / "screenshots"
     shots.mkdir()
     print("screenshots in", shots)
@@ -143,6 +145,14 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.ID, "news-toggle"))
         assert b.find_element(By.ID, "news-state").text.startswith("You receive news")
         b.save_screenshot(str(shots / "profile.png"))
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Connect"))
+        assert "--webdav-user alice" in b.find_element(By.ID, "rclone-cmd").text
+        b.save_screenshot(str(shots / "connect.png"))
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "My account"))
+        Select(b.find_element(By.ID, "plan-choice")).select_by_value("pro")
+        click_and_wait(b, b.find_element(By.ID, "change-plan"))
+        assert b.find_element(By.ID, "plan").text == "pro"
+        b.save_screenshot(str(shots / "account.png"))
         b.set_window_size(390, 844)                           # a phone's width
         b.get(base + "/.web/files/Reports/")
         b.save_screenshot(str(shots / "files-phone.png"))

@@ -6,7 +6,7 @@ import importlib
 from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal_column, or_, select, update
 
 from .db import HotQuery, now_us
-from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users, versions
+from .schema import audit_events, domain_members, domains, nodes, receipts, session_records, throttle, users
 
 
 def user_by_name(c, name: str):
@@ -291,19 +291,3 @@ def memberships_of(c, user_id: int):
     """Every membership row of a user (owned and received domains)."""
     return c.execute(select(domain_members).where(domain_members.c.user_id == user_id)).mappings().all()
 
-
-def usage_parts(c, owner_id: int) -> dict[str, int]:
-    """Of what the account's own folders store, what its old versions and
-    its trash brought (each version counts the new chunks it added):
-    {"old_versions": bytes, "trash": bytes}."""
-    owned = select(domains.c.id).where(domains.c.owner_id == owner_id)
-    base = select(nodes.c.id).where(nodes.c.domain_id.in_(owned), nodes.c.trashed_us.is_not(None)
-                                    ).cte("binned", recursive=True)
-    binned = base.union_all(select(nodes.c.id).where(nodes.c.parent_id == base.c.id))
-    total = cast(func.coalesce(func.sum(versions.c.stored_bytes), literal_column("0")), BigInteger)
-    trash = c.execute(select(total).where(versions.c.node_id.in_(select(binned.c.id)))).scalar_one()
-    old = c.execute(select(total).select_from(versions.join(nodes, nodes.c.id == versions.c.node_id))
-                    .where(versions.c.domain_id.in_(owned), nodes.c.trashed_us.is_(None),
-                           or_(nodes.c.version_id.is_(None), nodes.c.version_id != versions.c.id),
-                           versions.c.node_id.not_in(select(binned.c.id)))).scalar_one()
-    return {"old_versions": int(old), "trash": int(trash)}
