@@ -92,6 +92,19 @@ def test_plan_up_down_and_a_downgrade_refused(srv):
     assert [text_of(html, f"space-{k}") for k in ("files", "versions", "trash")] == ["12.3 KB", "8.2 KB", "4.1 KB"]
 
 
+def reinstate(web, name, password):
+    """Send the reinstate form, waiting as the login guard asks (failures
+    before this one make it wait a few seconds)."""
+    for _ in range(30):
+        _, _, form = web.get("/.web/login/reinstate")
+        status, headers, _ = web.post_form("/.web/login/reinstate", {"name": name, "password": password,
+                                                                     "csrf": web.csrf(form)})
+        if status != 429:
+            return status, headers
+        time.sleep(1)
+    raise AssertionError("the login guard kept refusing")
+
+
 def test_cancel_needs_the_password_then_reinstate(srv):
     web = signed_in(srv, CAROL)
     status, _, html = web.post_form("/.web/account/", {"action": "cancel", "password": "wrong-one"})
@@ -107,23 +120,34 @@ def test_cancel_needs_the_password_then_reinstate(srv):
     assert core(srv, lambda st: st.accounts.get("bob").status) == "active"
     status, _, _ = srv.request("PROPFIND", "/", headers={**srv.auth("carol", CAROL[1]), "Depth": "0"}, user=None)
     assert status == 401                                           # WebDAV refuses it, as before
+    assert not sftp_lists(srv, CAROL) and sftp_lists(srv, BOB)     # SFTP too; bob goes on
     assert WebClient(srv).sign_in(*CAROL)[0] == 401                # and so does the sign-in
     again = WebClient(srv)
-    _, _, form = again.get("/.web/login/reinstate")
-    status, _, html = again.post_form("/.web/login/reinstate", {"name": "carol", "password": "wrong-one",
-                                                                "csrf": again.csrf(form)})
+    status, _ = reinstate(again, "carol", "wrong-one")
     assert status == 401 and core(srv, lambda st: st.accounts.get("carol").status) == "cancelled"
-    time.sleep(3)                      # four failures: the login guard makes the next attempt wait
-    _, _, form = again.get("/.web/login/reinstate")
-    status, headers, _ = again.post_form("/.web/login/reinstate", {"name": "carol", "password": CAROL[1],
-                                                                   "csrf": again.csrf(form)})
+    status, headers = reinstate(again, *CAROL)
     assert status == 303 and headers["location"] == "/.web/account/?done=reinstated"
     status, _, html = again.get(headers["location"])
     assert status == 200 and b"Your account is active again" in html
     carol = core(srv, lambda st: st.accounts.get("carol"))
     assert carol.status == "active" and carol.erase_after_us is None
     status, _, _ = srv.request("PROPFIND", "/", headers={**srv.auth("carol", CAROL[1]), "Depth": "0"}, user=None)
-    assert status == 207
+    assert status == 207 and sftp_lists(srv, CAROL)
+
+
+def sftp_lists(srv, who) -> bool:
+    """Whether `who` logs in over SFTP (paramiko) and lists the top folder."""
+    import paramiko
+    transport = paramiko.Transport(("127.0.0.1", srv.sftp_port))
+    try:
+        transport.connect()
+        transport.auth_password(*who)
+        paramiko.SFTPClient.from_transport(transport).listdir("/")
+        return True
+    except paramiko.AuthenticationException:
+        return False
+    finally:
+        transport.close()
 
 
 def _tar(body: bytes) -> dict[str, bytes]:
@@ -171,6 +195,11 @@ def test_export_of_a_private_account(tmp_path):
 
 def test_erasure_request_then_withdraw(srv):
     web = signed_in(srv, DAVE)
+    for action in ("cancel", "erase", "withdraw"):          # without the form token nothing happens
+        assert web.post_form("/.web/account/", {"action": action, "password": DAVE[1], "csrf": "x" * 64})[0] == 403
+    assert WebClient(srv).post_form("/.web/account/", {"action": "erase", "password": DAVE[1]}, csrf=False)[0] == 403
+    dave = core(srv, lambda st: st.accounts.get("dave"))
+    assert dave.status == "active" and dave.erase_after_us is None
     status, _, html = web.post_form("/.web/account/", {"action": "erase", "password": "wrong-one"})
     assert status == 403 and core(srv, lambda st: st.accounts.get("dave").erase_after_us) is None
     status, headers, _ = web.post_form("/.web/account/", {"action": "erase", "password": DAVE[1]})
