@@ -395,7 +395,8 @@ def usage_parts(c, owner_id: int) -> dict[str, int]:
         nodes.c.version_id == versions.c.id, nodes.c.trashed_us.is_(None), nodes.c.id.not_in(select(binned.c.id)))
     in_trash = uses.where(versions.c.node_id.in_(select(binned.c.id)))
     total = cast(func.coalesce(func.sum(_CHARGED), 0), BigInteger)
-    stored = select(total).where(chunks.c.domain_id.in_(owned), chunks.c.refcount > 0, chunks.c.id.not_in(current))
+    stored = select(total).where(chunks.c.domain_id.in_(owned), chunks.c.refcount > 0,
+                                 chunks.c.id.not_in(current))
     trash = c.execute(stored.where(chunks.c.id.in_(in_trash))).scalar_one()
     old = c.execute(stored.where(chunks.c.id.not_in(in_trash))).scalar_one()
     return {"old_versions": int(old), "trash": int(trash)}
