@@ -265,3 +265,16 @@ def test_connect_page_fingerprints_and_rclone(srv, tmp_path):
     assert "Connected" in run.stdout
     bob = signed_in(srv, BOB)
     assert "bob" in text_of(bob.get("/.web/connect/")[2], "rclone-cmd")
+
+
+def test_connect_address_from_the_config_or_the_request(srv):
+    """`[mail] public_url` names the server when set; else the request's
+    Host, unless it is no host name (then the address listened on)."""
+    import dataclasses
+    from providers import config
+    from server.web_connect import base_url
+    cfg = config.load(srv.config)
+    assert base_url(cfg, {"HTTP_HOST": "files.example.org:8443"}) == "https://files.example.org:8443"
+    assert base_url(cfg, {"HTTP_HOST": "evil<script>"}) == f"https://127.0.0.1:{srv.port}"
+    named = dataclasses.replace(cfg, mail=dataclasses.replace(cfg.mail, public_url="https://dav.example.net/"))
+    assert base_url(named, {"HTTP_HOST": "127.0.0.1:1"}) == "https://dav.example.net"
