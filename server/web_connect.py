@@ -44,7 +44,8 @@ def connect(web, visit, environ, method, path):
                   dav=dav, secure=secure, **_commands(name, dav, shown_host, port, secure, cfg.sftp.port),
                   sftp=sftp_on, sftp_host=host, sftp_port=cfg.sftp.port,
                   host_keys=sftp_hostkeys.public_fingerprints(sftp_hostkeys.host_key_dir(cfg)) if sftp_on else [],
-                  tls_fingerprint=tls.fingerprint(cert) if cert and cert.is_file() else None)
+                  tls_fingerprint=tls.fingerprint(cert) if cert and cert.is_file() else None,
+                  local_ca=tls.local_ca_file(cfg) is not None)
 
 
 def _commands(name: str, dav: str, host: str, port: int, secure: bool, sftp_port: int) -> dict:

@@ -250,6 +250,7 @@ def test_connect_page_fingerprints_and_rclone(srv, tmp_path):
     out = subprocess.run([require_client("openssl"), "x509", "-noout", "-fingerprint", "-sha256", "-in", str(cert)],
                          capture_output=True, text=True, check=True).stdout
     assert text_of(html, "tls-fingerprint") == out.strip().split("=", 1)[1]
+    assert "ca.pem" in text_of(html, "local-ca")          # the local CA: say so, and how to trust it
     assert text_of(html, "dav-url") == srv.url
     assert text_of(html, "sftp-port") == str(srv.sftp_port) and "alice" in text_of(html, "restic-cmd")
     assert text_of(html, "windows-cmd") == f"net use Z: \\\\127.0.0.1@SSL@{srv.port}\\DavWWWRoot /user:alice *"
@@ -263,6 +264,17 @@ def test_connect_page_fingerprints_and_rclone(srv, tmp_path):
                          env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "Connected" in run.stdout
+    duplicity = text_of(html, "duplicity-cmd")
+    assert duplicity.startswith("duplicity ~/Documents webdavs://alice@")
+    require_client("duplicity")
+    (tmp_path / "Documents").mkdir()
+    (tmp_path / "Documents" / "note.txt").write_text("backed up with the command the page shows\n")
+    run = subprocess.run(["bash", "-ec", duplicity + f" --ssl-cacert-file {tls.local_ca_file(cfg)} --archive-dir "
+                          f"{tmp_path / 'archive'} --num-retries 1"], capture_output=True, text=True, timeout=300,
+                         env={**env, "FTP_PASSWORD": ALICE[1], "PASSPHRASE": "duplicity-test-passphrase"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    status, _, listing = srv.request("PROPFIND", "/duplicity/", headers={"Depth": "1"})
+    assert status == 207 and b"duplicity-full" in listing
     bob = signed_in(srv, BOB)
     assert "bob" in text_of(bob.get("/.web/connect/")[2], "rclone-cmd")
 
