@@ -20,6 +20,7 @@ import bcrypt
 from . import crypto, meta
 from .errors import AlreadyExists, AuthenticationFailed, CofferError, Conflict, Locked, NotFound
 from .keyfile import write_private
+from .meta import tree
 from .meta import users as q
 
 log = logging.getLogger(__name__)
@@ -154,6 +155,11 @@ class Accounts:
     def usage(self, user_id: int) -> int:
         with self.db.read() as c:
             return q.owner_usage(c, user_id)
+
+    def usage_parts(self, user_id: int) -> dict[str, int]:
+        """What old versions and the trash take of `usage` (see meta.users.usage_parts)."""
+        with self.db.read() as c:
+            return tree.usage_parts(c, user_id)
 
     # -- creation ---------------------------------------------------------------------
     def create(self, name: str, password: str, mode: str | None = None, plan: str | None = None,
@@ -339,13 +345,13 @@ class Accounts:
             q.audit(c, "password_changed", user_id=row["id"], actor=actor)
         return new_recovery
 
-    def set_status(self, name: str, status: str, **extra) -> User:
+    def set_status(self, name: str, status: str, actor: str = "admin", **extra) -> User:
         if status not in ("active", "disabled", "cancelled"):
             raise BadRequest("status is active, disabled or cancelled")
         with self.db.write() as c:
             row = self._row(c, name)
             q.update_user(c, row["id"], status=status, credential_gen=row["credential_gen"] + 1, **extra)
-            q.audit(c, f"account_{status}", user_id=row["id"], actor="admin")
+            q.audit(c, f"account_{status}", user_id=row["id"], actor=actor)
             return User.from_row(q.user_by_id(c, row["id"]))
 
     def update(self, name: str, actor: str = "admin", **values) -> User:

@@ -140,8 +140,9 @@ def _trash_name(at: str) -> str:
     return "trash/" + at[len(TRASH_PREFIX):]
 
 
-def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
-    """Write the tar (see the module doc) to the binary stream `out`."""
+def export(st, vfs, out, with_versions: bool = False, progress=None, actor: str = "admin") -> dict:
+    """Write the tar (see the module doc) to the binary stream `out`;
+    `actor` is "user" when the holder downloads it from the web pages."""
     user = vfs.user
     trash = vfs.trash()
     counts = {"files": 0, "folders": 0, "versions": 0, "trash_items": len(trash), "bytes": 0}
@@ -164,7 +165,7 @@ def export(st, vfs, out, with_versions: bool = False, progress=None) -> dict:
                 if not e.is_dir and with_versions and original not in versioned and not _live_file(vfs, original):
                     versioned.add(original)
                     _add_versions(tar, vfs, original, counts)
-    st.audit("account_exported", user_id=user.id, actor="admin", with_versions=with_versions,
+    st.audit("account_exported", user_id=user.id, actor=actor, with_versions=with_versions,
              files=counts["files"], trash_items=counts["trash_items"])
     return counts
 

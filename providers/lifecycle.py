@@ -29,7 +29,7 @@ import bcrypt
 
 from . import access, consent, crypto, meta, paths, purging
 from .accounts import BadRequest, User, check_password, normalize_name
-from .errors import AlreadyExists, Conflict, CofferError, NotFound
+from .errors import AlreadyExists, AuthenticationFailed, Conflict, CofferError, NotFound
 from .mail import Mailer
 from .meta import lifecycle as lq
 from .meta import locks as lockq
@@ -110,18 +110,76 @@ def set_profile(st, name: str, *, first_name=None, last_name=None, email=None, c
     return user, warnings
 
 
-def cancel(st, name: str, now_us: int | None = None) -> User:
-    """Disable the account now and schedule its erasure after the grace period."""
+def confirm_holder(st, name: str, password: str, client_addr=None, protocol: str = "web",
+                   status: str = "active") -> User:
+    """Check that the holder of an account in `status` gave its password, as a
+    sign-in does (under the login guard, failures audited): before a
+    cancellation or an erasure request, and for a cancelled account's holder
+    who signs in to reinstate it. One message for an unknown name, a wrong
+    password and an account in another status."""
+    name = normalize_name(name)
+    attempt = st.throttle.reserve(name, client_addr)
+    try:
+        with st.db.read() as c:
+            row = uq.user_by_name(c, name)
+        ok = st.accounts.verify(row, password)
+    except BaseException:
+        st.throttle.failed(attempt)
+        raise
+    if not ok or row["status"] != status:
+        st.throttle.failed(attempt)
+        reason = "unknown" if row is None else "password" if not ok else row["status"]
+        st.audit("login_failed", user_id=row["id"] if row else None, actor="user", client_addr=client_addr,
+                 protocol=protocol, reason=reason)
+        raise AuthenticationFailed("wrong user name or password")
+    st.throttle.succeeded(attempt)
+    return User.from_row(row)
+
+
+class PlanTooSmall(BadRequest):
+    """A plan smaller than what the account stores: `size` and `used`, in bytes."""
+
+    def __init__(self, text: str, size: int, used: int):
+        super().__init__(text)
+        self.size, self.used = size, used
+
+
+def change_plan(st, name: str, plan: str, by: str = "admin") -> User:
+    """Move the account to another plan the config offers. Unlike `set_profile`
+    (the administrator's, which may set a quota below usage and warns), a
+    plan too small for what the account stores is refused."""
+    user = st.accounts.get(name)
+    if plan not in st.cfg.accounts.plans:
+        raise BadRequest(f"there is no plan {plan!r}; the plans are {', '.join(st.cfg.accounts.plans)}")
+    size, used = st.cfg.accounts.plans[plan], st.accounts.usage(user.id)
+    if size and used > size:
+        raise PlanTooSmall(f"the plan {plan!r} holds {size} bytes but the account stores {used}: remove "
+                           "files, old versions or trash first", size, used)
+    return set_profile(st, user.name, plan=plan, by=by)[0]
+
+
+def _request(user: User) -> dict | None:
+    """The erasure its holder asked for and may still withdraw: {requested_us, due_us}."""
+    return user.settings.get("erasure_request")
+
+
+def cancel(st, name: str, now_us: int | None = None, actor: str = "admin") -> User:
+    """Disable the account now and schedule its erasure after the grace period
+    (or at the date its holder asked for, when that comes first)."""
     user = st.accounts.get(name)
     _not_erasing(user)
     if user.status == "cancelled":
         raise Conflict(f"account {user.name!r} is already cancelled; erasure is due at {iso(user.erase_after_us)}")
     due = (now_us or meta.now_us()) + st.cfg.accounts.cancel_grace_days * DAY
-    return st.accounts.set_status(user.name, "cancelled", erase_after_us=due)
+    asked = _request(user)
+    if asked:
+        due = min(due, asked["due_us"])
+    return st.accounts.set_status(user.name, "cancelled", actor=actor, erase_after_us=due)
 
 
-def reinstate(st, name: str, now_us: int | None = None) -> User:
-    """Undo a cancellation within its grace period; nothing was removed."""
+def reinstate(st, name: str, now_us: int | None = None, actor: str = "admin") -> User:
+    """Undo a cancellation within its grace period; nothing was removed (an
+    erasure its holder asked for stays scheduled)."""
     user = st.accounts.get(name)
     _not_erasing(user)
     if user.status != "cancelled":
@@ -129,7 +187,45 @@ def reinstate(st, name: str, now_us: int | None = None) -> User:
     if user.erase_after_us is not None and (now_us or meta.now_us()) >= user.erase_after_us:
         raise Conflict(f"the grace period of {user.name!r} ended at {iso(user.erase_after_us)}: it is due for "
                        "erasure and can no longer be reinstated")
-    return st.accounts.set_status(user.name, "active", erase_after_us=None)
+    asked = _request(user)
+    return st.accounts.set_status(user.name, "active", actor=actor,
+                                  erase_after_us=asked["due_us"] if asked else None)
+
+
+def request_erasure(st, name: str, now_us: int | None = None, actor: str = "user") -> User:
+    """The holder asks for erasure: the periodic job erases the account after
+    the grace period (`run_maintenance`), and until then the account works
+    as before (to take an export, say) and the request can be withdrawn."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    if _request(user):
+        raise Conflict(f"erasure of {user.name!r} is already asked for; it is due at {iso(user.erase_after_us)}")
+    now = now_us or meta.now_us()
+    due = now + st.cfg.accounts.cancel_grace_days * DAY
+    if user.erase_after_us:
+        due = min(due, user.erase_after_us)
+    settings = dict(user.settings, erasure_request={"requested_us": now, "due_us": due})
+    user = st.accounts.update(user.name, actor=actor, settings=settings, erase_after_us=due)
+    st.audit("erasure_requested", user_id=user.id, actor=actor, due=iso(due))
+    return user
+
+
+def withdraw_erasure(st, name: str, now_us: int | None = None, actor: str = "user") -> User:
+    """Take back an erasure request within its grace period (a cancelled
+    account stays cancelled and due for erasure: reinstating it stops that)."""
+    user = st.accounts.get(name)
+    _not_erasing(user)
+    asked = _request(user)
+    if not asked:
+        raise Conflict(f"no erasure of {user.name!r} was asked for: nothing to withdraw")
+    if (now_us or meta.now_us()) >= asked["due_us"]:
+        raise Conflict(f"the erasure of {user.name!r} was due at {iso(asked['due_us'])} and can no longer be "
+                       "withdrawn")
+    settings = {k: v for k, v in user.settings.items() if k != "erasure_request"}
+    due = user.erase_after_us if user.status == "cancelled" else None
+    user = st.accounts.update(user.name, actor=actor, settings=settings, erase_after_us=due)
+    st.audit("erasure_withdrawn", user_id=user.id, actor=actor)
+    return user
 
 
 # -- exclusion patterns ------------------------------------------------------------------------
@@ -424,7 +520,8 @@ def _bind_managed(st, errors: list) -> int:
 
 
 def run_maintenance(st, now_us: int | None = None, retention: bool = True, progress=None) -> dict:
-    """Erase cancelled accounts whose grace period is over and resume
+    """Erase cancelled accounts whose grace period is over, and those whose
+    holder asked for erasure once its date came, and resume
     interrupted erasures; apply version and trash retention; drop session
     records, audit events and locks older than the config allows, and login
     guard records that no longer matter."""
@@ -436,9 +533,10 @@ def run_maintenance(st, now_us: int | None = None, retention: bool = True, progr
         stalled = [r for r in lq.users_with_status(c, "erasing")
                    if now - ((r["settings"] or {}).get("erasure") or {}).get("touched_us", 0) > STALE_ERASURE_US]
         due = lq.cancelled_due(c, now)
-    for r, why in [(r, "resumed") for r in stalled] + [(r, "cancelled") for r in due]:
+    for r, why in [(r, "request") for r in stalled] + [(r, "cancellation" if r["status"] == "cancelled"
+                                                          else "holder's request") for r in due]:
         try:
-            receipt = _erase(st, r["id"], r["name"], None, "request" if why == "resumed" else "cancellation")
+            receipt = _erase(st, r["id"], r["name"], None, why)
         except Exception as e:           # one account's failure must not stop the others
             log.exception("erasing account #%d failed", r["id"])
             report["errors"].append(f"erasing account #{r['id']}: {e}")

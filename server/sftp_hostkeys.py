@@ -34,8 +34,25 @@ def host_key_dir(cfg) -> Path:
 
 def fingerprint(key: paramiko.PKey) -> str:
     """`<type> SHA256:<base64>`, as `ssh-keygen -l` and the ssh client show it."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"{key.get_name()} SHA256:{digest}"
+    return _fingerprint(key.get_name(), key.asbytes())
+
+
+def _fingerprint(kind: str, blob: bytes) -> str:
+    digest = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return f"{kind} SHA256:{digest}"
+
+
+def public_fingerprints(folder: Path) -> list[str]:
+    """The fingerprints of the host keys in `folder`, from their `.pub`
+    files (for pages that show them: the private keys stay unread)."""
+    out = []
+    for name, _, _ in KEYS:
+        try:
+            kind, data = (Path(folder) / (name + ".pub")).read_text().split()[:2]
+            out.append(_fingerprint(kind, base64.b64decode(data)))
+        except (OSError, ValueError):
+            continue                     # not created yet: the SFTP server makes it at start
+    return out
 
 
 def load_or_create(folder: Path) -> list[paramiko.PKey]:

@@ -228,6 +228,19 @@ def ensure_certificate(cfg) -> tuple[Path, Path, bool]:
     return d / "cert.pem", d / "key.pem", True
 
 
+def served_cert_file(cfg) -> Path | None:
+    """The certificate the WebDAV port presents now, without making one (as
+    `ensure_certificate` does at start); None without TLS."""
+    if not cfg.webdav.tls:
+        return None
+    if cfg.webdav.cert_file:
+        return cfg.path(cfg.webdav.cert_file, "")
+    a = acme_dir(cfg)
+    if cfg.tls.acme_domains and pair_matches(a / "cert.pem", a / "key.pem"):
+        return a / "cert.pem"
+    return tls_dir(cfg) / "cert.pem"
+
+
 def local_ca_file(cfg) -> Path | None:
     """The file clients must trust, when the server uses Coffer's local CA."""
     if cfg.webdav.cert_file or not cfg.webdav.tls:

@@ -217,10 +217,11 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_files, web_past, web_profile, web_shares
+        from . import web_account, web_connect, web_files, web_past, web_profile, web_shares
         self.routes = {"files": web_files.files, "versions": web_files.versions, "past": web_past.past,
                        "trash": web_files.trash, "shares": web_shares.shares,
-                       "profile": web_profile.profile}
+                       "profile": web_profile.profile, "account": web_account.account,
+                       "connect": web_connect.connect}
 
     def maintain(self) -> None:
         """Every minute: close the filesystems of sessions that ended (signed
@@ -274,6 +275,9 @@ class WebPages:
         if section == "static" and method in ("GET", "HEAD") and sub in STATIC:
             body = (HERE / "web_static" / sub).read_bytes()
             return Answer("200 OK", body, [("Content-Type", STATIC[sub])])
+        if section == "login" and sub == "reinstate":
+            from .web_account import reinstate
+            return reinstate(self, environ, method)
         if section == "login":
             return self.login(environ, method)
         if section == "logout" and method == "POST":
@@ -328,6 +332,13 @@ class WebPages:
             vfs = self.st.open_account(session.name, how="key", protocol="web")
             self.opened.put(session.lookup, vfs)
         return Visit(vfs, csrf_of(token), session.lookup, token)
+
+    def posted_form(self, visit: Visit, environ) -> dict[str, str]:
+        """A signed-in page's small form, once its origin and token are checked."""
+        self.check_origin(environ)
+        form = web_forms.small_form(environ)
+        self.check_csrf(visit, form.get("csrf"))
+        return form
 
     def check_csrf(self, visit: Visit, given: str | None) -> None:
         if not given or not hmac.compare_digest(given.encode(), visit.csrf.encode()):

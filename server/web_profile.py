@@ -38,9 +38,7 @@ def _page(web, visit, status, note="", error=None, recovery=None, headers=()):
 
 
 def _post(web, visit, environ, here):
-    web.check_origin(environ)
-    form = web_forms.small_form(environ)
-    web.check_csrf(visit, form.get("csrf"))
+    form = web.posted_form(visit, environ)
     name = visit.vfs.user.name
     action = form.get("action")
     try:

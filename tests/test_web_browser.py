@@ -4,10 +4,11 @@ upload two files in the page (its script, with progress), overwrite one over
 WebDAV with curl, restore the first version in the page and read its bytes
 back over SFTP, move it, see the folder as it was, delete the folder and put
 it back from the trash, share it with a second account (which reads it over
-WebDAV), change the profile and news consent on My Profile, sign out. An
-upload bigger than the space left shows the server's sentence in the page.
-Every main page passes axe-core's check with no serious or critical
-violation (`PAGES`; `assert_accessible` for more).
+WebDAV), change the profile and news consent on My Profile, open Connect,
+change the plan on My account, sign out. An upload bigger than the space
+left shows the server's sentence in the page. Every main page passes
+axe-core's check with no serious or critical violation (`PAGES`;
+`assert_accessible` for more).
 
 Screenshots of each main page are saved in `var/screenshots/` of the
 checkout, or in the folder named by COFFER_SCREENSHOTS (printed with `-s`)."""
@@ -141,6 +142,7 @@ def sign_in(b, base: str, name: str, password: str) -> None:
 
 def test_sign_in_upload_restore_sign_out(tmp_path, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
     shots = screenshots()
     with CofferServer(tmp_path / "srv", tls=False, sftp=True) as srv:
         base = srv.url.rstrip("/")
@@ -228,6 +230,14 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.ID, "news-toggle"))
         assert b.find_element(By.ID, "news-state").text.startswith("You receive news")
         b.save_screenshot(str(shots / "profile.png"))
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Connect"))
+        assert "--webdav-user alice" in b.find_element(By.ID, "rclone-cmd").text
+        b.save_screenshot(str(shots / "connect.png"))
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "My account"))
+        Select(b.find_element(By.ID, "plan-choice")).select_by_value("pro")
+        click_and_wait(b, b.find_element(By.ID, "change-plan"))
+        assert b.find_element(By.ID, "plan").text == "pro"
+        b.save_screenshot(str(shots / "account.png"))
         b.set_window_size(390, 844)                           # a phone's width
         b.get(base + "/.web/files/Reports/")
         b.save_screenshot(str(shots / "files-phone.png"))
@@ -318,8 +328,8 @@ def site(tmp_path_factory):
 # The main pages axe-core checks (add new pages here); "{past}" is a time with the files above.
 PAGES = ["/.web/login", "/.web/files/", "/.web/files/Docs/", "/.web/files/Docs/?rename=report.txt",
          "/.web/files/Docs/?move=report.txt", "/.web/versions/Docs/report.txt", "/.web/trash/",
-         "/.web/shares/", "/.web/profile/", "/.web/past/", "/.web/past/{past}/Docs/",
-         "/.web/files/No-such-folder/"]
+         "/.web/shares/", "/.web/profile/", "/.web/account/", "/.web/connect/", "/.web/past/",
+         "/.web/past/{past}/Docs/", "/.web/files/No-such-folder/"]
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -107,7 +107,8 @@ def users_with_status(c, status: str):
 
 
 def cancelled_due(c, now_us: int):
-    return c.execute(select(users).where(users.c.status == "cancelled", users.c.erase_after_us.is_not(None),
+    """Accounts whose erasure is due: cancelled, or asked for by their holder."""
+    return c.execute(select(users).where(users.c.status != "erasing", users.c.erase_after_us.is_not(None),
                                          users.c.erase_after_us <= now_us).order_by(users.c.id)
                      ).mappings().all()
 

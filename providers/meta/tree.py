@@ -381,6 +381,27 @@ def recompute_usage(c) -> None:
         c.execute(update(domains).where(domains.c.id == did).values(used_bytes=used))
 
 
+def usage_parts(c, owner_id: int) -> dict[str, int]:
+    """Of what the account's own domains store (charged as in `used_bytes`),
+    the chunks only old versions use, and those only the trash uses (a
+    chunk a current file also uses counts for the files):
+    {"old_versions": bytes, "trash": bytes}."""
+    owned = select(domains.c.id).where(domains.c.owner_id == owner_id)
+    base = select(nodes.c.id).where(nodes.c.domain_id.in_(owned), nodes.c.trashed_us.is_not(None)
+                                    ).cte("binned", recursive=True)
+    binned = base.union_all(select(nodes.c.id).where(nodes.c.parent_id == base.c.id))
+    uses = select(version_chunks.c.chunk_id).join(versions, versions.c.id == version_chunks.c.version_id)
+    current = uses.join(nodes, nodes.c.id == versions.c.node_id).where(
+        nodes.c.version_id == versions.c.id, nodes.c.trashed_us.is_(None), nodes.c.id.not_in(select(binned.c.id)))
+    in_trash = uses.where(versions.c.node_id.in_(select(binned.c.id)))
+    total = cast(func.coalesce(func.sum(_CHARGED), 0), BigInteger)
+    stored = select(total).where(chunks.c.domain_id.in_(owned), chunks.c.refcount > 0,
+                                 chunks.c.id.not_in(current))
+    trash = c.execute(stored.where(chunks.c.id.in_(in_trash))).scalar_one()
+    old = c.execute(stored.where(chunks.c.id.not_in(in_trash))).scalar_one()
+    return {"old_versions": int(old), "trash": int(trash)}
+
+
 def version_rows_for_domain(c, domain_id: int):
     return c.execute(select(versions.c.id, versions.c.node_id, versions.c.created_us, versions.c.stored_bytes)
                      .where(versions.c.domain_id == domain_id)

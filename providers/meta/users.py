@@ -290,3 +290,4 @@ def update_domain(c, domain_id: int, **values) -> None:
 def memberships_of(c, user_id: int):
     """Every membership row of a user (owned and received domains)."""
     return c.execute(select(domain_members).where(domain_members.c.user_id == user_id)).mappings().all()
+
