@@ -74,10 +74,12 @@ def _stamp(*paths: Path) -> tuple:
 class CertificateKeeper:
     """Obtains, renews and reloads the served certificate in the background."""
 
-    def __init__(self, cfg, adapter: ReloadingSSLAdapter, cert: Path, key: Path, https_port: int,
-                 acme: bool = True):
+    def __init__(self, cfg, adapter: ReloadingSSLAdapter, stamp: tuple, https_port: int, acme: bool = True):
+        """`stamp`: the files' `_stamp` taken before the adapter loaded them
+        (taken after, a certificate replaced in between would never be
+        loaded by this process)."""
         self.cfg, self.adapter = cfg, adapter
-        self.stamp = _stamp(cert, key)
+        self.stamp = stamp
         self.acme = self.http = None
         if cfg.tls.acme_domains and acme:
             from .tls_acme import AcmeManager, HTTPChallengeServer
@@ -239,9 +241,10 @@ def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme
     server.max_request_body_size = 0
     server.max_request_header_size = 64 * 1024
     server.ConnectionClass = http_io.Connection
-    fp = keeper = None
+    fp = keeper = loaded = None
     if w.tls:
         cert, key, created = tls.ensure_certificate(cfg)
+        loaded = _stamp(cert, key)
         pending = None
         if cfg.tls.acme_domains:
             from .tls_acme import Challenges
@@ -254,7 +257,7 @@ def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme
     host, port = server.bind_addr[:2]
     if w.tls:
         try:
-            keeper = CertificateKeeper(cfg, server.ssl_adapter, cert, key, port, acme=acme)
+            keeper = CertificateKeeper(cfg, server.ssl_adapter, loaded, port, acme=acme)
         except Exception:
             server.stop()
             raise

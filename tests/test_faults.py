@@ -76,6 +76,14 @@ class Load:
         self.thread.start()
         return self
 
+    def flowing(self, timeout: float = 60) -> None:
+        """Wait until the server has stored a few uploads (a busy machine
+        can take longer than usual to get going)."""
+        deadline = time.monotonic() + timeout
+        while sum(status in (201, 204) for _, _, status, _ in list(self.results)) < 3:
+            assert time.monotonic() < deadline, f"no uploads stored under load: {self.results[-5:]}"
+            time.sleep(0.1)
+
     def __exit__(self, *exc):
         self.stopping.set()
         self.thread.join(60)
@@ -119,7 +127,7 @@ def test_postgresql_restarted_under_load(tmp_path, private_postgres):
     srv.config.write_text(text.replace("[storage]\n", f'[storage]\ndatabase_url = "{url}"\n', 1))
     with srv:
         with Load(srv) as load:
-            time.sleep(2)
+            load.flowing()
             pg.stop()                                          # the database goes away under load
             down = len(load.results)
             time.sleep(4)
