@@ -37,6 +37,7 @@ class StorageConfig:
     spool_dir: str = ""               # encrypted scratch for random-access writes; "" = <data_dir>/spool
     gc_every_hours: int = 24          # `coffer serve` runs gc this often; 0 = only `coffer-admin gc`
     gc_grace_seconds: int = 3600      # unreferenced blobs younger than this are spared (uploads in flight)
+    small_file_bytes: int = 65536     # a file this small or smaller is kept in the database (0: never)
 
 
 @dataclass(frozen=True)
@@ -262,6 +263,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("[storage] blob_backend must be \"local\" or \"s3\"")
     if cfg.storage.gc_every_hours < 0:
         raise ConfigError("[storage] gc_every_hours must be 0 (never) or more")
+    if not 0 <= cfg.storage.small_file_bytes <= 1024 * 1024:
+        raise ConfigError("[storage] small_file_bytes must be between 0 and 1048576 (1 MiB)")
     if cfg.storage.gc_grace_seconds < 900:
         # an upload refreshes its local packs every 10 minutes; a shorter grace could take them
         raise ConfigError("[storage] gc_grace_seconds must be at least 900")

@@ -254,7 +254,8 @@ class Core:
 
     def chunk_plaintext(self, domain, pc) -> bytes:
         if pc.key is not None:
-            stored = self.st.blobs.get(pc.blob_name, pc.blob_offset, pc.stored_size)
+            stored = pc.small if pc.small is not None else \
+                self.st.blobs.get(pc.blob_name, pc.blob_offset, pc.stored_size)
             return crypto.decrypt_chunk(pc.key, stored, pc.plain_size)
         with self.tx() as c:
             row = t.chunk_by_dedup(c, domain.id, pc.dedup_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from . import crypto, guard, meta, paths, retention
+from . import crypto, guard, meta, paths, retention, small_blobs
 from .errors import AlreadyExists, Conflict, IsADirectory
 from .meta import tree as t
 from .purging import drop_versions
@@ -34,7 +34,7 @@ def publish_version(fs, w: Writer) -> Entry:
         ids: dict[str, int] = {}
         used_blobs: set[str] = set()
         existing = t.chunks_by_dedup(c, dom.id, {pc.dedup_id for pc in w.chunks})
-        new_rows = []
+        new_rows, small_rows = [], []
         for pc in w.chunks:
             if pc.dedup_id in ids:
                 continue
@@ -45,12 +45,15 @@ def publish_version(fs, w: Writer) -> Entry:
             if pc.blob_name is None:
                 raise Conflict("a chunk this upload relied on was purged meanwhile; retry the upload")
             used_blobs.add(pc.blob_name)
+            if pc.small is not None:
+                small_rows.append(dict(name=pc.blob_name, data=pc.small, created_us=now))
             ids[pc.dedup_id] = 0
             new_rows.append(dict(domain_id=dom.id, dedup_id=pc.dedup_id, blob_name=pc.blob_name,
                                  blob_offset=pc.blob_offset, plain_size=pc.plain_size,
                                  stored_size=pc.stored_size,
                                  wrapped_key=pc.wrapped_key, stored_hash=pc.stored_hash,
                                  refcount=0, created_us=now))
+        small_blobs.insert_rows(c, small_rows)
         ids.update(t.insert_chunks(c, new_rows))
         # blobs this upload wrote that hold none of its new chunks (a
         # concurrent upload stored the same content first)

@@ -24,6 +24,7 @@ from .accounts import Accounts, MasterKey, User, normalize_name
 from .app_passwords import AppPasswords
 from .blobs import open_store
 from .leases import Leases
+from .small_blobs import SmallBlobs
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
 from .meta import tree as t
 from .meta import users as uq
@@ -134,6 +135,8 @@ def make_private(folder: Path) -> None:
 
 class Storage:
     def __init__(self, cfg, db: meta.Database, blobs, master: MasterKey):
+        if not isinstance(blobs, SmallBlobs):
+            blobs = SmallBlobs(blobs, db, cfg.storage.small_file_bytes)
         self.cfg, self.db, self.blobs, self.master = cfg, db, blobs, master
         self.accounts = Accounts(db, cfg, master)
         self.sessions = Sessions(db, cfg)
@@ -256,11 +259,10 @@ class Storage:
     def delete_blobs(self, names) -> None:
         """Delete the blobs of purged chunks (after the transaction that purged
         them); one that cannot be deleted now is left for gc."""
-        for name in names:
-            try:
-                self.blobs.delete(name)
-            except Exception:
-                log.warning("could not delete a purged chunk; gc will reclaim it")
+        try:
+            self.blobs.delete_many(names)
+        except Exception:
+            log.warning("could not delete a purged chunk; gc will reclaim it")
 
     # -- store-wide jobs -----------------------------------------------------------------
     def gc(self, grace_seconds: int = 3600, progress=None) -> dict:

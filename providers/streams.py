@@ -18,7 +18,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from . import crypto
+from . import crypto, small_blobs
 from .errors import ChecksumMismatch, IntegrityError, NotFound, QuotaExceeded
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,7 @@ class PendingChunk:
     wrapped_key: bytes = b""
     stored_hash: str = ""
     key: bytes | None = field(default=None, repr=False)
+    small: bytes | None = field(default=None, repr=False)     # a small file's chunk, for the database
 
 
 class Writer:
@@ -260,12 +261,18 @@ class Writer:
                 if not self._quota_known and self.new_bytes > self.QUOTA_CHECK_AFTER:
                     self._quota_room, self._quota_known = self.host.quota_room(self.domain), True
                 over = self._quota_room is not None and self.new_bytes > self._quota_room
-                if self._pack is None:
+                # a small file's only chunk goes to the database with its version (providers/small_blobs.py)
+                small = self._final and self._pack is None and \
+                    len(stored) <= getattr(self.host.blobs, "small_bytes", 0)
+                if self._pack is None and not small:
                     self._pack = self.host.blobs.open_pack()
             if over:
                 raise QuotaExceeded("the account's storage quota is full: delete files or purge old "
                                     "versions, or ask for a larger plan; nothing was changed")
-            pc.blob_name, pc.blob_offset = self._pack.append(stored)
+            if small:
+                pc.blob_name, pc.small = small_blobs.new_name(), bytes(stored)
+            else:
+                pc.blob_name, pc.blob_offset = self._pack.append(stored)
         self._seen[did] = pc
         _malloc_trim(len(data))
         return pc
@@ -410,6 +417,8 @@ class Reader:
         last = min(i + self.host.blobs.READ_AHEAD_CHUNKS, len(self.rows) - 1)
         for j in range(max(i + 1, self._hinted + 1), last + 1):
             r = self.rows[j]
+            if r.get("small") is not None:
+                continue
             self._ahead[j] = _ahead_pool().submit(self.host.blobs.get, r["blob_name"], r["blob_offset"],
                                                   r["stored_size"])
         self._hinted = max(self._hinted, last)
@@ -426,6 +435,8 @@ class Reader:
             except Exception:
                 del self._ahead[i]          # fetched again below, where an error is reported
         r = self.rows[i]
+        if r.get("small") is not None:          # a small file's chunk, read with its row
+            return memoryview(r["small"])[start:start + n]
         try:
             return self.host.blobs.get(r["blob_name"], r["blob_offset"] + start, n)
         except NotFound:

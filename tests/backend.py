@@ -109,9 +109,19 @@ def stored_blobs(store) -> list[tuple[str, int]]:
 def damage(store, name: str, at: int, flip: int = 0x01) -> None:
     """Flip bits of one stored byte, as a failing disk or someone with write
     access to the blob store would: in place in a local folder, by
-    overwriting the object in a bucket."""
+    overwriting the object in a bucket; a small file's chunk in the
+    database, by updating its row."""
+    from sqlalchemy import update
+
+    from providers import small_blobs
+    from providers.meta.schema import small_blobs as rows
     raw = bytearray(store.get(name))
     raw[at] ^= flip
+    if small_blobs.is_small(name):
+        with store.db.write() as c:
+            c.execute(update(rows).where(rows.c.name == name).values(data=bytes(raw)))
+        return
+    store = getattr(store, "inner", store)
     path = getattr(store, "_path", None)
     if path is not None:
         path(name).write_bytes(bytes(raw))

@@ -225,7 +225,7 @@ def test_erase_interrupted_in_process_resumes(tmp_path, monkeypatch):
     st = admin.storage()
     try:
         if hasattr(st.blobs, "PACK_BYTES"):
-            monkeypatch.setattr(type(st.blobs), "PACK_BYTES", 2 * 4096)     # two chunks per pack blob
+            monkeypatch.setattr(type(st.blobs.inner), "PACK_BYTES", 2 * 4096)     # two chunks per pack blob
         st.open_account("alice", how="key").write_bytes("/f.bin", os.urandom(4096 * 450))
         stored = len(list(st.blobs.names()))
         assert stored == (225 if hasattr(st.blobs, "PACK_BYTES") else 450)     # packs on local disk

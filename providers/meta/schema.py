@@ -130,6 +130,13 @@ chunks = Table(
     UniqueConstraint("domain_id", "dedup_id", name="uq_chunks_domain_dedup"),
 )
 
+small_blobs = Table(   # stored chunks of small files, kept in the database instead of the blob store
+    "small_blobs", metadata,
+    Column("name", String(64), primary_key=True),          # what chunks.blob_name holds (providers/small_blobs.py)
+    Column("data", LargeBinary, nullable=False),           # the encrypted chunk, as a blob would hold it
+    Column("created_us", BigInteger, nullable=False),
+)
+
 version_chunks = Table(
     "version_chunks", metadata,
     Column("version_id", ForeignKey("versions.id", ondelete="CASCADE"), primary_key=True),

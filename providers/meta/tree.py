@@ -4,7 +4,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, bindparam, cast, delete, func, insert, literal, or_, select, update
 
 from .db import HotQuery, HotStatement
-from .schema import chunks, dead_props, domains, node_history, nodes, version_chunks, versions
+from .schema import chunks, dead_props, domains, node_history, nodes, small_blobs, version_chunks, versions
 
 NODE_COLS = (nodes.c.id, nodes.c.domain_id, nodes.c.parent_id, nodes.c.name_enc, nodes.c.name_lookup,
              nodes.c.kind, nodes.c.mode,
@@ -34,8 +34,9 @@ _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
 _HOT_VERSION = HotQuery(select(versions).where(versions.c.id == bindparam("i")))
 _HOT_VERSION_CHUNKS = HotQuery(
     select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.blob_offset, chunks.c.plain_size,
-           chunks.c.stored_size, chunks.c.wrapped_key)
-    .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id))
+           chunks.c.stored_size, chunks.c.wrapped_key, small_blobs.c.data.label("small"))
+    .select_from(version_chunks.join(chunks, chunks.c.id == version_chunks.c.chunk_id)
+                 .outerjoin(small_blobs, small_blobs.c.name == chunks.c.blob_name))
     .where(version_chunks.c.version_id == bindparam("v")).order_by(version_chunks.c.seq))
 _HOT_CHUNK_REF = HotQuery(select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.refcount,
                                  chunks.c.stored_size).where(chunks.c.domain_id == bindparam("d"),
