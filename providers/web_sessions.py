@@ -80,6 +80,19 @@ class WebSessions:
         with self.db.write() as c:
             return wq.remove(c, lookup_of(token)) > 0
 
+    def of_user(self, user_id: int) -> list[dict]:
+        """The account's live sessions (id, lookup, created_us, used_us, expires_us), newest first."""
+        now = meta.now_us()
+        with self.db.read() as c:
+            return [dict(r) for r in wq.of_user(c, user_id, now, now - IDLE_SECONDS * 1_000_000)]
+
+    def end_of_user(self, user_id: int, session_id: int) -> bool:
+        """End one of the account's sessions by its id (another account's
+        id ends nothing). Every worker refuses its cookie from the next
+        request on, and closes its filesystem within a minute."""
+        with self.db.write() as c:
+            return wq.remove_of_user(c, user_id, session_id) > 0
+
     def live(self, lookups) -> set[str]:
         """Which of these sessions (by the hashes of their cookies) still
         live: a worker closes the filesystems of the others, so keys opened

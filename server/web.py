@@ -18,6 +18,12 @@ another worker: a managed account is opened there with the server's key,
 as its SSH key logins are; a private account's keys open only with its
 password, so the page asks for it again (once per worker process).
 
+An account with TOTP on (providers/totp.py) is asked for a code on a second
+form after its password: the account the password opened waits, for at
+most PENDING_SECONDS, in the memory of the worker that checked it, named by
+a cookie of its own; a code that reaches another worker is asked again
+with the password (one form with both). Codes go through the same guard.
+
 Every POST carries the session's form token (derived from the cookie's
 value); the sign-in form carries a random one that must equal a cookie set
 with the form (double submit). A POST whose token is missing or wrong, or
@@ -37,6 +43,7 @@ from urllib.parse import quote
 import jinja2
 
 from providers import errors
+from providers.totp import SecondFactorNeeded
 from providers.web_sessions import IDLE_SECONDS, MAX_SECONDS, csrf_of, lookup_of
 from . import web_forms
 from .web_forms import FormError
@@ -51,9 +58,11 @@ DAV_ONLY = ("HTTP_DEPTH", "HTTP_TRANSLATE", "HTTP_IF", "HTTP_LOCK_TOKEN", "HTTP_
             "HTTP_TIMEOUT", "HTTP_AUTHORIZATION")
 HEADERS = [("Cache-Control", "no-store"), ("Referrer-Policy", "same-origin"), ("X-Content-Type-Options", "nosniff"),
            ("X-Frame-Options", "DENY"),
-           ("Content-Security-Policy", "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-                                       "base-uri 'none'; object-src 'none'")]
+           ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; form-action 'self'; "
+                                       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")]
 LOGIN_CSRF = "coffer_signin"
+PENDING = "coffer_signin_code"          # names an account whose password checked out, waiting for its code
+PENDING_SECONDS = 5 * 60
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "web_templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined)
@@ -151,7 +160,8 @@ class OpenAccounts:
     """The filesystems this worker opened, by session (its cookie's hash).
     Never written anywhere: a private account's keys live only here."""
 
-    def __init__(self):
+    def __init__(self, idle_seconds: int = IDLE_SECONDS):
+        self.idle_seconds = idle_seconds
         self._lock = threading.Lock()
         self._open: dict[str, Opened] = {}
 
@@ -171,19 +181,24 @@ class OpenAccounts:
             _close(old.vfs)
 
     def drop(self, lookup: str) -> None:
+        old = self.take(lookup)
+        if old is not None:
+            _close(old)
+
+    def take(self, lookup: str):
+        """Remove and return a filesystem without closing it (or None)."""
         with self._lock:
             old = self._open.pop(lookup, None)
-        if old is not None:
-            _close(old.vfs)
+        return old.vfs if old is not None else None
 
     def lookups(self) -> list[str]:
         with self._lock:
             return list(self._open)
 
     def sweep(self, everything: bool = False, live=None) -> None:
-        """Close what was idle for IDLE_SECONDS, whose session is not among
+        """Close what was idle for `idle_seconds`, whose session is not among
         `live` (when given), or everything."""
-        limit = time.monotonic() - IDLE_SECONDS
+        limit = time.monotonic() - self.idle_seconds
         with self._lock:
             gone = [k for k, o in self._open.items()
                     if everything or o.used < limit or (live is not None and k not in live)]
@@ -216,16 +231,18 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_files, web_profile, web_shares
+        self.pending = OpenAccounts(PENDING_SECONDS)     # password right, code not yet given
+        from . import web_files, web_profile, web_security, web_shares
         self.routes = {"files": web_files.files, "versions": web_files.versions,
                        "trash": web_files.trash, "shares": web_shares.shares,
-                       "profile": web_profile.profile}
+                       "profile": web_profile.profile, "security": web_security.security}
 
     def maintain(self) -> None:
         """Every minute: close the filesystems of sessions that ended (signed
         out on another worker, idle, too old, password changed) or went
         idle here, and delete ended sessions' rows."""
         try:
+            self.pending.sweep()
             self.opened.sweep(live=self.st.web_sessions.live(self.opened.lookups()))
             self.st.web_sessions.purge_expired()
         except Exception:
@@ -233,6 +250,7 @@ class WebPages:
             self.opened.sweep()
 
     def close(self) -> None:
+        self.pending.sweep(everything=True)
         self.opened.sweep(everything=True)
 
     def __call__(self, environ, start_response, kind: str = "page"):
@@ -349,23 +367,32 @@ class WebPages:
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return self._login_form("403 Forbidden", nxt, error="The sign-in form was out of date (or cookies "
                                     "are off for this site). Try again.")
+        if form.get("step") == "code":
+            from .web_security import second_step
+            return second_step(self, environ, form, nxt)
         name, password = form.get("name", "").strip(), form.get("password", "")
+        code = form.get("code", "").strip() or None
         if not name or not password:
             return self._login_form("400 Bad Request", nxt, name=name, error="Enter your account name and password.")
         try:
-            vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web")
+            vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web",
+                                       code=code)
+        except SecondFactorNeeded as e:
+            from .web_security import ask_code
+            return ask_code(self, e.vfs, nxt)
         except errors.Throttled as e:
             return self._login_form("429 Too Many Requests", nxt, name=name, error=(
-                f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."))
+                f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."), ask_code=bool(code))
         except errors.AuthenticationFailed:
-            return self._login_form("401 Unauthorized", nxt, name=name,
-                                    error="The account name or password is wrong.")
+            return self._login_form("401 Unauthorized", nxt, name=name, ask_code=bool(code),
+                                    error="The account name, password or code is wrong." if code else
+                                    "The account name or password is wrong.")
         except errors.CofferError as e:
             log.warning("web sign-in not possible now: %s", type(e).__name__)
             return self._login_form("503 Service Unavailable", nxt, name=name,
                                     error="Signing in is not possible at the moment; try again shortly.")
         _, headers = self.start_session(vfs, environ)
-        raise redirect(nxt, [*headers, self._signin_cookie("", 0)])
+        raise redirect(nxt, [*headers, self._signin_cookie("", 0), self.pending_cookie("", 0)])
 
     def start_session(self, vfs, environ):
         """A new session for an account just opened with its password,
@@ -374,7 +401,9 @@ class WebPages:
             old = web_forms.cookie(environ, self.cookie_name)
             if old:
                 self.st.web_sessions.end(old)
-                self.opened.drop(lookup_of(old))
+                kept = self.opened.take(lookup_of(old))
+                if kept is not None and kept is not vfs:      # the same one carries on in the new session
+                    _close(kept)
             gen = self.st.account_generation(vfs.user.name)
             token = self.st.web_sessions.create(vfs.user.id, gen if gen is not None else -1)
         except BaseException:
@@ -387,10 +416,15 @@ class WebPages:
     def csrf_for(token: str) -> str:
         return csrf_of(token)
 
-    def _login_form(self, status, nxt, name="", error=None, again=False):
+    def pending_cookie(self, value: str, max_age: int) -> tuple[str, str]:
+        secure = "; Secure" if self.tls else ""
+        return ("Set-Cookie", f"{PENDING}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
+                              f"SameSite=Strict{secure}")
+
+    def _login_form(self, status, nxt, name="", error=None, again=False, ask_code=False, headers=()):
         value = secrets.token_urlsafe(24)
-        return render(status, "login.html", [self._signin_cookie(value, 3600)], csrf=value, next=nxt,
-                      name=name, error=error, again=again, signed_in=False)
+        return render(status, "login.html", [self._signin_cookie(value, 3600), *headers], csrf=value, next=nxt,
+                      name=name, error=error, again=again, ask_code=ask_code, signed_in=False)
 
     def logout(self, environ):
         self.check_origin(environ)

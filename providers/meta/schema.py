@@ -253,6 +253,21 @@ web_sessions = Table(   # signed-in browsers (server/web.py): only a hash of eac
     Column("expires_us", BigInteger, nullable=False, index=True),     # the latest it may live, however used
 )
 
+totp = Table(   # a TOTP second factor (providers/totp.py): the secret sealed with the user key
+    "totp", metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("secret_enc", LargeBinary, nullable=False),                # bound to the row
+    Column("created_us", BigInteger, nullable=False),
+    Column("confirmed_us", BigInteger, nullable=True),                # NULL: enrolment not yet confirmed
+    Column("last_step", BigInteger, nullable=True),                   # the last time step accepted (no replay)
+)
+
+totp_recovery = Table(   # single-use recovery codes of a TOTP second factor, as keyed hashes
+    "totp_recovery", metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("lookup", String(64), primary_key=True),
+)
+
 receipts = Table(
     "receipts", metadata,
     Column("id", ID, primary_key=True),

@@ -27,6 +27,17 @@ def live_of(c, lookups, now_us: int, idle_before_us: int) -> set[str]:
     return {r[0] for r in rows}
 
 
+def of_user(c, user_id: int, now_us: int, idle_before_us: int):
+    """The account's live sessions, newest first."""
+    return c.execute(select(ws).where(ws.c.user_id == user_id, ws.c.expires_us > now_us,
+                                      ws.c.used_us > idle_before_us).order_by(ws.c.id.desc())).mappings().all()
+
+
+def remove_of_user(c, user_id: int, session_id: int) -> int:
+    """Delete a session by id, only if it is the account's."""
+    return c.execute(delete(ws).where(ws.c.id == session_id, ws.c.user_id == user_id)).rowcount
+
+
 def touch(c, session_id: int, used_us: int) -> None:
     c.execute(update(ws).where(ws.c.id == session_id).values(used_us=used_us))
 

@@ -1,0 +1,46 @@
+"""totp: an account's TOTP second factor (its secret sealed with the user
+key) and its single-use recovery codes, kept as keyed hashes
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-13 10:00:00
+
+"""
+from typing import Sequence, Union
+
+from alembic import op
+import sqlalchemy as sa
+
+
+revision: str = '0013'
+down_revision: Union[str, Sequence[str], None] = '0012'
+branch_labels: Union[str, Sequence[str], None] = None
+depends_on: Union[str, Sequence[str], None] = None
+
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def upgrade() -> None:
+    op.create_table(
+        'totp',
+        sa.Column('user_id', ID, nullable=False),
+        sa.Column('secret_enc', sa.LargeBinary(), nullable=False),
+        sa.Column('created_us', sa.BigInteger(), nullable=False),
+        sa.Column('confirmed_us', sa.BigInteger(), nullable=True),
+        sa.Column('last_step', sa.BigInteger(), nullable=True),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_totp_user_id_users'), ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('user_id', name=op.f('pk_totp')),
+    )
+    op.create_table(
+        'totp_recovery',
+        sa.Column('user_id', ID, nullable=False),
+        sa.Column('lookup', sa.String(length=64), nullable=False),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_totp_recovery_user_id_users'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('user_id', 'lookup', name=op.f('pk_totp_recovery')),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table('totp_recovery')
+    op.drop_table('totp')

@@ -1,0 +1,281 @@
+"""The Security page over HTTP, against a real `coffer serve` with SFTP:
+two-step sign-in (enrol, the code after the password, a wrong, a replayed
+and a spent code refused and throttled, recovery codes, the administrator's
+reset), the password alone refused over WebDAV (curl) and SFTP (paramiko)
+once TOTP is on while an app password works, app passwords and sessions
+made and ended in the page, and a second account that can neither end nor
+revoke what is not its own."""
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import paramiko
+import pyotp
+import pytest
+
+from web_client import WebClient
+from webdav_harness import CofferServer, require_client
+
+ALICE, BOB, CAROL, DAVE, ERIN = (("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333"),
+                                 ("dave", "dave-pw-4444"), ("erin", "erin-pw-55555"))
+PAGE = "/.web/security/"
+ALICE_CODES: list[str] = []             # alice's unused recovery codes, for the tests after her enrolment
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    with CofferServer(tmp_path_factory.mktemp("sec"), tls=False, sftp=True, modes={"carol": "private"},
+                      accounts=dict([ALICE, BOB, CAROL, DAVE, ERIN]), extra="[server]\nworkers = 1\n") as s:
+        yield s
+
+
+def core(srv, what):
+    """What the storage core says now (a second process, as an administrator would look)."""
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        return what(st)
+    finally:
+        st.close()
+
+
+def forgive(srv, name):
+    """Clear the login guard's records of an account and of this address
+    (a test's own failures must not leak into the next)."""
+    core(srv, lambda st: (st.throttle.clear(name), st.throttle.clear(None, "127.0.0.1")))
+
+
+def signed_in(srv, who) -> WebClient:
+    web = WebClient(srv)
+    status, _ = web.sign_in(*who)
+    assert status == 303, status
+    return web
+
+
+def post(web, fields, csrf=None):
+    if csrf is None:
+        _, _, html = web.get(PAGE)
+        csrf = web.csrf(html)
+    return web.post_form(PAGE, dict(fields, csrf=csrf))
+
+
+def text_of(html: bytes, element_id: str) -> str:
+    m = re.search(rb'id="' + element_id.encode() + rb'"[^>]*>([^<]*)<', html)
+    assert m, html[:3000]
+    return m.group(1).decode().strip()
+
+
+def enrol(srv, who) -> tuple[pyotp.TOTP, list[str], WebClient]:
+    """Turn TOTP on in the page: (its generator, the recovery codes shown,
+    the browser that did it, still signed in)."""
+    web = signed_in(srv, who)
+    status, headers, _ = post(web, {"action": "totp-begin"})
+    assert status == 303
+    status, _, html = web.get(PAGE)
+    assert status == 200 and b'src="data:image/svg+xml' in html
+    totp = pyotp.TOTP(text_of(html, "totp-secret"))
+    status, _, html = post(web, {"action": "totp-confirm", "code": totp.now(), "password": "not-it"})
+    assert status == 403 and b"wrong" in html
+    status, _, html = post(web, {"action": "totp-confirm", "code": "000000" if totp.now() != "000000" else "111111",
+                                 "password": who[1]})
+    assert status == 400 and b"does not match" in html
+    status, _, html = post(web, {"action": "totp-confirm", "code": totp.now(), "password": who[1]})
+    assert status == 200, html[:2000]
+    codes = [c.decode() for c in re.findall(rb"<li><code>([a-z0-9-]+)</code></li>", html)]
+    assert len(codes) == 10 and len(set(codes)) == 10
+    status, _, html = web.get(PAGE)            # carries on in its renewed session
+    assert status == 200 and b"On since" in html and b"10 recovery code(s) left" in html
+    return totp, codes, web
+
+
+def code_step(srv, who, code) -> tuple[int, WebClient, bytes]:
+    """Sign in with the password, then send `code` on the second form
+    (or the sign-in's refusal)."""
+    web = WebClient(srv)
+    status, headers = web.sign_in(*who)
+    if status != 200:                                                  # the guard refused the password step
+        return status, web, b""
+    assert "coffer_web" not in web.cookies                             # no session before the code
+    _, _, html = web.get("/.web/login")
+    status, headers, html = web.post_form("/.web/login", {"step": "code", "code": code, "csrf": web.csrf(html)})
+    return status, web, html
+
+
+def later(totp) -> str:
+    """The next time step's code (the one just used cannot be used again)."""
+    return totp.at(time.time() + 30)
+
+
+def test_sign_in_asks_for_the_code(srv):
+    totp, codes, _ = enrol(srv, ALICE)
+    ALICE_CODES.extend(codes[1:])
+    status, web, _ = code_step(srv, ALICE, "12345x")
+    assert status == 401
+    status, web, _ = code_step(srv, ALICE, later(totp))
+    assert status == 303 and web.get(PAGE)[0] == 200
+    used = later(totp)
+    status, _, html = code_step(srv, ALICE, used)                      # replayed
+    assert status == 401 and b"already used" in html
+    status, web, _ = code_step(srv, ALICE, codes[0].upper().replace("-", " "))   # typed loosely: still fine
+    assert status == 303 and web.get(PAGE)[0] == 200
+    assert b"9 recovery code(s) left" in web.get(PAGE)[2]
+    status, _, _ = code_step(srv, ALICE, codes[0])                     # spent
+    assert status == 401
+    forgive(srv, "alice")
+    # wrong codes count like wrong passwords: three free guesses, then the guard makes them wait
+    answers = [code_step(srv, ALICE, "000001" if totp.now() != "000001" else "000002")[0] for _ in range(4)]
+    assert answers[:3] == [401, 401, 401] and answers[3] == 429, answers
+    forgive(srv, "alice")
+    # the bob next door is not asked for any code
+    assert signed_in(srv, BOB).get("/.web/files/")[0] == 200
+
+
+def test_login_audit_names_the_second_factor(srv):
+    from sqlalchemy import select
+    from providers.meta.schema import audit_events, users
+
+    def reasons(st):
+        with st.db.read() as c:
+            uid = c.execute(select(users.c.id).where(users.c.name == "alice")).scalar_one()
+            rows = c.execute(select(audit_events.c.event, audit_events.c.detail)
+                             .where(audit_events.c.user_id == uid)).all()
+        return [(e, (d or {}).get("reason")) for e, d in rows]
+    seen = core(srv, reasons)
+    assert ("second_factor_enabled", None) in seen and ("login_failed", "second_factor") in seen
+    assert ("recovery_code_used", None) in seen
+
+
+def propfind(srv, user, password) -> int:
+    """PROPFIND / with curl (the credentials on stdin, never argv)."""
+    cmd = [require_client("curl"), "-s", "-K", "-", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PROPFIND",
+           "-H", "Depth: 0", srv.url]
+    r = subprocess.run(cmd, input=f'user = "{user}:{password}"\n'.encode(), capture_output=True, timeout=60)
+    return int(r.stdout)
+
+
+def sftp_login(srv, user, password) -> bool:
+    sock = socket.create_connection(("127.0.0.1", srv.sftp_port), timeout=20)
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=20)
+        try:
+            t.auth_password(user, password)
+        except paramiko.AuthenticationException:
+            return False
+        sftp = paramiko.SFTPClient.from_transport(t)
+        sftp.listdir("/")
+        return True
+    finally:
+        t.close()
+
+
+def test_protocols_refuse_the_password_alone(srv):
+    assert propfind(srv, *DAVE) == 207 and sftp_login(srv, *DAVE)
+    _, _, web = enrol(srv, DAVE)
+    status, _, html = post(web, {"action": "app-create", "label": "laptop", "scope": "full"})
+    assert status == 200, html[:2000]
+    secret = text_of(html, "new-app-password")
+    assert propfind(srv, *DAVE) == 401
+    assert not sftp_login(srv, *DAVE)
+    log = srv.log.read_text()
+    assert "two-step sign-in on, so its password alone is refused over webdav" in log
+    assert "two-step sign-in on, so its password alone is refused over sftp" in log
+    forgive(srv, "dave")
+    assert propfind(srv, "dave", secret) == 207 and sftp_login(srv, "dave", secret)
+    assert propfind(srv, *BOB) == 207 and sftp_login(srv, *BOB)         # another account: unaffected
+    status, _, html = web.get(PAGE)
+    assert b"laptop" in html and b'id="session-records"' in html and b"webdav" in html and b"sftp" in html
+
+
+def ids_of(srv, name, what):
+    from sqlalchemy import select
+    from providers.meta.schema import app_passwords, users, web_sessions
+    table = {"apps": app_passwords, "sessions": web_sessions}[what]
+
+    def read(st):
+        with st.db.read() as c:
+            uid = c.execute(select(users.c.id).where(users.c.name == name)).scalar_one()
+            return [r[0] for r in c.execute(select(table.c.id).where(table.c.user_id == uid))]
+    return core(srv, read)
+
+
+def test_one_account_cannot_end_or_revoke_anothers(srv):
+    """Erin posts bob's session and app password ids: nothing of bob's ends."""
+    bob1, bob2 = signed_in(srv, BOB), signed_in(srv, BOB)
+    status, _, html = post(bob1, {"action": "app-create", "label": "backup job", "scope": "backup"})
+    assert status == 200
+    bob_secret = text_of(html, "new-app-password")
+    alice = signed_in(srv, ERIN)
+    for sid in ids_of(srv, "bob", "sessions"):
+        status, _, _ = post(alice, {"action": "session-end", "id": str(sid)})
+        assert status == 404
+    for aid in ids_of(srv, "bob", "apps"):
+        status, _, _ = post(alice, {"action": "app-revoke", "id": str(aid)})
+        assert status == 404
+    assert bob1.get(PAGE)[0] == 200 and bob2.get(PAGE)[0] == 200
+    assert propfind(srv, "bob", bob_secret) == 207
+    # a forged form: no token, a wrong one, another site's
+    before = len(ids_of(srv, "erin", "apps"))
+    status, _, _ = alice.post_form(PAGE, {"action": "app-create", "label": "evil", "scope": "full"}, csrf=False)
+    assert status == 403
+    status, _, _ = post(alice, {"action": "app-create", "label": "evil", "scope": "full"}, csrf="0" * 64)
+    assert status == 403
+    _, _, html = alice.get(PAGE)
+    status, _, _ = alice.send("POST", PAGE, f"action=app-create&label=evil&scope=full&csrf={alice.csrf(html)}"
+                              .encode(), {"Content-Type": "application/x-www-form-urlencoded",
+                                          "Origin": "http://evil.example"})
+    assert status == 403 and len(ids_of(srv, "erin", "apps")) == before
+    # bob ends his other session in the page: that browser is signed out at its next request
+    _, _, html = bob1.get(PAGE)
+    others = re.findall(rb'value="session-end">\s*<input type="hidden" name="id" value="(\d+)"', html)
+    assert len(others) == len(ids_of(srv, "bob", "sessions")) - 1 >= 1         # all but this one
+    for sid in others:
+        status, headers, _ = post(bob1, {"action": "session-end", "id": sid.decode()})
+        assert status == 303
+    status, headers, _ = bob2.get(PAGE)
+    assert status == 303 and headers["location"].startswith("/.web/login")
+    assert bob1.get(PAGE)[0] == 200
+    # and revokes his app password: refused from then on; his page carries on
+    aid = ids_of(srv, "bob", "apps")[0]
+    status, _, _ = post(bob1, {"action": "app-revoke", "id": str(aid)})
+    assert status == 303 and bob1.get(PAGE)[0] == 200
+    assert propfind(srv, "bob", bob_secret) == 401
+    forgive(srv, "bob")
+
+
+def test_private_account_and_the_administrators_reset(srv):
+    """A private account's secret opens only with its key (opened by the
+    password at sign-in); the administrator's reset turns TOTP off, and the
+    holder reads that on the page."""
+    totp, codes, _ = enrol(srv, CAROL)
+    status, web, _ = code_step(srv, CAROL, later(totp))
+    assert status == 303 and web.get("/.web/files/")[0] == 200
+    admin = Path(sys.executable).with_name("coffer-admin")
+    r = subprocess.run([str(admin), "--config", str(srv.config), "user", "totp-reset", "carol"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "two-step sign-in turned off" in r.stdout, r.stderr
+    web = signed_in(srv, CAROL)
+    _, _, html = web.get(PAGE)
+    assert b"turned off your two-step sign-in" in html and b'id="totp-begin"' in html
+
+
+def test_code_reaching_another_worker_asks_password_and_code(srv):
+    """The account a password opened waits in one worker's memory: a code
+    that reaches a worker without it gets one form with both."""
+    web = WebClient(srv)
+    status, _ = web.sign_in(*ALICE)
+    assert status == 200
+    web.cookies.pop("coffer_signin_code")                 # as if another process answered
+    _, _, html = web.get("/.web/login")
+    status, _, html = web.post_form("/.web/login", {"step": "code", "code": "123456", "csrf": web.csrf(html)})
+    assert status == 401 and b'id="code"' in html and b'id="password"' in html
+    recovery = ALICE_CODES.pop()
+    status, _, _ = web.post_form("/.web/login", {"name": "alice", "password": ALICE[1], "code": recovery,
+                                                 "csrf": web.csrf(html)})
+    assert status == 303 and web.get(PAGE)[0] == 200
