@@ -249,13 +249,37 @@ def test_one_account_cannot_end_or_revoke_anothers(srv):
     forgive(srv, "bob")
 
 
+def ssh_key(srv, name) -> paramiko.PKey:
+    """A new Ed25519 key registered for the account (as `coffer-admin user key add` does)."""
+    from providers.sshkeys import SSHKeys
+    path = srv.folder / f"{name}_key"
+    subprocess.run([require_client("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    core(srv, lambda st: SSHKeys(st.db, st.accounts).add(name, path.with_suffix(".pub").read_text()))
+    return paramiko.Ed25519Key.from_private_key_file(str(path))
+
+
 def test_private_account_and_the_administrators_reset(srv):
     """A private account's secret opens only with its key (opened by the
-    password at sign-in); the administrator's reset turns TOTP off, and the
-    holder reads that on the page."""
+    password at sign-in); its SSH key and password still log in over SFTP;
+    the administrator's reset turns TOTP off, and the holder reads that on
+    the page."""
     totp, codes, _ = enrol(srv, CAROL)
     status, web, _ = code_step(srv, CAROL, later(totp))
     assert status == 303 and web.get("/.web/files/")[0] == 200
+    # over SFTP her password alone is refused, but her key followed by her password is two factors
+    forgive(srv, "carol")
+    assert not sftp_login(srv, *CAROL)
+    forgive(srv, "carol")
+    key = ssh_key(srv, "carol")
+    sock = socket.create_connection(("127.0.0.1", srv.sftp_port), timeout=20)
+    t = paramiko.Transport(sock)
+    try:
+        t.start_client(timeout=20)
+        assert t.auth_publickey("carol", key) == ["password"]
+        t.auth_password("carol", CAROL[1])
+        assert isinstance(paramiko.SFTPClient.from_transport(t).listdir("/"), list)     # logged in
+    finally:
+        t.close()
     admin = Path(sys.executable).with_name("coffer-admin")
     r = subprocess.run([str(admin), "--config", str(srv.config), "user", "totp-reset", "carol"],
                        capture_output=True, text=True, timeout=120)
