@@ -188,12 +188,19 @@ class Storage:
         key checked out (`key_checked`: the key is the other factor). App
         passwords work as before. On the web, without `code` it raises
         SecondFactorNeeded holding the opened account; with one, the code
-        is checked under the guard like a password (`second_factor`)."""
+        is checked under the guard like a password (`second_factor`).
+
+        `signin` — the code's step of such a web sign-in, on any worker:
+        `password` is the value naming the sign-in the password started
+        (providers/web_sessions.py `wait_for_code`); `code` is required."""
         name = normalize_name(name)
         app = None
         totp_on = False
         if how == "password":
             row, user_key, app, totp_on = self._login(name, password, client_addr, protocol, key_checked)
+        elif how == "signin":
+            row, user_key = self._waiting_signin(name, password)
+            totp_on = True
         elif how == "key":
             row, user_key = self._by_key(name)
         elif how == "admin":
@@ -214,7 +221,18 @@ class Storage:
             except BaseException:
                 vfs.close()
                 raise
+            if how == "signin":
+                self.web_sessions.code_given(password)          # each waiting sign-in is used once
         return vfs
+
+    def _waiting_signin(self, name: str, token: str | None):
+        found = self.web_sessions.waiting(token)
+        if found is None or found[0]["name"] != name:
+            raise NotFound("no sign-in waits for a code here: it took too long, or the password changed; "
+                           "sign in again")
+        row, user_key = found
+        with self.db.read() as c:
+            return uq.user_by_id(c, row["user_id"]), user_key
 
     def second_factor(self, vfs: Vfs, code: str, client_addr=None, protocol: str = "web") -> str:
         """Check a TOTP or recovery code for an account its password just

@@ -19,10 +19,9 @@ as its SSH key logins are; a private account's keys open only with its
 password, so the page asks for it again (once per worker process).
 
 An account with TOTP on (providers/totp.py) is asked for a code on a second
-form after its password: the account the password opened waits, for at
-most PENDING_SECONDS, in the memory of the worker that checked it, named by
-a cookie of its own; a code that reaches another worker is asked again
-with the password (one form with both). Codes go through the same guard.
+form after its password (server/web_security.py): the sign-in waits for it
+in the database, named by a cookie of its own, so any worker can take the
+code. Codes go through the same guard.
 
 Every POST carries the session's form token (derived from the cookie's
 value); the sign-in form carries a random one that must equal a cookie set
@@ -61,8 +60,7 @@ HEADERS = [("Cache-Control", "no-store"), ("Referrer-Policy", "same-origin"), ("
            ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; form-action 'self'; "
                                        "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")]
 LOGIN_CSRF = "coffer_signin"
-PENDING = "coffer_signin_code"          # names an account whose password checked out, waiting for its code
-PENDING_SECONDS = 5 * 60
+PENDING = "coffer_signin_code"          # names a sign-in whose password checked out, waiting for its code
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "web_templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined)
@@ -160,8 +158,7 @@ class OpenAccounts:
     """The filesystems this worker opened, by session (its cookie's hash).
     Never written anywhere: a private account's keys live only here."""
 
-    def __init__(self, idle_seconds: int = IDLE_SECONDS):
-        self.idle_seconds = idle_seconds
+    def __init__(self):
         self._lock = threading.Lock()
         self._open: dict[str, Opened] = {}
 
@@ -196,9 +193,9 @@ class OpenAccounts:
             return list(self._open)
 
     def sweep(self, everything: bool = False, live=None) -> None:
-        """Close what was idle for `idle_seconds`, whose session is not among
+        """Close what was idle for IDLE_SECONDS, whose session is not among
         `live` (when given), or everything."""
-        limit = time.monotonic() - self.idle_seconds
+        limit = time.monotonic() - IDLE_SECONDS
         with self._lock:
             gone = [k for k, o in self._open.items()
                     if everything or o.used < limit or (live is not None and k not in live)]
@@ -231,7 +228,6 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        self.pending = OpenAccounts(PENDING_SECONDS)     # password right, code not yet given
         from . import web_files, web_profile, web_security, web_shares
         self.routes = {"files": web_files.files, "versions": web_files.versions,
                        "trash": web_files.trash, "shares": web_shares.shares,
@@ -242,7 +238,6 @@ class WebPages:
         out on another worker, idle, too old, password changed) or went
         idle here, and delete ended sessions' rows."""
         try:
-            self.pending.sweep()
             self.opened.sweep(live=self.st.web_sessions.live(self.opened.lookups()))
             self.st.web_sessions.purge_expired()
         except Exception:
@@ -250,7 +245,6 @@ class WebPages:
             self.opened.sweep()
 
     def close(self) -> None:
-        self.pending.sweep(everything=True)
         self.opened.sweep(everything=True)
 
     def __call__(self, environ, start_response, kind: str = "page"):
@@ -371,22 +365,19 @@ class WebPages:
             from .web_security import second_step
             return second_step(self, environ, form, nxt)
         name, password = form.get("name", "").strip(), form.get("password", "")
-        code = form.get("code", "").strip() or None
         if not name or not password:
             return self._login_form("400 Bad Request", nxt, name=name, error="Enter your account name and password.")
         try:
-            vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web",
-                                       code=code)
+            vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web")
         except SecondFactorNeeded as e:
             from .web_security import ask_code
             return ask_code(self, e.vfs, nxt)
         except errors.Throttled as e:
             return self._login_form("429 Too Many Requests", nxt, name=name, error=(
-                f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."), ask_code=bool(code))
+                f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."))
         except errors.AuthenticationFailed:
-            return self._login_form("401 Unauthorized", nxt, name=name, ask_code=bool(code),
-                                    error="The account name, password or code is wrong." if code else
-                                    "The account name or password is wrong.")
+            return self._login_form("401 Unauthorized", nxt, name=name,
+                                    error="The account name or password is wrong.")
         except errors.CofferError as e:
             log.warning("web sign-in not possible now: %s", type(e).__name__)
             return self._login_form("503 Service Unavailable", nxt, name=name,
@@ -421,10 +412,10 @@ class WebPages:
         return ("Set-Cookie", f"{PENDING}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
                               f"SameSite=Strict{secure}")
 
-    def _login_form(self, status, nxt, name="", error=None, again=False, ask_code=False, headers=()):
+    def _login_form(self, status, nxt, name="", error=None, again=False, headers=()):
         value = secrets.token_urlsafe(24)
         return render(status, "login.html", [self._signin_cookie(value, 3600), *headers], csrf=value, next=nxt,
-                      name=name, error=error, again=again, ask_code=ask_code, signed_in=False)
+                      name=name, error=error, again=again, signed_in=False)
 
     def logout(self, environ):
         self.check_origin(environ)

@@ -18,9 +18,9 @@ import segno
 from providers import errors
 from providers.app_passwords import SCOPES, BadAppPassword
 from providers.totp import SecondFactorError, SecondFactorNeeded
-from providers.web_sessions import lookup_of
+from providers.web_sessions import SIGNIN_SECONDS, lookup_of
 from . import web_forms
-from .web import PENDING, PENDING_SECONDS, core_error, redirect, refuse, render, url
+from .web import PENDING, core_error, redirect, refuse, render, url
 from .web_files import human_size
 
 RECORDS_SHOWN = 50
@@ -37,41 +37,44 @@ def _when(us) -> str:
 
 # -- the second step of a sign-in ---------------------------------------------------------
 
-def ask_code(web, vfs, nxt, error=None, status="200 OK"):
-    """The password was right and the account has TOTP on: keep the opened
-    account in this worker's memory and show the code form."""
-    token = secrets.token_urlsafe(32)
-    web.pending.put(lookup_of(token), vfs)
-    return _code_form(web, nxt, [web.pending_cookie(token, PENDING_SECONDS)], error, status)
+def ask_code(web, vfs, nxt):
+    """The password was right and the account has TOTP on: the sign-in
+    waits for its code in the database (any worker may take it), and this
+    worker lets the opened account go."""
+    try:
+        gen = web.st.account_generation(vfs.user.name)
+        token = web.st.web_sessions.wait_for_code(vfs.user.id, gen if gen is not None else -1, vfs.keys.user_key)
+        name = vfs.user.name
+    finally:
+        vfs.close()
+    return _code_form(web, nxt, name, [web.pending_cookie(token, SIGNIN_SECONDS)])
 
 
-def _code_form(web, nxt, headers, error=None, status="200 OK"):
+def _code_form(web, nxt, name, headers=(), error=None, status="200 OK"):
     value = secrets.token_urlsafe(24)
     return render(status, "login_code.html", [web._signin_cookie(value, 3600), *headers], csrf=value, next=nxt,
-                  error=error, signed_in=False)
+                  name=name, error=error, signed_in=False)
 
 
 def second_step(web, environ, form, nxt):
-    token = web_forms.cookie(environ, PENDING) or ""
-    code = form.get("code", "").strip()
-    vfs = web.pending.get(lookup_of(token)) if token else None
-    if vfs is None:
-        return web._login_form("401 Unauthorized", nxt, ask_code=True, error=(
-            "Your sign-in waited too long (or reached another server process): enter your password and the "
-            "code together."))
+    token = web_forms.cookie(environ, PENDING)
+    name, code = form.get("name", ""), form.get("code", "").strip()
     if not code:
-        return _code_form(web, nxt, [], "Enter the code your authenticator app shows.", "400 Bad Request")
+        return _code_form(web, nxt, name, error="Enter the code your authenticator app shows.",
+                          status="400 Bad Request")
     try:
-        web.st.second_factor(vfs, code, environ.get("REMOTE_ADDR"), "web")
+        vfs = web.st.open_account(name, token, how="signin", code=code, client_addr=environ.get("REMOTE_ADDR"),
+                                  protocol="web")
+    except errors.NotFound:
+        return web._login_form("401 Unauthorized", nxt, name=name, headers=[web.pending_cookie("", 0)], error=(
+            "Your sign-in waited too long for its code: enter your password again."))
     except errors.Throttled as e:
-        return _code_form(web, nxt, [], f"Too many wrong codes: wait {e.retry_after} seconds, then try again.",
-                          "429 Too Many Requests")
+        return _code_form(web, nxt, name, error=f"Too many wrong codes: wait {e.retry_after} seconds, then try "
+                          "again.", status="429 Too Many Requests")
     except errors.AuthenticationFailed:
-        return _code_form(web, nxt, [], "That code is wrong or was already used. Type the code the app "
-                          "shows now (each code works once), or one of your recovery codes.", "401 Unauthorized")
-    vfs = web.pending.take(lookup_of(token))
-    if vfs is None:                      # a second tab used it meanwhile
-        raise redirect(url("login"))
+        return _code_form(web, nxt, name, error="That code is wrong or was already used. Type the code the app "
+                          "shows now (each code works once), or one of your recovery codes.",
+                          status="401 Unauthorized")
     _, headers = web.start_session(vfs, environ)
     raise redirect(nxt, [*headers, web._signin_cookie("", 0), web.pending_cookie("", 0)])
 

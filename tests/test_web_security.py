@@ -24,7 +24,6 @@ from webdav_harness import CofferServer, require_client
 ALICE, BOB, CAROL, DAVE, ERIN = (("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333"),
                                  ("dave", "dave-pw-4444"), ("erin", "erin-pw-55555"))
 PAGE = "/.web/security/"
-ALICE_CODES: list[str] = []             # alice's unused recovery codes, for the tests after her enrolment
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +101,7 @@ def code_step(srv, who, code) -> tuple[int, WebClient, bytes]:
     if status != 200:                                                  # the guard refused the password step
         return status, web, b""
     assert "coffer_web" not in web.cookies                             # no session before the code
-    _, _, html = web.get("/.web/login")
-    status, headers, html = web.post_form("/.web/login", {"step": "code", "code": code, "csrf": web.csrf(html)})
+    status, headers, html = code_step_with(web, code, who[0])
     return status, web, html
 
 
@@ -114,7 +112,6 @@ def later(totp) -> str:
 
 def test_sign_in_asks_for_the_code(srv):
     totp, codes, _ = enrol(srv, ALICE)
-    ALICE_CODES.extend(codes[1:])
     status, web, _ = code_step(srv, ALICE, "12345x")
     assert status == 401
     status, web, _ = code_step(srv, ALICE, later(totp))
@@ -289,17 +286,32 @@ def test_private_account_and_the_administrators_reset(srv):
     assert b"turned off your two-step sign-in" in html and b'id="totp-begin"' in html
 
 
-def test_code_reaching_another_worker_asks_password_and_code(srv):
-    """The account a password opened waits in one worker's memory: a code
-    that reaches a worker without it gets one form with both."""
-    web = WebClient(srv)
-    status, _ = web.sign_in(*ALICE)
-    assert status == 200
-    web.cookies.pop("coffer_signin_code")                 # as if another process answered
+def test_the_code_may_reach_any_worker_and_is_used_once(tmp_path):
+    """With two workers and a new connection for every request, the code's
+    request reaches either worker, and each sign-in works. A sign-in whose
+    waiting cookie is gone starts again from the password; the waiting
+    sign-in is used once."""
+    with CofferServer(tmp_path, tls=False, accounts=dict([ALICE]), extra="[server]\nworkers = 2\n") as two:
+        _, codes, _ = enrol(two, ALICE)
+        for code in codes[:4]:
+            status, web, html = code_step(two, ALICE, code)
+            assert status == 303, html[:2000]
+            assert web.get(PAGE)[0] == 200
+        web = WebClient(two)
+        assert web.sign_in(*ALICE)[0] == 200
+        waiting = web.cookies.pop("coffer_signin_code")
+        status, _, html = code_step_with(web, codes[4])
+        assert status == 401 and b"waited too long" in html and b'id="password"' in html
+        web.cookies["coffer_signin_code"] = waiting
+        assert code_step_with(web, codes[5], name="bob")[0] == 401      # it is alice's sign-in, nobody else's
+        web.cookies["coffer_signin_code"] = waiting
+        assert code_step_with(web, codes[5])[0] == 303
+        web.cookies["coffer_signin_code"] = waiting
+        assert code_step_with(web, codes[6])[0] == 401
+        assert core(two, lambda st: st.web_sessions.waiting(waiting)) is None
+
+
+def code_step_with(web, code, name="alice"):
+    """Send `code` on the second form of the sign-in this browser began."""
     _, _, html = web.get("/.web/login")
-    status, _, html = web.post_form("/.web/login", {"step": "code", "code": "123456", "csrf": web.csrf(html)})
-    assert status == 401 and b'id="code"' in html and b'id="password"' in html
-    recovery = ALICE_CODES.pop()
-    status, _, _ = web.post_form("/.web/login", {"name": "alice", "password": ALICE[1], "code": recovery,
-                                                 "csrf": web.csrf(html)})
-    assert status == 303 and web.get(PAGE)[0] == 200
+    return web.post_form("/.web/login", {"step": "code", "name": name, "code": code, "csrf": web.csrf(html)})

@@ -268,6 +268,15 @@ totp_recovery = Table(   # single-use recovery codes of a TOTP second factor, as
     Column("lookup", String(64), primary_key=True),
 )
 
+web_signins = Table(   # web sign-ins whose password checked out, waiting for their TOTP code (any worker)
+    "web_signins", metadata,
+    Column("lookup", String(64), primary_key=True),                   # SHA-256 of the browser's cookie value
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("credential_gen", Integer, nullable=False),                # the account's when the password checked out
+    Column("wrapped_key", LargeBinary, nullable=False),               # the user key, under a key from the cookie
+    Column("expires_us", BigInteger, nullable=False, index=True),
+)
+
 receipts = Table(
     "receipts", metadata,
     Column("id", ID, primary_key=True),

@@ -1,5 +1,6 @@
 """totp: an account's TOTP second factor (its secret sealed with the user
-key) and its single-use recovery codes, kept as keyed hashes
+key) and its single-use recovery codes, kept as keyed hashes; web sign-ins
+waiting for their code (the user key wrapped under the browser's cookie)
 
 Revision ID: 0013
 Revises: 0012
@@ -39,8 +40,23 @@ def upgrade() -> None:
                                 ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('user_id', 'lookup', name=op.f('pk_totp_recovery')),
     )
+    op.create_table(
+        'web_signins',
+        sa.Column('lookup', sa.String(length=64), nullable=False),
+        sa.Column('user_id', ID, nullable=False),
+        sa.Column('credential_gen', sa.Integer(), nullable=False),
+        sa.Column('wrapped_key', sa.LargeBinary(), nullable=False),
+        sa.Column('expires_us', sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_web_signins_user_id_users'),
+                                ondelete='CASCADE'),
+        sa.PrimaryKeyConstraint('lookup', name=op.f('pk_web_signins')),
+    )
+    with op.batch_alter_table('web_signins', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_web_signins_user_id'), ['user_id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_web_signins_expires_us'), ['expires_us'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_table('web_signins')
     op.drop_table('totp_recovery')
     op.drop_table('totp')
