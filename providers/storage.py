@@ -268,18 +268,24 @@ class Storage:
         except BaseException:
             self.throttle.failed(attempt)
             raise
-        # TOTP on: where no code can be asked, the password alone is refused (app passwords and keys are not)
-        code_missing = ok and app is None and totp_on and protocol not in ASKS_CODE and not key_checked
-        if not ok or row["status"] != "active" or code_missing:
+        # TOTP on: where no code can be asked, the password alone is refused (app passwords and keys are
+        # not); where one is asked (the web pages), an app password is refused: it is for devices
+        asks = protocol in ASKS_CODE
+        second = ok and totp_on and not key_checked and (app is None) != asks
+        if not ok or row["status"] != "active" or second:
             self.throttle.failed(attempt)
-            reason = ("unknown" if row is None else "password" if not ok else
-                      row["status"] if row["status"] != "active" else "second_factor_on")
+            reason = ("unknown" if row is None else "password" if not ok else row["status"] if
+                      row["status"] != "active" else "app_password_on_web" if asks else "second_factor_on")
             self.audit("login_failed", user_id=row["id"] if row else None, actor="user",
                        client_addr=client_addr, protocol=protocol, reason=reason)
-            if code_missing:
+            if reason == "second_factor_on":
                 log.info("%s login refused from %s: the account has two-step sign-in on, so its password alone "
                          "is refused over %s; use an app password (or an SSH key)", protocol, client_addr or "-",
                          protocol)
+            elif reason == "app_password_on_web":
+                log.info("%s login refused from %s: the account has two-step sign-in on: app passwords are for "
+                         "devices; the web pages take the account's password and a code", protocol,
+                         client_addr or "-")
             else:
                 log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)
             raise AuthenticationFailed(WRONG_LOGIN)

@@ -114,9 +114,9 @@ def test_sign_in_asks_for_the_code(srv):
     totp, codes, _ = enrol(srv, ALICE)
     status, web, _ = code_step(srv, ALICE, "12345x")
     assert status == 401
-    status, web, _ = code_step(srv, ALICE, later(totp))
-    assert status == 303 and web.get(PAGE)[0] == 200
     used = later(totp)
+    status, web, _ = code_step(srv, ALICE, used)
+    assert status == 303 and web.get(PAGE)[0] == 200
     status, _, html = code_step(srv, ALICE, used)                      # replayed
     assert status == 401 and b"already used" in html
     status, web, _ = code_step(srv, ALICE, codes[0].upper().replace("-", " "))   # typed loosely: still fine
@@ -186,6 +186,9 @@ def test_protocols_refuse_the_password_alone(srv):
     forgive(srv, "dave")
     assert propfind(srv, "dave", secret) == 207 and sftp_login(srv, "dave", secret)
     assert propfind(srv, *BOB) == 207 and sftp_login(srv, *BOB)         # another account: unaffected
+    status, _ = WebClient(srv).sign_in("dave", secret)                # the pages take password and code
+    assert status == 401 and "app passwords are for devices" in srv.log.read_text()
+    forgive(srv, "dave")
     status, _, html = web.get(PAGE)
     assert b"laptop" in html and b'id="session-records"' in html and b"webdav" in html and b"sftp" in html
 
