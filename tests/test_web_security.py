@@ -291,15 +291,27 @@ def test_private_account_and_the_administrators_reset(srv):
 
 def test_the_code_may_reach_any_worker_and_is_used_once(tmp_path):
     """With two workers and a new connection for every request, the code's
-    request reaches either worker, and each sign-in works. A sign-in whose
+    request reaches either worker, and each sign-in works; a session ended
+    in the page is refused by both workers at once. A sign-in whose
     waiting cookie is gone starts again from the password; the waiting
     sign-in is used once."""
     with CofferServer(tmp_path, tls=False, accounts=dict([ALICE]), extra="[server]\nworkers = 2\n") as two:
-        _, codes, _ = enrol(two, ALICE)
+        _, codes, first = enrol(two, ALICE)
+        browsers = []
         for code in codes[:4]:
             status, web, html = code_step(two, ALICE, code)
             assert status == 303, html[:2000]
             assert web.get(PAGE)[0] == 200
+            browsers.append(web)
+        # the first browser ends every other session: each is refused on both workers from then on
+        _, _, html = first.get(PAGE)
+        others = re.findall(rb'value="session-end">\s*<input type="hidden" name="id" value="(\d+)"', html)
+        assert len(others) == 4
+        for sid in others:
+            assert post(first, {"action": "session-end", "id": sid.decode()})[0] == 303
+        for web in browsers:
+            assert {web.get(PAGE)[0] for _ in range(4)} == {303}
+        assert first.get(PAGE)[0] == 200
         web = WebClient(two)
         assert web.sign_in(*ALICE)[0] == 200
         waiting = web.cookies.pop("coffer_signin_code")
