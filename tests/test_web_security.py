@@ -174,7 +174,7 @@ def sftp_login(srv, user, password) -> bool:
 
 def test_protocols_refuse_the_password_alone(srv):
     assert propfind(srv, *DAVE) == 207 and sftp_login(srv, *DAVE)
-    _, _, web = enrol(srv, DAVE)
+    totp, _, web = enrol(srv, DAVE)
     status, _, html = post(web, {"action": "app-create", "label": "laptop", "scope": "full"})
     assert status == 200, html[:2000]
     secret = text_of(html, "new-app-password")
@@ -191,6 +191,16 @@ def test_protocols_refuse_the_password_alone(srv):
     forgive(srv, "dave")
     status, _, html = web.get(PAGE)
     assert b"laptop" in html and b'id="session-records"' in html and b"webdav" in html and b"sftp" in html
+    # turning it off takes the password and a code; then the password alone works everywhere again
+    status, _, html = post(web, {"action": "totp-disable", "password": DAVE[1], "code": ""})
+    assert status == 400
+    status, _, html = post(web, {"action": "totp-disable", "password": "wrong-one", "code": later(totp)})
+    assert status == 403 and propfind(srv, *DAVE) == 401
+    forgive(srv, "dave")
+    status, _, _ = post(web, {"action": "totp-disable", "password": DAVE[1], "code": later(totp)})
+    assert status == 303
+    assert propfind(srv, *DAVE) == 207 and sftp_login(srv, *DAVE)
+    assert signed_in(srv, DAVE).get(PAGE)[0] == 200
 
 
 def ids_of(srv, name, what):
