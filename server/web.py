@@ -301,9 +301,9 @@ class WebPages:
         return ("Set-Cookie", f"{self.cookie_name}={value}; Path=/; Max-Age={max_age}; HttpOnly; "
                               f"SameSite=Strict{secure}")
 
-    def _signin_cookie(self, value: str, max_age: int) -> tuple[str, str]:
+    def _signin_cookie(self, value: str, max_age: int, name: str = LOGIN_CSRF) -> tuple[str, str]:
         secure = "; Secure" if self.tls else ""
-        return ("Set-Cookie", f"{LOGIN_CSRF}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
+        return ("Set-Cookie", f"{name}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
                               f"SameSite=Strict{secure}")
 
     def check_origin(self, environ) -> None:
@@ -408,9 +408,7 @@ class WebPages:
         return csrf_of(token)
 
     def pending_cookie(self, value: str, max_age: int) -> tuple[str, str]:
-        secure = "; Secure" if self.tls else ""
-        return ("Set-Cookie", f"{PENDING}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
-                              f"SameSite=Strict{secure}")
+        return self._signin_cookie(value, max_age, PENDING)
 
     def _login_form(self, status, nxt, name="", error=None, again=False, headers=()):
         value = secrets.token_urlsafe(24)
