@@ -370,8 +370,11 @@ class WebPages:
         try:
             vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web")
         except SecondFactorNeeded as e:
-            from .web_security import ask_code
-            return ask_code(self, e.vfs, nxt)
+            session = self.st.web_sessions.find(web_forms.cookie(environ, self.cookie_name))
+            if session is None or session.user_id != e.vfs.user.id:
+                from .web_security import ask_code
+                return ask_code(self, e.vfs, nxt)
+            vfs = e.vfs          # a private account asked again on another worker: its code opened this session
         except errors.Throttled as e:
             return self._login_form("429 Too Many Requests", nxt, name=name, error=(
                 f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."))

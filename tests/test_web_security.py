@@ -340,3 +340,32 @@ def code_step_with(web, code, name="alice"):
     """Send `code` on the second form of the sign-in this browser began."""
     _, _, html = web.get("/.web/login")
     return web.post_form("/.web/login", {"step": "code", "name": name, "code": code, "csrf": web.csrf(html)})
+
+
+def test_a_private_account_asked_again_on_another_worker_gives_no_second_code(tmp_path):
+    """A private account's key lives in the worker that signed it in; another
+    worker asks for the password again (server/web.py). The session already
+    gave its code, so the password alone carries on there."""
+    with CofferServer(tmp_path, tls=False, accounts=dict([CAROL]), modes={"carol": "private"},
+                      extra="[server]\nworkers = 2\n") as two:
+        def turn_on(st):
+            vfs = st.open_account(*CAROL, protocol="test")
+            try:
+                secret = st.totp.begin(vfs.user.id, vfs.keys.user_key)
+                return st.totp.confirm(vfs.user.id, vfs.keys.user_key, pyotp.TOTP(secret).now())
+            finally:
+                vfs.close()
+        codes = core(two, turn_on)
+        status, web, _ = code_step(two, CAROL, codes[0])
+        assert status == 303
+        asked = 0
+        for _ in range(12):                         # new connections: both workers answer
+            status, headers, _ = web.get("/.web/files/")
+            if status == 303:
+                assert "again=1" in headers["location"]
+                asked += 1
+                assert web.sign_in(*CAROL)[0] == 303              # no code form
+            else:
+                assert status == 200
+        assert asked >= 1
+        assert WebClient(two).sign_in(*CAROL)[0] == 200          # a new browser is still asked for a code
