@@ -53,7 +53,8 @@ def cmd_user_list(st, args):
 
 
 def cmd_user_show(st, args):
-    data = user_dict(st, st.accounts.get(args.name))
+    user = st.accounts.get(args.name)
+    data = dict(user_dict(st, user), two_step_sign_in=st.totp.state(user.id)["on"])
     lines = [f"{k.replace('_', ' ')}: {human(v) if k.endswith('bytes') else v}" for k, v in data.items()
              if not k.startswith("email_consent")]
     lines.append(f"news email: {'yes' if data['email_consent'] else 'no'} since {data['email_consent_changed']} "

@@ -193,10 +193,10 @@ def _app_create(web, visit, environ, form, here):
 
 
 def _app_revoke(web, visit, environ, form, here):
-    ref = form.get("id", "")
-    if not ref.isdigit():
+    mine = {str(a.id): a for a in visit.vfs.app_password_list()}
+    if form.get("id", "") not in mine:
         raise errors.NotFound("no such app password")
-    visit.vfs.app_password_revoke(ref)
+    visit.vfs.app_password_revoke(mine[form["id"]].label)
     visit, headers = _renewed(web, visit, environ)
     raise redirect(here + "?done=app-revoked", headers)
 

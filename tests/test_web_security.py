@@ -7,6 +7,7 @@ made and ended in the page, and a second account that can neither end nor
 revoke what is not its own."""
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -291,6 +292,9 @@ def test_private_account_and_the_administrators_reset(srv):
     finally:
         t.close()
     admin = Path(sys.executable).with_name("coffer-admin")
+    shown = subprocess.run([str(admin), "--config", str(srv.config), "user", "show", "carol", "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert json.loads(shown.stdout)["two_step_sign_in"] is True, shown.stderr
     r = subprocess.run([str(admin), "--config", str(srv.config), "user", "totp-reset", "carol"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "two-step sign-in turned off" in r.stdout, r.stderr
