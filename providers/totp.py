@@ -148,7 +148,7 @@ class SecondFactors:
         if r is None or r["confirmed_us"] is None:
             return None
         plain = normalize(code)
-        if plain.isdigit():
+        if len(plain) == 6 and plain.isdigit():
             step = self._step_of(self._secret(r, user_key), plain)
             if step is None:
                 return None

@@ -373,3 +373,42 @@ def test_a_private_account_asked_again_on_another_worker_gives_no_second_code(tm
                 assert status == 200
         assert asked >= 1
         assert WebClient(two).sign_in(*CAROL)[0] == 200          # a new browser is still asked for a code
+
+
+# -- the TOTP core, in process ------------------------------------------------------------
+
+def test_codes_drift_one_step_and_never_replay(storage, alice):
+    from providers import crypto
+    from providers.totp import SecondFactors
+    now = [1_800_000_000.0]
+    totp = SecondFactors(storage.db, b"p" * 32, clock=lambda: now[0])
+    uid, key = alice.user.id, alice.keys.user_key
+    gen = pyotp.TOTP(totp.begin(uid, key))
+    assert totp.check(uid, key, gen.at(now[0])) is None                  # not on before it is confirmed
+    codes = totp.confirm(uid, key, gen.at(now[0]))
+    assert totp.check(uid, key, gen.at(now[0])) is None                  # the confirming code is spent
+    assert totp.check(uid, key, gen.at(now[0] + 30)) == "code"           # the next step's: a fast clock
+    now[0] += 120
+    assert totp.check(uid, key, gen.at(now[0] - 30)) == "code"           # a slow clock: one step behind
+    assert totp.check(uid, key, gen.at(now[0] - 60)) is None             # two steps behind: too old
+    assert totp.check(uid, key, gen.at(now[0] + 60)) is None             # two steps ahead: refused
+    assert totp.check(uid, key, gen.at(now[0])) == "code"
+    assert totp.check(uid, key, gen.at(now[0] - 30)) is None             # an earlier step after a later one
+    assert totp.check(uid, key, codes[3]) == "recovery" and totp.check(uid, key, codes[3]) is None
+    assert totp.recovery_left(uid) == 9
+    # the secret is sealed with the account's key, bound to its row: not in clear, and not movable
+    from sqlalchemy import select, update
+    from providers.meta.schema import totp as table
+    with storage.db.read() as c:
+        sealed = bytes(c.execute(select(table.c.secret_enc).where(table.c.user_id == uid)).scalar_one())
+    assert gen.secret.encode() not in sealed and crypto.is_bound(sealed)
+    storage.accounts.create("bob", "bob-password")
+    bob = storage.open_account("bob", "bob-password")
+    try:
+        totp.begin(bob.user.id, key)                                       # sealed with alice's key...
+        with storage.db.write() as c:                                      # ...and moved onto bob's row
+            c.execute(update(table).where(table.c.user_id == bob.user.id).values(secret_enc=sealed))
+        with pytest.raises(Exception, match="TOTP secret failed authentication"):
+            totp.pending_secret(bob.user.id, key)
+    finally:
+        bob.close()
