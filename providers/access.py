@@ -53,7 +53,9 @@ DESCRIPTIONS = {"account_created": "created the account",
                 "account_cancelled": "cancelled the account", "erasure_started": "started erasing the account",
                 "share_granted": "shared one of your folders", "share_revoked": "stopped sharing one of your folders",
                 "history_purged": "purged history", "breach_notified": "sent you a security notice",
-                "news_sent": "sent you news by email", DISCLOSED: "recorded a disclosure of your data"}
+                "news_sent": "sent you news by email",
+                "second_factor_reset": "turned off your two-step sign-in (TOTP), e.g. for a lost phone",
+                DISCLOSED: "recorded a disclosure of your data"}
 
 
 def text(value: str | None, what: str) -> str | None:

@@ -65,6 +65,7 @@ def account_record(st, vfs, trash: list[dict] | None = None) -> dict:
                      for k in keys],
         "app_passwords": [{"name": a.label, "scope": a.scope, "created": iso(a.created_us),
                            "last_used": iso(a.last_used_us)} for a in st.apps.list(user.id)],
+        "two_step_sign_in": _two_step(st.totp.state(user.id)),
         "sessions": [{"protocol": s["protocol"], "address": s["client_addr"], "started": iso(s["started_us"]),
                       "ended": iso(s["ended_us"]), "bytes_in": s["bytes_in"], "bytes_out": s["bytes_out"],
                       "requests": s["requests"]} for s in sessions],
@@ -121,6 +122,10 @@ account.json
     grants        folders you share (with whom, read or write) and folders
                   others share with you
     ssh_keys      the SSH keys that can log in to your account
+    two_step_sign_in
+                  whether signing in on the web pages asks for a code from
+                  an authenticator app, since when, and how many recovery
+                  codes are left (the key and the codes are not exported)
     sessions      each connection: protocol, address, start and end, bytes
                   sent and received, requests
     audit_events  what happened to your account: logins refused, changes,
@@ -134,6 +139,11 @@ account.json
                   deleted, whether it is a folder, and where it is in this
                   archive
 """
+
+
+def _two_step(state: dict) -> dict:
+    return {"on": state["on"], "since": iso(state["since_us"]) if state["on"] else None,
+            "recovery_codes_left": state["recovery_left"] if state["on"] else None}
 
 
 def _trash_name(at: str) -> str:

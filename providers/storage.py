@@ -8,6 +8,7 @@ their filesystem (`Vfs`); it also runs the store-wide jobs (gc, fsck).
     vfs = st.open_account("alice", how="key")      # managed accounts only: SSH keys
     vfs = st.open_account("alice", how="admin", purpose="versions")  # recorded for the holder;
                                                    # private accounts need their password
+    vfs = st.open_account("alice", password, code="123456", protocol="web")   # TOTP on (providers/totp.py)
 """
 from __future__ import annotations
 
@@ -26,14 +27,17 @@ from .blobs import open_store
 from .leases import Leases
 from .small_blobs import SmallBlobs
 from .errors import AuthenticationFailed, CofferError, IntegrityError, Locked, NotFound
+from .meta import totp as tq
 from .meta import tree as t
 from .meta import users as uq
 from .throttle import Throttle
+from .totp import SecondFactorNeeded, SecondFactors
 from .web_sessions import WebSessions
 from .vfs import Vfs
 
 log = logging.getLogger(__name__)
 WRONG_LOGIN = "wrong user name or password"     # unknown, wrong, disabled and cancelled alike
+ASKS_CODE = ("web",)                    # protocols whose sign-in asks for a TOTP code after the password
 _IMPORTED = rekey.IMPORTED          # dedup ids of chunks moved in from another domain
 
 
@@ -144,6 +148,7 @@ class Storage:
         self.throttle = Throttle(db, cfg, master.subkey("throttle"))
         self.apps = AppPasswords(db, master.subkey("app-password-lookup"), self.accounts.kdf)
         self.web_sessions = WebSessions(db)
+        self.totp = SecondFactors(db, master.subkey("totp-recovery-lookup"))
         self._lock = threading.Lock()
 
     @classmethod
@@ -160,7 +165,8 @@ class Storage:
     # -- principals ------------------------------------------------------------------
     def open_account(self, name: str, password: str | None = None, *, how: str = "password",
                      client_addr: str | None = None, protocol: str = "admin", purpose: str | None = None,
-                     reason: str | None = None, disclosure: int | None = None) -> Vfs:
+                     reason: str | None = None, disclosure: int | None = None, code: str | None = None,
+                     key_checked: bool = False) -> Vfs:
         """The one way to open an account's filesystem, `how`:
 
         `password` — a login: the password is checked under the login guard.
@@ -177,11 +183,27 @@ class Storage:
         private ones their own password (given on stdin). It is recorded
         for the account's holder to read, with its `purpose`, `reason` and
         the `disclosure` it serves; a managed account's export needs a
-        reason (see providers/access.py)."""
+        reason (see providers/access.py).
+
+        An account with TOTP on (providers/totp.py): its own password alone
+        is refused, counted by the guard like a wrong one, except where the
+        sign-in asks for a code (ASKS_CODE: the web pages), or after an SSH
+        key checked out (`key_checked`: the key is the other factor). App
+        passwords work as before. On the web, without `code` it raises
+        SecondFactorNeeded holding the opened account; with one, the code
+        is checked under the guard like a password (`second_factor`).
+
+        `signin` — the code's step of such a web sign-in, on any worker:
+        `password` is the value naming the sign-in the password started
+        (providers/web_sessions.py `wait_for_code`); `code` is required."""
         name = normalize_name(name)
         app = None
+        totp_on = False
         if how == "password":
-            row, user_key, app = self._login(name, password, client_addr, protocol)
+            row, user_key, app, totp_on = self._login(name, password, client_addr, protocol, key_checked)
+        elif how == "signin":
+            row, user_key = self._waiting_signin(name, password)
+            totp_on = True
         elif how == "key":
             row, user_key = self._by_key(name)
         elif how == "admin":
@@ -194,30 +216,90 @@ class Storage:
             vfs.actor = "admin"             # what it does is the administrator's, in the audit record
         if vfs.user.sealing < crypto.SEALING_BOUND:
             reseal.account(vfs)
+        if totp_on and protocol in ASKS_CODE and not key_checked:
+            if code is None:
+                raise SecondFactorNeeded(vfs)
+            try:
+                self.second_factor(vfs, code, client_addr, protocol)
+            except BaseException:
+                vfs.close()
+                raise
+            if how == "signin":
+                self.web_sessions.code_given(password)          # each waiting sign-in is used once
         return vfs
 
-    def _login(self, name: str, password: str, client_addr, protocol):
+    def _waiting_signin(self, name: str, token: str | None):
+        found = self.web_sessions.waiting(token)
+        if found is None or found[0]["name"] != name:
+            raise NotFound("no sign-in waits for a code here: it took too long, or the password changed; "
+                           "sign in again")
+        row, user_key = found
+        with self.db.read() as c:
+            return uq.user_by_id(c, row["user_id"]), user_key
+
+    def second_factor(self, vfs: Vfs, code: str, client_addr=None, protocol: str = "web") -> str:
+        """Check a TOTP or recovery code for an account its password just
+        opened, under the login guard like a password: 'code' or
+        'recovery', or AuthenticationFailed (wrong, replayed or spent
+        code), Throttled."""
+        attempt = self.throttle.reserve(vfs.user.name, client_addr)
+        try:
+            how = self.totp.check(vfs.user.id, vfs.keys.user_key, code)
+        except BaseException:
+            self.throttle.failed(attempt)
+            raise
+        if how is None:
+            self.throttle.failed(attempt)
+            self.audit("login_failed", user_id=vfs.user.id, actor="user", client_addr=client_addr,
+                       protocol=protocol, reason="second_factor")
+            log.info("%s login refused from %s: wrong or used second-factor code", protocol, client_addr or "-")
+            raise AuthenticationFailed("wrong or already used code")
+        self.throttle.succeeded(attempt)
+        if how == "recovery":
+            self.audit("recovery_code_used", user_id=vfs.user.id, actor="user", client_addr=client_addr,
+                       protocol=protocol, left=self.totp.recovery_left(vfs.user.id))
+        return how
+
+    def _login(self, name: str, password: str, client_addr, protocol, key_checked: bool = False):
         attempt = self.throttle.reserve(name, client_addr)
         try:
             with self.db.read() as c:
                 row = uq.user_by_name(c, name)
+                totp_on = row is not None and tq.enabled(c, row["id"])
             app = self.apps.find(row, password)         # an app password needs no bcrypt check
             ok = app is not None or self.accounts.verify(row, password)
         except BaseException:
             self.throttle.failed(attempt)
             raise
-        if not ok or row["status"] != "active":
+        # TOTP on: where no code can be asked, the password alone is refused (app passwords and keys are
+        # not); where one is asked (the web pages), an app password is refused: it is for devices
+        asks = protocol in ASKS_CODE
+        second = ok and totp_on and not key_checked and (app is None) != asks
+        if not ok or row["status"] != "active" or second:
             self.throttle.failed(attempt)
-            reason = "unknown" if row is None else "password" if not ok else row["status"]
+            reason = ("unknown" if row is None else "password" if not ok else row["status"] if
+                      row["status"] != "active" else "app_password_on_web" if asks else "second_factor_on")
             self.audit("login_failed", user_id=row["id"] if row else None, actor="user",
                        client_addr=client_addr, protocol=protocol, reason=reason)
-            log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)
+            if reason == "second_factor_on":
+                log.info("%s login refused from %s: the account has two-step sign-in on, so its password alone "
+                         "is refused over %s; use an app password (or an SSH key)", protocol, client_addr or "-",
+                         protocol)
+            elif reason == "app_password_on_web":
+                log.info("%s login refused from %s: the account has two-step sign-in on: app passwords are for "
+                         "devices; the web pages take the account's password and a code", protocol,
+                         client_addr or "-")
+            else:
+                log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)
             raise AuthenticationFailed(WRONG_LOGIN)
-        self.throttle.succeeded(attempt)
+        if totp_on and app is None and not key_checked:
+            self.throttle.first_step(attempt)         # the code's check trusts the pair, not the password's
+        else:
+            self.throttle.succeeded(attempt)
         user_key = self.apps.open(app, password) if app is not None else self.accounts.user_key(row, password)
         with self.db.write() as c:
             uq.update_user(c, row["id"], last_login_us=meta.now_us())
-        return row, user_key, app
+        return row, user_key, app, totp_on and app is None
 
     def _for_admin(self, name: str, password: str | None, purpose, reason, disclosure):
         with self.db.read() as c:

@@ -149,6 +149,18 @@ class Throttle:
                 else:
                     q.throttle_save(c, row)
 
+    def first_step(self, att: Attempt) -> None:
+        """The password was right and a second factor is still to come: take
+        back this attempt's count only. The pair is neither cleared nor
+        trusted until the code checks out (`succeeded`), so the password
+        cannot be used to wipe out the failures of wrong codes."""
+        now = self.clock()
+        with self.db.write() as c:
+            for row in self._lock(c, att, now):
+                row["failures"] = max(0, row["failures"] - 1)
+                row["pending"] = max(0, row["pending"] - 1)
+                q.throttle_save(c, row)
+
     def failed(self, att: Attempt) -> None:
         """The attempt failed (its count stands): the pair's wait runs from
         now (a slow check must not use it up), and the address is banned if

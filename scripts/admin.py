@@ -53,7 +53,8 @@ def cmd_user_list(st, args):
 
 
 def cmd_user_show(st, args):
-    data = user_dict(st, st.accounts.get(args.name))
+    user = st.accounts.get(args.name)
+    data = dict(user_dict(st, user), two_step_sign_in=st.totp.state(user.id)["on"])
     lines = [f"{k.replace('_', ' ')}: {human(v) if k.endswith('bytes') else v}" for k, v in data.items()
              if not k.startswith("email_consent")]
     lines.append(f"news email: {'yes' if data['email_consent'] else 'no'} since {data['email_consent_changed']} "
@@ -126,6 +127,16 @@ def cmd_user_quota(st, args):
     if data["quota_bytes"] is not None and data["used_bytes"] > data["quota_bytes"]:
         text += "\nwarning: usage is above the new quota: new writes are refused until files are removed"
     out(args, data, text)
+
+
+def cmd_user_totp_reset(st, args):
+    user = st.accounts.get(args.name)
+    was_on = st.totp.state(user.id)["on"]
+    removed = st.totp.turn_off(user.id, actor="admin")
+    text = (f"{user.name}: two-step sign-in turned off; its password alone signs in again, and it can enrol "
+            "a new phone on its Security page" if was_on else
+            f"{user.name} had no two-step sign-in" + (" (an unconfirmed enrolment was dropped)" if removed else ""))
+    out(args, {"name": user.name, "was_on": was_on, "reset": removed}, text)
 
 
 def cmd_user_hold(st, args):
@@ -231,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(us, "hold", cmd_user_hold, "show the mass-change guard's hold on an account, or end it", True)
     sp.add_argument("name")
     sp.add_argument("--release", action="store_true", help="end the hold (a false alarm): retention resumes")
+    sp = add(us, "totp-reset", cmd_user_totp_reset, "turn off an account's two-step sign-in (TOTP) for a holder "
+             "who lost both phone and recovery codes (recorded for the holder to read)", True)
+    sp.add_argument("name")
     sp = add(us, "quota", cmd_user_quota, "show or set an account's plan or quota", True)
     sp.add_argument("name")
     sp.add_argument("size", nargs="?", help="explicit quota, e.g. 50G (0 = no limit)")

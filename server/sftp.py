@@ -155,7 +155,8 @@ class SshServer(paramiko.ServerInterface):
         st = self.srv.storage
         gen = st.account_generation(username)       # read first: a change during the check counts
         try:
-            vfs = st.open_account(username, password, client_addr=self.conn.addr, protocol="sftp")
+            vfs = st.open_account(username, password, client_addr=self.conn.addr, protocol="sftp",
+                                  key_checked=self.key_step is not None)   # the key is a second factor
         except AuthenticationFailed as e:
             log.info("sftp[%s]: password login refused", self.conn.tag)
             if isinstance(e, Throttled):       # the guard refused before any check: says nothing of the account

@@ -18,6 +18,11 @@ another worker: a managed account is opened there with the server's key,
 as its SSH key logins are; a private account's keys open only with its
 password, so the page asks for it again (once per worker process).
 
+An account with TOTP on (providers/totp.py) is asked for a code on a second
+form after its password (server/web_security.py): the sign-in waits for it
+in the database, named by a cookie of its own, so any worker can take the
+code. Codes go through the same guard.
+
 Every POST carries the session's form token (derived from the cookie's
 value); the sign-in form carries a random one that must equal a cookie set
 with the form (double submit). A POST whose token is missing or wrong, or
@@ -37,6 +42,7 @@ from urllib.parse import quote
 import jinja2
 
 from providers import errors
+from providers.totp import SecondFactorNeeded
 from providers.web_sessions import IDLE_SECONDS, MAX_SECONDS, csrf_of, lookup_of
 from . import web_forms
 from .web_forms import FormError
@@ -51,10 +57,11 @@ DAV_ONLY = ("HTTP_DEPTH", "HTTP_TRANSLATE", "HTTP_IF", "HTTP_LOCK_TOKEN", "HTTP_
             "HTTP_TIMEOUT", "HTTP_AUTHORIZATION")
 HEADERS = [("Cache-Control", "no-store"), ("Referrer-Policy", "same-origin"), ("X-Content-Type-Options", "nosniff"),
            ("X-Frame-Options", "DENY"),
-           ("Content-Security-Policy", "default-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-                                       "base-uri 'none'; object-src 'none'")]
+           ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; form-action 'self'; "
+                                       "frame-ancestors 'none'; base-uri 'none'; object-src 'none'")]
 LOGIN_CSRF = "coffer_signin"
 STATIC = {"coffer.css": "text/css; charset=utf-8", "upload.js": "text/javascript; charset=utf-8"}
+PENDING = "coffer_signin_code"          # names a sign-in whose password checked out, waiting for its code
 
 _env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "web_templates"), autoescape=True,
                           undefined=jinja2.StrictUndefined)
@@ -172,10 +179,15 @@ class OpenAccounts:
             _close(old.vfs)
 
     def drop(self, lookup: str) -> None:
+        old = self.take(lookup)
+        if old is not None:
+            _close(old)
+
+    def take(self, lookup: str):
+        """Remove and return a filesystem without closing it (or None)."""
         with self._lock:
             old = self._open.pop(lookup, None)
-        if old is not None:
-            _close(old.vfs)
+        return old.vfs if old is not None else None
 
     def lookups(self) -> list[str]:
         with self._lock:
@@ -217,11 +229,11 @@ class WebPages:
         self.tls = tls
         self.cookie_name = "__Host-coffer_web" if tls else "coffer_web"
         self.opened = OpenAccounts()
-        from . import web_account, web_connect, web_files, web_past, web_profile, web_shares
+        from . import web_account, web_connect, web_files, web_past, web_profile, web_security, web_shares
         self.routes = {"files": web_files.files, "versions": web_files.versions, "past": web_past.past,
                        "trash": web_files.trash, "shares": web_shares.shares,
                        "profile": web_profile.profile, "account": web_account.account,
-                       "connect": web_connect.connect}
+                       "connect": web_connect.connect, "security": web_security.security}
 
     def maintain(self) -> None:
         """Every minute: close the filesystems of sessions that ended (signed
@@ -294,9 +306,9 @@ class WebPages:
         return ("Set-Cookie", f"{self.cookie_name}={value}; Path=/; Max-Age={max_age}; HttpOnly; "
                               f"SameSite=Strict{secure}")
 
-    def _signin_cookie(self, value: str, max_age: int) -> tuple[str, str]:
+    def _signin_cookie(self, value: str, max_age: int, name: str = LOGIN_CSRF) -> tuple[str, str]:
         secure = "; Secure" if self.tls else ""
-        return ("Set-Cookie", f"{LOGIN_CSRF}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
+        return ("Set-Cookie", f"{name}={value}; Path={PREFIX}login; Max-Age={max_age}; HttpOnly; "
                               f"SameSite=Strict{secure}")
 
     def check_origin(self, environ) -> None:
@@ -361,11 +373,20 @@ class WebPages:
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return self._login_form("403 Forbidden", nxt, error="The sign-in form was out of date (or cookies "
                                     "are off for this site). Try again.")
+        if form.get("step") == "code":
+            from .web_security import second_step
+            return second_step(self, environ, form, nxt)
         name, password = form.get("name", "").strip(), form.get("password", "")
         if not name or not password:
             return self._login_form("400 Bad Request", nxt, name=name, error="Enter your account name and password.")
         try:
             vfs = self.st.open_account(name, password, client_addr=environ.get("REMOTE_ADDR"), protocol="web")
+        except SecondFactorNeeded as e:
+            session = self.st.web_sessions.find(web_forms.cookie(environ, self.cookie_name))
+            if session is None or session.user_id != e.vfs.user.id:
+                from .web_security import ask_code
+                return ask_code(self, e.vfs, nxt)
+            vfs = e.vfs          # a private account asked again on another worker: its code opened this session
         except errors.Throttled as e:
             return self._login_form("429 Too Many Requests", nxt, name=name, error=(
                 f"Too many failed sign-ins: wait {e.retry_after} seconds, then try again."))
@@ -377,7 +398,7 @@ class WebPages:
             return self._login_form("503 Service Unavailable", nxt, name=name,
                                     error="Signing in is not possible at the moment; try again shortly.")
         _, headers = self.start_session(vfs, environ)
-        raise redirect(nxt, [*headers, self._signin_cookie("", 0)])
+        raise redirect(nxt, [*headers, self._signin_cookie("", 0), self.pending_cookie("", 0)])
 
     def start_session(self, vfs, environ):
         """A new session for an account just opened with its password,
@@ -386,7 +407,9 @@ class WebPages:
             old = web_forms.cookie(environ, self.cookie_name)
             if old:
                 self.st.web_sessions.end(old)
-                self.opened.drop(lookup_of(old))
+                kept = self.opened.take(lookup_of(old))
+                if kept is not None and kept is not vfs:      # the same one carries on in the new session
+                    _close(kept)
             gen = self.st.account_generation(vfs.user.name)
             token = self.st.web_sessions.create(vfs.user.id, gen if gen is not None else -1)
         except BaseException:
@@ -399,9 +422,12 @@ class WebPages:
     def csrf_for(token: str) -> str:
         return csrf_of(token)
 
-    def _login_form(self, status, nxt, name="", error=None, again=False):
+    def pending_cookie(self, value: str, max_age: int) -> tuple[str, str]:
+        return self._signin_cookie(value, max_age, PENDING)
+
+    def _login_form(self, status, nxt, name="", error=None, again=False, headers=()):
         value = secrets.token_urlsafe(24)
-        return render(status, "login.html", [self._signin_cookie(value, 3600)], csrf=value, next=nxt,
+        return render(status, "login.html", [self._signin_cookie(value, 3600), *headers], csrf=value, next=nxt,
                       name=name, error=error, again=again, signed_in=False)
 
     def logout(self, environ):

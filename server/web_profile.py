@@ -8,6 +8,7 @@ import time
 
 from providers import errors, lifecycle
 from providers.accounts import BadRequest
+from providers.totp import SecondFactorNeeded
 from . import web_forms
 from .web import core_error, redirect, refuse, render, url
 from .web_files import human_size
@@ -68,6 +69,8 @@ def _change_password(web, visit, environ, form):
         return _page(web, visit, "400 Bad Request", error="The two new passwords differ; nothing was changed.")
     try:
         checked = web.st.open_account(name, current, client_addr=environ.get("REMOTE_ADDR"), protocol="web")
+    except SecondFactorNeeded as e:
+        checked = e.vfs                 # this session gave its code at sign-in
     except errors.Throttled as e:
         return _page(web, visit, "429 Too Many Requests",
                      error=f"Too many wrong passwords: wait {e.retry_after} seconds, then try again.")

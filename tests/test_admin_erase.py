@@ -12,6 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pyotp
 import pytest
 from sqlalchemy import func, select as sql_select
 
@@ -48,6 +49,8 @@ def populate(st, name: str, net: str = "192.0.2") -> None:
         lockq.insert(c, token=f"opaquelocktoken:{name}", domain_id=vfs.home.id, user_id=vfs.user.id,
                      root_lookup="0" * 64, expires_us=int((time.time() + 3600) * 1e6), data_enc=b"sealed")
     SSHKeys(st.db, st.accounts).add(name, ssh_line())
+    secret = st.totp.begin(vfs.user.id, vfs.keys.user_key)          # two-step sign-in with recovery codes
+    st.totp.confirm(vfs.user.id, vfs.keys.user_key, pyotp.TOTP(secret).now())
     sid = st.sessions.start(vfs.user.id, "webdav", f"{net}.44")
     st.sessions.end(sid, 10, 20, 3)
     with pytest.raises(AuthenticationFailed):

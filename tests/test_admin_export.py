@@ -252,7 +252,7 @@ def test_export_holds_the_trash_deleted_over_webdav(tmp_path):
 
     assert "trash/" in readme and "files/" in readme and "account.json" in readme and "alice" in readme
     for field in ("profile", "consents", "quota", "grants", "ssh_keys", "sessions", "audit_events",
-                  "administrator_access", "trash"):
+                  "administrator_access", "trash", "two_step_sign_in"):
         assert field in record and field in readme, field
     everything = b"".join(read.values()) + "".join(names).encode()
     for path, data in bobs.items():

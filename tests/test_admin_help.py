@@ -10,8 +10,8 @@ import sys
 from admin_harness import ADMIN
 
 COMMANDS = {
-    "user": ["add", "list", "show", "passwd", "disable", "enable", "hold", "quota", "key", "app-password", "set",
-             "cancel", "reinstate", "erase", "export"],
+    "user": ["add", "list", "show", "passwd", "disable", "enable", "hold", "totp-reset", "quota", "key",
+             "app-password", "set", "cancel", "reinstate", "erase", "export"],
     "user key": ["add", "list", "remove"],
     "user app-password": ["add", "list", "revoke"],
     "": ["user", "fsck", "gc", "db", "purge", "exclude", "versions", "restore", "sessions", "audit", "receipts",

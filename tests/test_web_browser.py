@@ -328,7 +328,8 @@ def site(tmp_path_factory):
 # The main pages axe-core checks (add new pages here); "{past}" is a time with the files above.
 PAGES = ["/.web/login", "/.web/files/", "/.web/files/Docs/", "/.web/files/Docs/?rename=report.txt",
          "/.web/files/Docs/?move=report.txt", "/.web/versions/Docs/report.txt", "/.web/trash/",
-         "/.web/shares/", "/.web/profile/", "/.web/account/", "/.web/connect/", "/.web/past/",
+         "/.web/shares/", "/.web/profile/", "/.web/account/", "/.web/connect/", "/.web/security/",
+         "/.web/past/",
          "/.web/past/{past}/Docs/", "/.web/files/No-such-folder/"]
 
 
@@ -379,3 +380,76 @@ def test_uploading_without_javascript(tmp_path):
             assert srv.request("GET", "/two.txt")[2] == two.read_bytes()
     finally:
         gen.close()
+
+
+def rclone_ls(srv, user: str, password: str, tmp) -> subprocess.CompletedProcess:
+    """`rclone lsf` of the account over WebDAV (the password obscured through stdin, given by environment)."""
+    exe = need_client("rclone")
+    obscured = subprocess.run([exe, "obscure", "-"], input=password.encode(), capture_output=True,
+                              check=True).stdout.decode().strip()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "RCLONE_CONFIG": str(tmp / "rclone.conf"),
+           "RCLONE_CONFIG_COFFER_TYPE": "webdav", "RCLONE_CONFIG_COFFER_URL": srv.url,
+           "RCLONE_CONFIG_COFFER_USER": user, "RCLONE_CONFIG_COFFER_PASS": obscured,
+           "RCLONE_CONFIG_COFFER_VENDOR": "other"}
+    return subprocess.run([exe, "--low-level-retries", "1", "--retries", "1", "lsf", "coffer:"], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_two_step_sign_in_and_an_app_password_for_rclone(tmp_path, browser):
+    """Enrol TOTP on the Security page (the key shown beside the QR code, the
+    code computed as an authenticator app does), sign in again with a code;
+    make an app password in the page and list the files with rclone with it,
+    while rclone with the password alone is refused."""
+    import time
+
+    import pyotp
+    from selenium.webdriver.common.by import By
+    shots = screenshots()
+    with CofferServer(tmp_path / "srv", tls=False, extra="[server]\nworkers = 1\n") as srv:
+        base = srv.url.rstrip("/")
+        b = browser
+        assert srv.request("MKCOL", "/Photos")[0] == 201
+
+        def sign_in(code=None):
+            b.get(base + "/.web/login")
+            b.find_element(By.ID, "name").send_keys("alice")
+            b.find_element(By.ID, "password").send_keys(srv.accounts["alice"])
+            click_and_wait(b, b.find_element(By.ID, "sign-in"))
+            if code is not None:
+                assert b.current_url.startswith(base + "/.web/login"), b.current_url
+                b.find_element(By.ID, "code").send_keys(code)
+                click_and_wait(b, b.find_element(By.ID, "check-code"))
+            assert b.current_url == base + "/.web/files/", b.find_element(By.TAG_NAME, "main").text
+
+        sign_in()
+        click_and_wait(b, b.find_element(By.LINK_TEXT, "Security"))
+        click_and_wait(b, b.find_element(By.ID, "totp-begin"))
+        qr = b.find_element(By.ID, "totp-qr")
+        assert qr.get_attribute("src").startswith("data:image/svg+xml") and qr.size["width"] > 100
+        assert b.execute_script("return arguments[0].naturalWidth", qr) > 0      # the CSP lets it show
+        totp = pyotp.TOTP(b.find_element(By.ID, "totp-secret").text)
+        b.save_screenshot(str(shots / "security-enrol.png"))
+        b.find_element(By.ID, "totp-code").send_keys(totp.now())
+        b.find_element(By.ID, "totp-password").send_keys(srv.accounts["alice"])
+        click_and_wait(b, b.find_element(By.ID, "totp-confirm"))
+        codes = b.find_elements(By.CSS_SELECTOR, "#recovery-codes li")
+        assert len(codes) == 10, b.find_element(By.TAG_NAME, "main").text
+        assert "On since" in b.find_element(By.ID, "totp-state").text
+
+        b.find_element(By.ID, "app-label").send_keys("rclone on the laptop")
+        click_and_wait(b, b.find_element(By.ID, "app-create"))
+        secret = b.find_element(By.ID, "new-app-password").text
+        assert secret.startswith("app-")
+        rows = b.find_elements(By.CSS_SELECTOR, "#app-passwords tbody tr")
+        assert len(rows) == 1 and "rclone on the laptop" in rows[0].text and "never" in rows[0].text
+        b.save_screenshot(str(shots / "security.png"))
+        assert "Photos/" in rclone_ls(srv, "alice", secret, tmp_path).stdout.split()
+        refused = rclone_ls(srv, "alice", srv.accounts["alice"], tmp_path)
+        assert refused.returncode != 0 and "Photos/" not in refused.stdout
+
+        click_and_wait(b, b.find_element(By.ID, "sign-out"))
+        sign_in(code=totp.at(time.time() + 30))        # the next step's: the enrolment used this one
+        b.get(base + "/.web/security/")
+        rows = b.find_elements(By.CSS_SELECTOR, "#app-passwords tbody tr")
+        assert "never" not in rows[0].text                     # rclone's use is shown
+        assert b.find_elements(By.CSS_SELECTOR, "#session-records tbody tr")

@@ -178,6 +178,10 @@ def _state_changes(csrf):
             ("/.web/trash/", {"at": "/.coffer/trash/x/Keep", "csrf": csrf}),
             ("/.web/shares/", {"action": "grant", "folder": "/Keep", "account": "bob", "permission": "write",
                                "csrf": csrf}),
+            ("/.web/security/", {"action": "totp-begin", "csrf": csrf}),
+            ("/.web/security/", {"action": "app-create", "label": "Forged", "scope": "full", "csrf": csrf}),
+            ("/.web/security/", {"action": "session-end", "id": "1", "csrf": csrf}),
+            ("/.web/security/", {"action": "app-revoke", "id": "1", "csrf": csrf}),
             ("/.web/logout", {"csrf": csrf})]
 
 
@@ -212,6 +216,9 @@ def test_forged_requests_change_nothing(srv):
     assert srv.request("GET", "/Keep/k.txt")[2] == b"two"
     alice = account(srv, "alice")
     assert alice.first_name != "Forged" and not alice.consent_news
+    apps, totp = account(srv, "alice", lambda st, n: (st.apps.list(st.accounts.get(n).id),
+                                                      st.totp.state(st.accounts.get(n).id)))
+    assert apps == [] and not totp["on"] and not totp["pending"]
     assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207     # the password is unchanged
     assert srv.request("PROPFIND", "/Shared/alice", headers={"Depth": "0"}, user="bob")[0] == 404   # not shared
     assert web.get("/.web/files/")[0] == 200                     # still signed in

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import and_, delete, func, or_, select, update
 
 from .schema import (app_passwords, audit_events, chunks, dead_props, domain_members, domains, locks, node_history, nodes,
-                     receipts, session_records, ssh_keys, users, version_chunks, versions)
+                     receipts, session_records, ssh_keys, totp, totp_recovery, users, version_chunks, versions)
 from .users import SEEN_EVERY_US, throttle_delete
 
 
@@ -19,7 +19,7 @@ def owned_domains(c, user_id: int) -> list[int]:
 def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
     """Destroy every wrapped copy of the account's keys and of the keys of the
     domains it owns, with its SSH keys, locks and login guard records (its
-    own and its pairs with addresses) and app passwords. After this nothing on the server can
+    own and its pairs with addresses), app passwords and TOTP secret. After this nothing on the server can
     decrypt the account's chunks."""
     owned = select(domains.c.id).where(domains.c.owner_id == user_id)
     n_members = c.execute(delete(domain_members).where(or_(domain_members.c.domain_id.in_(owned),
@@ -29,6 +29,8 @@ def shred_keys(c, user_id: int, throttle_key: str, dead_hash: bytes) -> dict:
         password_hash=dead_hash, kdf_salt=b""))
     n_ssh = c.execute(delete(ssh_keys).where(ssh_keys.c.user_id == user_id)).rowcount
     n_apps = c.execute(delete(app_passwords).where(app_passwords.c.user_id == user_id)).rowcount
+    c.execute(delete(totp_recovery).where(totp_recovery.c.user_id == user_id))
+    c.execute(delete(totp).where(totp.c.user_id == user_id))
     n_locks = c.execute(delete(locks).where(or_(locks.c.domain_id.in_(owned), locks.c.user_id == user_id))
                         ).rowcount
     throttle_delete(c, [throttle_key], account=throttle_key)

@@ -260,6 +260,30 @@ web_sessions = Table(   # signed-in browsers (server/web.py): only a hash of eac
     Column("expires_us", BigInteger, nullable=False, index=True),     # the latest it may live, however used
 )
 
+totp = Table(   # a TOTP second factor (providers/totp.py): the secret sealed with the user key
+    "totp", metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("secret_enc", LargeBinary, nullable=False),                # bound to the row
+    Column("created_us", BigInteger, nullable=False),
+    Column("confirmed_us", BigInteger, nullable=True),                # NULL: enrolment not yet confirmed
+    Column("last_step", BigInteger, nullable=True),                   # the last time step accepted (no replay)
+)
+
+totp_recovery = Table(   # single-use recovery codes of a TOTP second factor, as keyed hashes
+    "totp_recovery", metadata,
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("lookup", String(64), primary_key=True),
+)
+
+web_signins = Table(   # web sign-ins whose password checked out, waiting for their TOTP code (any worker)
+    "web_signins", metadata,
+    Column("lookup", String(64), primary_key=True),                   # SHA-256 of the browser's cookie value
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("credential_gen", Integer, nullable=False),                # the account's when the password checked out
+    Column("wrapped_key", LargeBinary, nullable=False),               # the user key, under a key from the cookie
+    Column("expires_us", BigInteger, nullable=False, index=True),
+)
+
 receipts = Table(
     "receipts", metadata,
     Column("id", ID, primary_key=True),
