@@ -272,9 +272,10 @@ class Storage:
             self.throttle.failed(attempt)
             raise
         # TOTP on: where no code can be asked, the password alone is refused (app passwords and keys are
-        # not); where one is asked (the web pages), an app password is refused: it is for devices
+        # not). Where one can be (the web pages), an app password is always refused: it is for devices, and
+        # a session there may be reopened with the account's own keys by another worker, without its scope
         asks = protocol in ASKS_CODE
-        second = ok and totp_on and not key_checked and (app is None) != asks
+        second = ok and (app is not None if asks else totp_on and not key_checked and app is None)
         if not ok or row["status"] != "active" or second:
             self.throttle.failed(attempt)
             reason = ("unknown" if row is None else "password" if not ok else row["status"] if
@@ -286,8 +287,8 @@ class Storage:
                          "is refused over %s; use an app password (or an SSH key)", protocol, client_addr or "-",
                          protocol)
             elif reason == "app_password_on_web":
-                log.info("%s login refused from %s: the account has two-step sign-in on: app passwords are for "
-                         "devices; the web pages take the account's password and a code", protocol,
+                log.info("%s login refused from %s: app passwords are for devices and apps; the web pages take "
+                         "the account's password (and a code with two-step sign-in on)", protocol,
                          client_addr or "-")
             else:
                 log.info("%s login refused from %s: %s", protocol, client_addr or "-", reason)

@@ -24,13 +24,14 @@ from webdav_harness import CofferServer, require_client
 
 ALICE, BOB, CAROL, DAVE, ERIN = (("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333"),
                                  ("dave", "dave-pw-4444"), ("erin", "erin-pw-55555"))
+FRANK = ("frank", "frank-pw-666666")
 PAGE = "/.web/security/"
 
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     with CofferServer(tmp_path_factory.mktemp("sec"), tls=False, sftp=True, modes={"carol": "private"},
-                      accounts=dict([ALICE, BOB, CAROL, DAVE, ERIN]), extra="[server]\nworkers = 1\n") as s:
+                      accounts=dict([ALICE, BOB, CAROL, DAVE, ERIN, FRANK]), extra="[server]\nworkers = 1\n") as s:
         yield s
 
 
@@ -214,6 +215,22 @@ def ids_of(srv, name, what):
             uid = c.execute(select(users.c.id).where(users.c.name == name)).scalar_one()
             return [r[0] for r in c.execute(select(table.c.id).where(table.c.user_id == uid))]
     return core(srv, read)
+
+
+def test_app_passwords_open_devices_not_the_pages(srv):
+    """Without two-step sign-in too, a backup app password works over
+    WebDAV but does not sign in to the pages, where it would carry every
+    right of the account; the account's own password still does."""
+    web = signed_in(srv, FRANK)
+    status, _, html = post(web, {"action": "app-create", "label": "nightly", "scope": "backup"})
+    assert status == 200, html[:2000]
+    secret = text_of(html, "new-app-password")
+    assert propfind(srv, "frank", secret) == 207
+    status, _ = WebClient(srv).sign_in("frank", secret)
+    assert status == 401
+    forgive(srv, "frank")
+    assert signed_in(srv, FRANK).get(PAGE)[0] == 200
+    assert propfind(srv, *ERIN) == 207                        # another account: unaffected
 
 
 def test_one_account_cannot_end_or_revoke_anothers(srv):
