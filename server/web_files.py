@@ -22,7 +22,8 @@ NOTES = {"back": "Restored from the trash to where it was.", "uploaded": "Upload
          "folder": "Created the folder.", "renamed": "Renamed.",
          "moved": "Moved.",
          "trash": "Moved to the trash (it stays there for the days your plan keeps it).",
-         "restored": "Restored that version: it is now the current one."}
+         "restored": "Restored that version: it is now the current one.",
+         "purged": "Deleted for good: it and its old versions are gone and cannot be put back."}
 
 
 def _note(environ) -> str:
@@ -262,9 +263,11 @@ def versions(web, visit, environ, method, path):
 
 def trash(web, visit, environ, method, path):
     """What the account deleted, newest first, each with a button that puts
-    it back where it was (with its history)."""
+    it back where it was (with its history) and one that deletes it for
+    good (asked once more first: that cannot be undone)."""
     vfs = visit.vfs
     here = url("trash") + "/"
+    asked = None
     try:
         found = vfs.trash()
         if method == "POST":
@@ -274,11 +277,17 @@ def trash(web, visit, environ, method, path):
             entry = next((e for e in found if e["at"] == form.get("at")), None)
             if entry is None:
                 raise errors.NotFound("no such trash entry")
-            vfs.copy(entry["at"], entry["path"], overwrite=False)
-            raise redirect(here + "?done=back")
+            if form.get("action") == "purge-ask":
+                asked = entry
+            elif form.get("action") == "purge":
+                vfs.purge(entry["at"])
+                raise redirect(here + "?done=purged")
+            else:
+                vfs.copy(entry["at"], entry["path"], overwrite=False)
+                raise redirect(here + "?done=back")
     except errors.CofferError as e:
         raise core_error(e, here)
     rows = [{"path": e["path"], "is_dir": e["is_dir"], "when": _when(e["deleted_us"] / 1e6), "at": e["at"]}
             for e in reversed(found)]
     return render("200 OK", "trash.html", title="Trash", rows=rows, action=here, csrf=visit.csrf,
-                  signed_in=True, note=_note(environ))
+                  signed_in=True, note=_note(environ), asked=asked)

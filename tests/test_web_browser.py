@@ -329,8 +329,7 @@ def site(tmp_path_factory):
 PAGES = ["/.web/login", "/.web/files/", "/.web/files/Docs/", "/.web/files/Docs/?rename=report.txt",
          "/.web/files/Docs/?move=report.txt", "/.web/versions/Docs/report.txt", "/.web/trash/",
          "/.web/shares/", "/.web/profile/", "/.web/account/", "/.web/connect/", "/.web/security/",
-         "/.web/past/",
-         "/.web/past/{past}/Docs/", "/.web/files/No-such-folder/"]
+         "/.web/past/", "/.web/past/{past}/Docs/", "/.web/files/No-such-folder/"]
 
 
 @pytest.mark.parametrize("page", PAGES)

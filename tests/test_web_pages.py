@@ -176,6 +176,7 @@ def _state_changes(csrf):
             ("/.web/profile/", {"action": "password", "current": ALICE[1], "new": "forged-pw-1",
                                 "again": "forged-pw-1", "csrf": csrf}),
             ("/.web/trash/", {"at": "/.coffer/trash/x/Keep", "csrf": csrf}),
+            ("/.web/trash/", {"at": "/.coffer/trash/x/Keep", "action": "purge", "csrf": csrf}),
             ("/.web/shares/", {"action": "grant", "folder": "/Keep", "account": "bob", "permission": "write",
                                "csrf": csrf}),
             ("/.web/security/", {"action": "totp-begin", "csrf": csrf}),
@@ -250,6 +251,34 @@ def test_a_second_account_never_sees_the_first(srv):
     for path in ("/.web/files/alice-only.txt", "/.web/versions/alice-only.txt", "/.web/files/Photos/"):
         status, _, body = web.get(path)
         assert status == 404 and b"private" not in body, path
+
+
+def test_deleting_for_good_from_the_trash(srv):
+    """Delete for good asks once more, then takes the file and its old
+    versions; a second account posting the first's trash entry purges
+    nothing, and another deleted file stays restorable."""
+    for body in (b"draft one", b"draft two"):
+        srv.request("PUT", "/drafts.txt", body=body)
+    srv.request("DELETE", "/drafts.txt")
+    srv.request("PUT", "/keep-me.txt", body=b"keep")
+    srv.request("DELETE", "/keep-me.txt")
+    web = signed_in(srv, ALICE)
+    html = web.get("/.web/trash/")[2]
+    at = re.search(rb'name="at" value="([^"]*drafts.txt[^"]*)"', html).group(1).decode()
+    assert signed_in(srv, BOB).post_form("/.web/trash/", {"at": at, "action": "purge"})[0] == 404
+    status, _, html = web.post_form("/.web/trash/", {"at": at, "action": "purge-ask"})
+    assert status == 200 and b"Delete /drafts.txt for good?" in html and b"cannot be put back" in html
+    assert b"/drafts.txt" in web.get("/.web/trash/")[2]              # asking changed nothing
+    trash_folder = "/" + at.strip("/").rsplit("/", 1)[0] + "/"          # as WebDAV lists the trash
+    assert b"drafts.txt" in srv.request("PROPFIND", trash_folder, headers={"Depth": "1"})[2]
+    status, headers, _ = web.post_form("/.web/trash/", {"at": at, "action": "purge"})
+    assert status == 303 and headers["location"] == "/.web/trash/?done=purged"
+    html = web.get("/.web/trash/?done=purged")[2]
+    assert b"/drafts.txt" not in html and b"Deleted for good" in html and b"/keep-me.txt" in html
+    assert b"drafts.txt" not in srv.request("PROPFIND", trash_folder, headers={"Depth": "1"})[2]
+    keep = re.search(rb'name="at" value="([^"]*keep-me.txt[^"]*)"', html).group(1).decode()
+    assert web.post_form("/.web/trash/", {"at": keep})[0] == 303
+    assert srv.request("GET", "/keep-me.txt")[2] == b"keep"
 
 
 def test_password_change_ends_sessions(srv):
