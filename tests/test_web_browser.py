@@ -4,7 +4,8 @@ upload two files in the page (its script, with progress), overwrite one over
 WebDAV with curl, restore the first version in the page and read its bytes
 back over SFTP, move it, see the folder as it was, delete the folder and put
 it back from the trash, share it with a second account (which reads it over
-WebDAV), change the profile and news consent on My Profile, open Connect,
+WebDAV), change the profile, news consent and password on My Profile (and
+sign in again with the new one), open Connect,
 change the plan on My account, sign out. An upload bigger than the space
 left shows the server's sentence in the page. Every main page passes
 axe-core's check with no serious or critical violation (`PAGES`;
@@ -230,6 +231,23 @@ def test_sign_in_upload_restore_sign_out(tmp_path, browser):
         click_and_wait(b, b.find_element(By.ID, "news-toggle"))
         assert b.find_element(By.ID, "news-state").text.startswith("You receive news")
         b.save_screenshot(str(shots / "profile.png"))
+        # a new password: signed in again with it; the old one opens nothing, in the page or over WebDAV
+        old_pw, new_pw = srv.accounts["alice"], "alice-new-pw-2026"
+        b.find_element(By.ID, "current").send_keys(old_pw)
+        b.find_element(By.ID, "new").send_keys(new_pw)
+        b.find_element(By.ID, "again").send_keys(new_pw)
+        click_and_wait(b, b.find_element(By.ID, "change-password"))
+        assert "password is changed" in b.find_element(By.CSS_SELECTOR, ".note").text
+        click_and_wait(b, b.find_element(By.ID, "sign-out"))
+        b.find_element(By.ID, "name").send_keys("alice")
+        b.find_element(By.ID, "password").send_keys(old_pw)
+        click_and_wait(b, b.find_element(By.ID, "sign-in"))
+        assert "wrong" in b.find_element(By.TAG_NAME, "main").text
+        assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 401
+        srv.accounts["alice"] = new_pw
+        sign_in(b, base, "alice", new_pw)
+        assert srv.request("PROPFIND", "/", headers={"Depth": "0"})[0] == 207
+        assert sftp_read(srv, "/Reports/report.txt")
         click_and_wait(b, b.find_element(By.LINK_TEXT, "Connect"))
         assert "--webdav-user alice" in b.find_element(By.ID, "rclone-cmd").text
         b.save_screenshot(str(shots / "connect.png"))
