@@ -239,6 +239,41 @@ def test_forged_requests_change_nothing(srv):
     assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
 
 
+MAIN_PAGES = ("/.web/files/", "/.web/trash/", "/.web/shares/", "/.web/profile/", "/.web/account/",
+              "/.web/connect/", "/.web/security/", "/.web/past/")
+
+
+def test_pages_load_nothing_from_elsewhere_and_an_expired_session_opens_nothing(srv):
+    """Every main page carries the strict policy and names no resource of
+    another site; a session past its expiry (in the database, as every
+    worker sees it) opens no page and changes nothing, while bob's own
+    session carries on."""
+    from sqlalchemy import update
+
+    from providers.meta.schema import web_sessions
+    web, bob = signed_in(srv), signed_in(srv, BOB)
+    for page in MAIN_PAGES:
+        status, headers, html = web.get(page)
+        assert status == 200, page
+        policy = headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "*" not in policy
+        loaded = re.findall(rb'(?:src|href|action)="([^"]+)"', html)
+        assert loaded and all(not re.match(rb"(?i)(https?:)?//", u) for u in loaded), (page, loaded)
+    lookup = hashlib.sha256(web.cookies["coffer_web"].encode()).hexdigest()
+
+    def expire(st, _name):
+        with st.db.write() as c:
+            c.execute(update(web_sessions).where(web_sessions.c.lookup == lookup).values(expires_us=1))
+    account(srv, "alice", expire)
+    for page in MAIN_PAGES:
+        status, headers, _ = web.get(page)
+        assert status == 303 and headers["location"].startswith("/.web/login"), page
+    for path, form in _state_changes(web.csrf(bob.get("/.web/files/")[2])):
+        assert web.post_form(path, form, csrf=False)[0] in (403, 303)
+    assert srv.request("PROPFIND", "/Forged", headers={"Depth": "0"})[0] == 404
+    assert bob.get("/.web/files/")[0] == 200
+
+
 def test_a_second_account_never_sees_the_first(srv):
     srv.request("PUT", "/alice-only.txt", body=b"private")
     srv.request("PUT", "/alice-gone.txt", body=b"deleted")
