@@ -73,8 +73,8 @@ def test_a_shared_folder_and_a_copy_keep_reading_after_the_source_goes(storage, 
 def test_damage_is_found_and_an_orphan_waits_for_the_grace(storage, alice):
     alice.write_bytes("/a.txt", SMALL)
     alice.write_bytes("/b.txt", b"intact")
-    name = next(n for n, _ in storage.blobs.names() if small_blobs.is_small(n)
-X
+    name = next(n for n, _ in storage.blobs.names()
+                if small_blobs.is_small(n) and len(storage.blobs.get(n)) > 1000)      # a.txt's, the longer one
     damage(storage.blobs, name, 100)
     damaged = storage.fsck()["damaged"]
     assert len(damaged) == 1 and alice.read_bytes("/b.txt") == b"intact"
