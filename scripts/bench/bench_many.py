@@ -376,6 +376,25 @@ def mixed(srv: Server, seconds: float, round_no: int) -> dict:
             "errors": sum(p["errors"] for p in parts), "bad_files": sum(p["bad"] for p in parts)}
 
 
+def measure(s: Server, res: dict, r: int, args) -> None:
+    """One round of every measurement on one server, into `res`."""
+    for method, path in (("PROPFIND", "/small.bin"), ("GET", "/small.bin")):
+        for conns in (1, 16):
+            got = wrk(s, method, path, conns, args.seconds)
+            res.setdefault(f"{method} c{conns} req/s", []).append(got["rate"])
+            if conns == 1:
+                res.setdefault(f"{method} server CPU ms/req", []).append(got["cpu_ms"])
+            res.setdefault("errors", []).append(got["errors"])
+    res.setdefault("WebDAV 4 KiB uploads files/s", []).append(uploads_webdav(s, args.files, f"r{r}"))
+    res.setdefault("SFTP 4 KiB uploads files/s", []).append(uploads_sftp(s, args.files, f"r{r}"))
+    if args.mixed_seconds:
+        m = mixed(s, args.mixed_seconds, r)
+        res.setdefault("mixed 32 clients ops/s", []).append(m["ops_per_s"])
+        res.setdefault("mixed p50 ms", []).append(m["p50_ms"])
+        res.setdefault("mixed p99 ms", []).append(m["p99_ms"])
+        res.setdefault("errors", []).append(m["errors"] + m["bad_files"])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -400,22 +419,10 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"{s.name}: could not upload the test file")
         for r in range(args.rounds):
             for s in servers:
-                res = results[s.name]
-                for method, path in (("PROPFIND", "/small.bin"), ("GET", "/small.bin")):
-                    for conns in (1, 16):
-                        got = wrk(s, method, path, conns, args.seconds)
-                        res.setdefault(f"{method} c{conns} req/s", []).append(got["rate"])
-                        if conns == 1:
-                            res.setdefault(f"{method} server CPU ms/req", []).append(got["cpu_ms"])
-                        res.setdefault("errors", []).append(got["errors"])
-                res.setdefault("WebDAV 4 KiB uploads files/s", []).append(uploads_webdav(s, args.files, f"r{r}"))
-                res.setdefault("SFTP 4 KiB uploads files/s", []).append(uploads_sftp(s, args.files, f"r{r}"))
-                if args.mixed_seconds:
-                    m = mixed(s, args.mixed_seconds, r)
-                    res.setdefault("mixed 32 clients ops/s", []).append(m["ops_per_s"])
-                    res.setdefault("mixed p50 ms", []).append(m["p50_ms"])
-                    res.setdefault("mixed p99 ms", []).append(m["p99_ms"])
-                    res.setdefault("errors", []).append(m["errors"] + m["bad_files"])
+                try:
+                    measure(s, results[s.name], r, args)
+                except Exception as e:
+                    raise RuntimeError(f"{s.name}, round {r + 1}: {type(e).__name__}: {e}") from e
             if not args.json:
                 print(f"round {r + 1} of {args.rounds} done", file=sys.stderr)
     finally:
