@@ -64,6 +64,8 @@ def _connect_help(name: str, dav_url: str | None, sftp_addr: tuple | None, ca_fi
             lines += [f"  Certificate      : made by this server's own CA {ca_file}; trust that file once on each",
                       "                     client (Windows, macOS, GNOME, Firefox, davfs2): coffer-admin tls show"]
         lines += [
+            f"  Web browser      : {dav_url}  (sign in: your files, versions, trash, sharing, My Profile,",
+            "                     two-step sign-in and app passwords, and each client's settings under Connect)",
             f"  Windows Explorer : Map network drive -> {dav_url}  (user {name})",
             f"  macOS Finder     : Go > Connect to Server -> {dav_url}",
             f"  Linux (GNOME)    : Other Locations -> davs://{host_port}/",

@@ -141,3 +141,11 @@ def test_printed_connect_lines_work_as_printed(tmp_path):
         status, shown = run_in_terminal("\n".join(blocks["rclone"]), [], env, typed_first=password)
         assert status == 0, shown
         assert re.search(r"\bfrom-sftp\b", shown) and re.search(r"\bbackup\b", shown), shown
+
+        # the printed browser address, trusting the printed CA: the sign-in page
+        page = re.search(r"Web browser +: (\S+)", out).group(1)
+        ca = re.search(r"made by this server's own CA (\S+);", out).group(1)
+        got = subprocess.run(["curl", "-sS", "-L", "--cacert", ca, "-A", "Mozilla/5.0 (X11; Linux) Chrome/130.0",
+                              "-H", "Accept: text/html", "-o", "-", "-w", "%{url_effective}", page],
+                             capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0 and "/.web/login" in got.stdout and 'id="sign-in"' in got.stdout, got
