@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import threading
 from dataclasses import dataclass
 
 import blake3
@@ -236,10 +237,20 @@ class KdfParams:
         return cls(d["m"], d["t"], d["p"])
 
 
+# One Argon2id derivation at a time per process: two at once on different
+# threads never return with the cryptography and OpenSSL builds this runs on
+# (both threads wait, using no CPU), and 16 at once have failed with
+# "Not enough memory". Taking turns costs little: a derivation takes about
+# 0.1 s, and a login's result is cached (server/auth.py).
+_KDF_TURN = threading.Lock()
+
+
 def password_kek(password: str, salt: bytes, params: KdfParams) -> bytes:
     """The key-encryption key a password unlocks (Argon2id)."""
-    return Argon2id(salt=salt, length=KEY_BYTES, iterations=params.iterations, lanes=params.lanes,
-                    memory_cost=params.memory_kib).derive(password.encode("utf-8"))
+    kdf = Argon2id(salt=salt, length=KEY_BYTES, iterations=params.iterations, lanes=params.lanes,
+                   memory_cost=params.memory_kib)
+    with _KDF_TURN:
+        return kdf.derive(password.encode("utf-8"))
 
 
 # -- X25519 sealing (shared folders) ------------------------------------------------
