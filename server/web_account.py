@@ -186,13 +186,13 @@ class ExportStream:
         try:
             export.export(st, vfs, self, with_versions=True, actor="user")
             self._put(_END)
-        except _Stopped:
+        except _Stopped:          # the browser went away: nothing is left to tell
             pass
         except Exception:
             log.exception("a web export failed")
             try:
                 self._put(_FAILED)
-            except _Stopped:
+            except _Stopped:      # gone too: the log line above says what failed
                 pass
 
     def write(self, data) -> int:

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from web_client import WebClient
+from web_client import WebClient, core, signed_in
 from webdav_harness import CofferServer, require_client
 
 ALICE, BOB, CAROL, DAVE, ERIN = (("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333"),
@@ -30,22 +30,6 @@ def srv(tmp_path_factory):
         yield s
 
 
-def core(srv, what):
-    """What the storage core says now: `what(st)`."""
-    from providers import config
-    from providers.storage import Storage
-    st = Storage.open(config.load(srv.config), upgrade=False)
-    try:
-        return what(st)
-    finally:
-        st.close()
-
-
-def signed_in(srv, who) -> WebClient:
-    web = WebClient(srv)
-    status, _ = web.sign_in(*who)
-    assert status == 303, status
-    return web
 
 
 def text_of(html: bytes, element_id: str) -> str:

@@ -11,6 +11,7 @@ import re
 import pytest
 from sqlalchemy import select
 
+import web_client
 from web_client import BROWSER, WebClient
 from webdav_harness import CofferServer
 
@@ -35,10 +36,7 @@ def account(srv, name, what=lambda st, name: st.accounts.get(name)):
 
 
 def signed_in(srv, who=ALICE) -> WebClient:
-    web = WebClient(srv)
-    status, headers = web.sign_in(*who)
-    assert status == 303, status
-    return web
+    return web_client.signed_in(srv, who)
 
 
 def test_webdav_clients_get_what_they_got(srv):

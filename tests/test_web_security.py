@@ -19,7 +19,7 @@ import paramiko
 import pyotp
 import pytest
 
-from web_client import WebClient
+from web_client import WebClient, core, signed_in
 from webdav_harness import CofferServer, require_client
 
 ALICE, BOB, CAROL, DAVE, ERIN = (("alice", "alice-pw-1"), ("bob", "bob-pw-22"), ("carol", "carol-pw-333"),
@@ -35,28 +35,12 @@ def srv(tmp_path_factory):
         yield s
 
 
-def core(srv, what):
-    """What the storage core says now (a second process, as an administrator would look)."""
-    from providers import config
-    from providers.storage import Storage
-    st = Storage.open(config.load(srv.config), upgrade=False)
-    try:
-        return what(st)
-    finally:
-        st.close()
-
 
 def forgive(srv, name):
     """Clear the login guard's records of an account and of this address
     (a test's own failures must not leak into the next)."""
     core(srv, lambda st: (st.throttle.clear(name), st.throttle.clear(None, "127.0.0.1")))
 
-
-def signed_in(srv, who) -> WebClient:
-    web = WebClient(srv)
-    status, _ = web.sign_in(*who)
-    assert status == 303, status
-    return web
 
 
 def post(web, fields, csrf=None):

@@ -71,3 +71,23 @@ class WebClient:
         body = b"".join(parts) + f"--{boundary}--\r\n".encode()
         return self.send("POST", folder_path, body, {"Content-Type": f"multipart/form-data; boundary={boundary}",
                                                      **(headers or {})})
+
+
+def signed_in(srv, who) -> WebClient:
+    """A client signed in as `who` (name, password)."""
+    web = WebClient(srv)
+    status, _ = web.sign_in(*who)
+    assert status == 303, status
+    return web
+
+
+def core(srv, what):
+    """What the storage core of `srv` says now, `what(storage)`, read as a
+    second process (an administrator) would."""
+    from providers import config
+    from providers.storage import Storage
+    st = Storage.open(config.load(srv.config), upgrade=False)
+    try:
+        return what(st)
+    finally:
+        st.close()
