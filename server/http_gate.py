@@ -45,7 +45,13 @@ log = logging.getLogger(__name__)
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024           # headers larger than this go on, for cheroot to refuse (431)
-ACCEPTS_PER_WAKE = 64
+# One connection per wake of the selector: the workers of `coffer serve`
+# share the listening socket and are all woken by a new connection, so
+# connections arriving together (a client opening its pool of 16) are shared
+# among them, a busy worker taking fewer. Accepting all that were pending at
+# once let the first awake take them all: 16 connections to 2 workers then
+# served GET at a third of the rate (963 req/s against 3,555).
+ACCEPTS_PER_WAKE = 1
 REFUSAL_LOG_SECONDS = 60
 PLAIN_HTTP_ON_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                      b"Content-Length: 61\r\n\r\nThis port speaks HTTPS only: use an https:// address instead.")

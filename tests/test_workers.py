@@ -67,6 +67,21 @@ def test_every_worker_serves_and_a_killed_one_is_replaced(tmp_path):
         for c in held:
             c.close()
 
+        # 16 clients connecting at the same moment (a sync tool opening its
+        # pool) are spread over both workers, not all taken by the first awake
+        burst = [socket.create_connection(("127.0.0.1", srv.port)) for _ in range(16)]
+        request = (b"GET /doc.txt HTTP/1.1\r\nHost: x\r\nAuthorization: "
+                   + srv.auth()["Authorization"].encode() + b"\r\n\r\n")
+        for s in burst:
+            s.sendall(request)
+        for s in burst:
+            s.settimeout(10)
+            assert s.recv(100).startswith(b"HTTP/1.1 200")
+        taken = [holder_of(workers, srv.port, s.getsockname()[1]) for s in burst]
+        assert min(taken.count(w) for w in workers) >= 3, taken
+        for s in burst:
+            s.close()
+
         # bob uploads slowly; the worker receiving it dies
         s = socket.create_connection(("127.0.0.1", srv.port))
         s.sendall(b"PUT /doc.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 8000000\r\nAuthorization: "
