@@ -37,7 +37,7 @@ class StorageConfig:
     spool_dir: str = ""               # encrypted scratch for random-access writes; "" = <data_dir>/spool
     gc_every_hours: int = 24          # `coffer serve` runs gc this often; 0 = only `coffer-admin gc`
     gc_grace_seconds: int = 3600      # unreferenced blobs younger than this are spared (uploads in flight)
-    small_file_bytes: int = 65536     # a file this small or smaller is kept in the database (0: never)
+    small_file_bytes: int = 262144    # a file this small or smaller is kept in the database (0: never)
 
 
 @dataclass(frozen=True)

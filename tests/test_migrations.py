@@ -24,7 +24,7 @@ def test_upgrading_keeps_existing_chunks_readable(cfg):
     from providers.storage import Storage
     st = Storage.open(cfg)
     st.accounts.create("alice", "alice-password")
-    data = os.urandom(100_000)                    # above small_file_bytes: a blob, which every revision reads
+    data = os.urandom(400_000)                    # above small_file_bytes: a blob, which every revision reads
     st.open_account("alice", "alice-password").write_bytes("/f", data)
     st.close()
     db = Database(cfg.database_url)
@@ -51,7 +51,7 @@ def test_a_downgrade_that_would_lose_small_files_refuses_and_changes_nothing(cfg
     st.accounts.create("alice", "alice-password")
     st.accounts.create("bob", "bob-password")
     st.open_account("alice", "alice-password").write_bytes("/small.txt", b"alice's note")
-    st.open_account("bob", "bob-password").write_bytes("/big.bin", b"b" * 200_000)
+    st.open_account("bob", "bob-password").write_bytes("/big.bin", b"b" * 400_000)
     st.close()
     db = Database(cfg.database_url)
     with pytest.raises(RuntimeError, match="1 small files' chunks are kept in the database"):
@@ -60,7 +60,7 @@ def test_a_downgrade_that_would_lose_small_files_refuses_and_changes_nothing(cfg
     st = Storage.open(cfg)
     try:
         assert st.open_account("alice", "alice-password").read_bytes("/small.txt") == b"alice's note"
-        assert st.open_account("bob", "bob-password").read_bytes("/big.bin") == b"b" * 200_000
+        assert st.open_account("bob", "bob-password").read_bytes("/big.bin") == b"b" * 400_000
         assert st.fsck()["damaged"] == []
     finally:
         st.close()

@@ -15,7 +15,7 @@ from backend import damage, database_values
 from providers import small_blobs
 from providers.meta.schema import small_blobs as small_rows
 
-SMALL, BIG = os.urandom(3000), os.urandom(200_000)
+SMALL, BIG = os.urandom(3000), os.urandom(400_000)
 
 
 def rows(storage) -> int:
