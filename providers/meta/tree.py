@@ -31,6 +31,9 @@ _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
 _HOT_NAMED = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"),
                                                 nodes.c.name_lookup == bindparam("l")))
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
+_HOT_CHILDREN_PAGE = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None),
+                                                        nodes.c.id > bindparam("a"))
+                              .order_by(nodes.c.id).limit(bindparam("n")).offset(bindparam("o")))
 _HOT_VERSION = HotQuery(select(versions).where(versions.c.id == bindparam("i")))
 _HOT_VERSION_CHUNKS = HotQuery(
     select(chunks.c.id, chunks.c.dedup_id, chunks.c.blob_name, chunks.c.blob_offset, chunks.c.plain_size,
@@ -69,9 +72,7 @@ def children_page(c, parent_id: int, after_id: int, limit: int):
     """Up to `limit` live children with ids above `after_id`, by id (keyset
     pagination: a folder changing meanwhile never repeats or skips a member
     that stays)."""
-    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None),
-                                              nodes.c.id > after_id).order_by(nodes.c.id).limit(limit)
-                     ).mappings().all()
+    return _HOT_CHILDREN_PAGE.all(c, {"p": parent_id, "a": after_id, "n": limit, "o": 0})
 
 
 def named(c, parent_id: int, lookup: str):
