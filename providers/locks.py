@@ -180,8 +180,7 @@ class LockStore:
     def user_has_locks(self, user_id: int) -> bool:
         """Whether any key domain the user belongs to (its home, folders it
         shares or was given) holds a live lock: one query."""
-        with self.db.read() as conn:
-            return q.any_live_for_user(conn, user_id, self._now_us())
+        return self.db.lookup(q.ANY_LIVE_FOR_USER, {"u": user_id, "t": self._now_us()}) is not None
 
     def has_locks(self, scope: LockScope) -> bool:
         """Whether the account holds any live lock at all (a cheap pre-check)."""

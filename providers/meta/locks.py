@@ -5,9 +5,10 @@ under their key domain's metadata key; see providers/locks.py.
 """
 from __future__ import annotations
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.engine import Connection
 
+from .db import HotQuery
 from .schema import domain_members as dm, domains, locks
 
 
@@ -62,11 +63,11 @@ def any_live(conn: Connection, domain_id: int, now_us: int) -> bool:
                                                          locks.c.expires_us >= now_us)).limit(1)).first() is not None
 
 
-def any_live_for_user(conn: Connection, user_id: int, now_us: int) -> bool:
-    """A live lock in any key domain the user is a member of (owner included)."""
-    return conn.execute(select(locks.c.token).select_from(locks.join(dm, dm.c.domain_id == locks.c.domain_id))
-                        .where(and_(dm.c.user_id == user_id, locks.c.expires_us >= now_us)).limit(1)
-                        ).first() is not None
+# A live lock in any key domain the user is a member of (owner included):
+# asked on every WebDAV request, so it is a HotQuery run by Database.lookup
+# (one statement, no transaction around it on SQLite; the first row is enough)
+ANY_LIVE_FOR_USER = HotQuery(select(locks.c.token).select_from(locks.join(dm, dm.c.domain_id == locks.c.domain_id))
+                             .where(dm.c.user_id == bindparam("u"), locks.c.expires_us >= bindparam("t")))
 
 
 def of_domain(conn: Connection, domain_id: int) -> list:
