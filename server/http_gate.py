@@ -45,13 +45,6 @@ log = logging.getLogger(__name__)
 
 HEAD_END = b"\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024           # headers larger than this go on, for cheroot to refuse (431)
-# One connection per wake of the selector: the workers of `coffer serve`
-# share the listening socket and are all woken by a new connection, so
-# connections arriving together (a client opening its pool of 16) are shared
-# among them, a busy worker taking fewer. Accepting all that were pending at
-# once let the first awake take them all: 16 connections to 2 workers then
-# served GET at a third of the rate (963 req/s against 3,555).
-ACCEPTS_PER_WAKE = 1
 REFUSAL_LOG_SECONDS = 60
 PLAIN_HTTP_ON_TLS = (b"HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nConnection: close\r\n"
                      b"Content-Length: 61\r\n\r\nThis port speaks HTTPS only: use an https:// address instead.")
@@ -172,22 +165,28 @@ class Gate(ConnectionManager):
                 self._expire_late(now)
 
     def _accept(self) -> None:
+        """One connection per wake of the selector: the workers of `coffer
+        serve` share the listening socket and are all woken by a new
+        connection, so connections arriving together (a client opening its
+        pool of 16) are shared among them, a busy worker taking fewer.
+        Accepting all that were pending at once let the first awake take
+        them all: 16 connections to 2 workers then served GET at a third of
+        the rate (963 req/s against 3,555)."""
+        try:
+            s, addr = self.server.socket.accept()
+        except (BlockingIOError, InterruptedError, socket.timeout):
+            return
+        except OSError as e:          # out of descriptors, or the socket closed on stop
+            log.warning("webdav: accept failed: %s", e)
+            return
+        prevent_socket_inheritance(s)
+        s.setblocking(False)
+        now = time.monotonic()
         proxies = getattr(self.server, "proxies", ())
-        for _ in range(ACCEPTS_PER_WAKE):
-            try:
-                s, addr = self.server.socket.accept()
-            except (BlockingIOError, InterruptedError, socket.timeout):
-                return
-            except OSError as e:          # out of descriptors, or the socket closed on stop
-                log.warning("webdav: accept failed: %s", e)
-                return
-            prevent_socket_inheritance(s)
-            s.setblocking(False)
-            now = time.monotonic()
-            if proxies and isinstance(addr, tuple) and proxy_protocol.trusted(proxies, addr[0]):
-                self._selector.register(s.fileno(), selectors.EVENT_READ, data=_ProxyWait(s, addr, now))
-            else:
-                self._start(s, addr, now)
+        if proxies and isinstance(addr, tuple) and proxy_protocol.trusted(proxies, addr[0]):
+            self._selector.register(s.fileno(), selectors.EVENT_READ, data=_ProxyWait(s, addr, now))
+        else:
+            self._start(s, addr, now)
 
     def _proxied(self, fd: int, wait: _ProxyWait) -> None:
         """A load balancer's connection: its PROXY header names the client."""

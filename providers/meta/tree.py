@@ -31,6 +31,7 @@ _HOT_CHUNK_ID = HotQuery(_CHUNK_ID_BY_DEDUP)
 _HOT_NAMED = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"),
                                                 nodes.c.name_lookup == bindparam("l")))
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
+# the offset is a parameter too: SQLite's dialect writes "LIMIT ? OFFSET ?" for a bound limit
 _HOT_CHILDREN_PAGE = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None),
                                                         nodes.c.id > bindparam("a"))
                               .order_by(nodes.c.id).limit(bindparam("n")).offset(bindparam("o")))
