@@ -17,7 +17,7 @@ from pathlib import Path
 
 import bcrypt
 
-from . import crypto, meta
+from . import crypto, meta, turn
 from .errors import AlreadyExists, AuthenticationFailed, CofferError, Conflict, Locked, NotFound
 from .keyfile import write_private
 from .meta import tree
@@ -259,8 +259,10 @@ class Accounts:
         if not password or len(password) > MAX_PASSWORD:
             return False
         if row is None or row["status"] == "erasing":
+            turn.leave()
             bcrypt.checkpw(bcrypt_input(password), self._decoy())
             return False
+        turn.leave()
         return bcrypt.checkpw(bcrypt_input(password), bytes(row["password_hash"]))
 
     def _decoy(self) -> bytes:

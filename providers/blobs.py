@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from . import turn
 from .errors import NotFound, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ SYNC_FILE_RANGE_WRITE = 2
 
 
 def _fsync_path(path: Path, data_only: bool = False) -> None:
+    turn.leave()
     fd = os.open(path, os.O_RDONLY)
     try:
         (os.fdatasync if data_only else os.fsync)(fd)
@@ -281,6 +283,7 @@ def _s3_errors(what: str):
     SSH_FX_FAILURE) saying so, and the next request tries again. A missing
     object stays the caller's to handle."""
     from botocore.exceptions import BotoCoreError, ClientError
+    turn.leave()                       # a trip over the network
     try:
         yield
     except ClientError as e:

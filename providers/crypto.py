@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from . import turn
 from .errors import IntegrityError
 
 KEY_BYTES = 32
@@ -249,6 +250,7 @@ def password_kek(password: str, salt: bytes, params: KdfParams) -> bytes:
     """The key-encryption key a password unlocks (Argon2id)."""
     kdf = Argon2id(salt=salt, length=KEY_BYTES, iterations=params.iterations, lanes=params.lanes,
                    memory_cost=params.memory_kib)
+    turn.leave()
     with _KDF_TURN:
         return kdf.derive(password.encode("utf-8"))
 

@@ -13,6 +13,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
+from . import turn
 from .errors import CofferError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class Mailer:
                 raise MailError(f"[mail] smtp_password_file cannot be read: {e.strerror}") from None
 
     def _connect(self) -> smtplib.SMTP:
+        turn.leave()                     # a trip over the network
         smtp = smtplib.SMTP(self.cfg.smtp_host, self.cfg.smtp_port, timeout=30)
         try:
             if self.cfg.smtp_starttls:

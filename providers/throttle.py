@@ -43,7 +43,7 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
-from . import meta
+from . import meta, turn
 from .accounts import normalize_name
 from .errors import Throttled
 from .meta import users as q
@@ -127,6 +127,7 @@ class Throttle:
                     until = self._ban(a, now)
                     q.throttle_save(c, a)
             if verdict == "wait" and now < deadline:
+                turn.leave()
                 self.sleep(POLL_SECONDS)
                 continue
             raise Throttled(until - now)

@@ -12,15 +12,30 @@ PUT about a third faster on the request thread.
 from __future__ import annotations
 
 import io
+import os
 import socket
 import ssl
 
 from cheroot.makefile import StreamReader, StreamWriter
 from cheroot.server import HTTPConnection, HTTPRequest
 
+from providers import turn
+
 
 class SocketReader(StreamReader):
+    """Also leaves the turn (providers/turn.py) before it receives: what is
+    not buffered yet may be slow to come."""
+
     LARGE = 64 * 1024          # reads from this size on skip the Python buffer
+
+    def __init__(self, sock, mode="r", bufsize=io.DEFAULT_BUFFER_SIZE):
+        super().__init__(sock, mode, bufsize)
+        receive = self.raw.readinto
+
+        def readinto(b):
+            turn.leave()
+            return receive(b)
+        self.raw.readinto = readinto
 
     def read(self, size=-1):
         if size is None or size < self.LARGE:
@@ -39,6 +54,7 @@ class SocketReader(StreamReader):
                 # of a 1 GiB PUT's time on the request thread
                 pieces = [buf[pos:]] if have else []
                 self._reset_read_buf()
+                turn.leave()
                 got = have
                 while got < size:
                     try:
@@ -88,7 +104,7 @@ class SocketWriter(StreamWriter):
         self._holding = False
         if held:
             with self._write_lock:
-                self.raw._sock.sendall(held)
+                self._send(held)
 
     def write(self, b):
         self._checkClosed()
@@ -104,13 +120,43 @@ class SocketWriter(StreamWriter):
         with self._write_lock:
             self._flush_unlocked()             # nothing is left there normally
             if held is not None and n <= self.COMBINE:
-                self.raw._sock.sendall(held + bytes(b))
+                self._send(held + bytes(b))
             else:
                 if held is not None:
-                    self.raw._sock.sendall(held)
-                self.raw._sock.sendall(b)
+                    self._send(held)
+                self._send(b)
         self.bytes_written += n
         return n
+
+    def _send(self, data) -> None:
+        """sendall; in the turn (providers/turn.py) only as long as the
+        socket takes the data at once and the turn's slice lasts: a client
+        that is slow to read (or does not read at all) is waited for out of
+        it, and a long answer goes out beside the other requests."""
+        sock = self.raw._sock
+        if turn.overdue():
+            turn.leave()
+        if turn.held() and sock.gettimeout() is not None:     # a blocking socket is waited on out of the turn
+            sent = 0
+            try:
+                if isinstance(sock, ssl.SSLSocket):
+                    timeout = sock.gettimeout()
+                    sock.settimeout(0)
+                    try:
+                        sent = sock.send(data)
+                    finally:
+                        sock.settimeout(timeout)
+                else:
+                    # the descriptor is non-blocking under Python's timeout;
+                    # send() would first wait for room, up to that timeout
+                    sent = os.write(sock.fileno(), data)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        turn.leave()
+        sock.sendall(data)
 
 
 def make_file(sock, mode="r", bufsize=io.DEFAULT_BUFFER_SIZE):
@@ -129,6 +175,9 @@ class Request(HTTPRequest):
             self.conn.wfile.release()
 
 
+LINGER_SECONDS = 0.002       # a request thread waits this long for a kept-alive connection's next request
+
+
 class Connection(HTTPConnection):
     """cheroot's connection with the socket files above, for plain and TLS
     sockets alike (both are read and written through the socket object)."""
@@ -140,6 +189,23 @@ class Connection(HTTPConnection):
 
     def __init__(self, server, sock, makefile=None):
         super().__init__(server, sock, make_file)
+
+    def communicate(self):
+        """Serve requests while the next one follows within LINGER_SECONDS
+        (Gate.next_head), each begun in the turn; True when the connection
+        is kept alive."""
+        keep = self._one()
+        while keep and self.gate is not None and self.gate.next_head(self, LINGER_SECONDS):
+            keep = self._one()
+        return keep
+
+    def _one(self) -> bool:
+        """One request, begun in the turn (providers/turn.py)."""
+        turn.take()
+        try:
+            return super().communicate()
+        finally:
+            turn.leave()
 
     def close(self):
         gate, self.gate = self.gate, None

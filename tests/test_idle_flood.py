@@ -4,10 +4,14 @@ default worker processes, then ordinary requests from curl and OpenSSH."""
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import ssl
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
 
 from sftp_harness import SftpServer
 from webdav_harness import CofferServer, require_client
@@ -139,6 +143,65 @@ def test_stalled_uploads_are_cut_off_and_do_not_hold_the_server(tmp_path):
         assert (status, body) == (200, b"first version")       # nothing half-written took its place
         for s in stalled:
             s.close()
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
+def test_clients_that_stop_reading_or_sending_mid_request_do_not_hold_the_others(tmp_path, monkeypatch, tls):
+    """A request runs in the worker's turn until it would wait on its client
+    (providers/turn.py). Downloads nobody reads and uploads whose bodies stop
+    must each have left the turn: another account's requests on the same
+    worker are answered at once. The turn's slice is made 5 s here, so a
+    request that kept the turn while waiting would show as seconds."""
+    monkeypatch.setenv("COFFER_TURN_SLICE_SECONDS", "5")
+    with CofferServer(tmp_path / "srv", tls=tls, extra="[server]\nworkers = 1",
+                      webdav="io_timeout_seconds = 30") as srv:
+        wmem = int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
+        big = os.urandom(wmem + 4 * 1024 * 1024)        # more than the server's socket can buffer
+        assert srv.request("PUT", "/big.bin", big)[0] == 201
+        assert srv.request("PUT", "/note.txt", b"bob's note", user="bob")[0] == 201
+        auth = srv.auth()["Authorization"].encode()
+        small = b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n"
+
+        def connected(i: int) -> socket.socket:
+            """A connection whose first request was answered (its session is
+            recorded), as a client's would be before it stops mid-request."""
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.bind((FLOOD_ADDRESSES[i], 0))
+            s.connect(("127.0.0.1", srv.port))
+            if tls:
+                s = _tls_context().wrap_socket(s)
+            s.sendall(small)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += s.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 200")
+            return s
+        held = [connected(i) for i in range(8)]
+        for s in held[:4]:                  # downloads whose client stops reading
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth + b"\r\n\r\n")
+        for s in held[4:]:                  # uploads whose body stops after 1,000 bytes
+            s.sendall(b"PUT /stalled.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nAuthorization: "
+                      + auth + b"\r\n\r\n" + b"y" * 1000)
+        time.sleep(1)
+        conn = srv.connection()
+        slowest = 0.0
+        for _ in range(10):
+            for method, path, want in (("GET", "/note.txt", 200), ("PROPFIND", "/note.txt", 207)):
+                started = time.monotonic()
+                status, _, body = srv.request(method, path, headers={"Depth": "0"}, user="bob", conn=conn)
+                slowest = max(slowest, time.monotonic() - started)
+                assert status == want
+                if method == "GET":
+                    assert body == b"bob's note"
+        assert slowest < 1.0, f"an ordinary request waited {slowest:.1f} s behind clients that stopped"
+        conn.close()
+        for s in held:
+            s.close()
+        status, _, body = srv.request("GET", "/big.bin")
+        assert status == 200 and body == big
+        assert srv.request("GET", "/stalled.bin")[0] == 404       # no upload was completed
 
 
 def test_idle_and_half_sent_ssh_connections_do_not_starve_sftp(tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, exc, inspect
 from sqlalchemy.engine import Connection, Engine
 
+from .. import turn
 from ..errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -111,15 +112,20 @@ class Database:
             self.engine = create_engine(url, pool_size=10, max_overflow=40, pool_pre_ping=True)
 
     def write(self):
-        """A write transaction (committed on success, rolled back on error)."""
+        """A write transaction (committed on success, rolled back on error).
+        It may wait for another writer, and for the sync: out of the turn."""
+        turn.leave()
         if self.is_sqlite:
             return self._sqlite_transaction("IMMEDIATE")
         return self._transaction("IMMEDIATE")
 
     def read(self):
-        """A read transaction: a consistent view for its duration."""
+        """A read transaction: a consistent view for its duration. On
+        SQLite it reads the file in place; another database is a trip over
+        the network, made out of the turn."""
         if self.is_sqlite:
             return self._sqlite_transaction("DEFERRED")
+        turn.leave()
         return self._transaction("DEFERRED")
 
     IDLE_CONNECTIONS = 16
