@@ -183,7 +183,7 @@ def serve(args) -> int:
     from providers.streams import share_spool_budget
     _preload()
     share_spool_budget()             # unfinished SFTP uploads of an account count once, in every worker
-    sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop),
+    sup = Supervisor(workers, lambda slot, stop: _work(cfg, slot, sockets, stop, sup.loads),
                      on_death=lambda pid: run_detached(lambda: _cut_short(cfg)))
     return sup.run(ready=f"coffer: ready ({workers} worker processes)")
 
@@ -233,8 +233,9 @@ def _raise_file_limit() -> None:
         pass
 
 
-def _work(cfg, slot: int, sockets: dict, stop) -> int:
-    """One worker: serve on the shared sockets until `stop`. Worker 0 also
+def _work(cfg, slot: int, sockets: dict, stop, loads=None) -> int:
+    """One worker: serve on the shared sockets until `stop`, sharing new
+    connections with the other workers by their `loads`. Worker 0 also
     obtains certificates over ACME; every worker ticks the scheduler, and
     the one holding the database lease runs the periodic jobs
     (providers/schedule.py)."""
@@ -249,7 +250,8 @@ def _work(cfg, slot: int, sockets: dict, stop) -> int:
     running = []
     try:
         if "webdav" in sockets:
-            running.append(start_webdav(st, cfg, sock=sockets["webdav"], acme=slot == 0))
+            running.append(start_webdav(st, cfg, sock=sockets["webdav"], acme=slot == 0,
+                                        loads=loads and (loads, slot)))
         if "sftp" in sockets:
             try:
                 from .sftp import start_sftp

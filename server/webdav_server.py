@@ -158,6 +158,7 @@ class HTTPServer(wsgi.Server):
 
     listening: socket.socket | None = None
     limits = None
+    loads = None                      # (workers.Loads, this worker's slot) when there are several
 
     def prepare(self):
         if self.listening is None:
@@ -226,17 +227,20 @@ def check_webdav(cfg) -> None:
             raise ConfigError(f"[webdav] plain HTTP is only allowed on a loopback address, not {w.host!r}")
 
 
-def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme: bool = True) -> WebDAVServer:
+def start_webdav(storage, cfg, app=None, sock: socket.socket | None = None, acme: bool = True,
+                 loads=None) -> WebDAVServer:
     """Serve in a background thread, on `sock` (already listening) or on a
     socket bound now. Only one process of a node runs ACME (`acme`); the
-    others load the certificate it writes. Raises ConfigError for a
+    others load the certificate it writes. A worker process shares new
+    connections with the others by `loads`: (workers.Loads, its slot).
+    Raises ConfigError for a
     plain-HTTP setup that is not explicitly allowed on loopback."""
     w = cfg.webdav
     check_webdav(cfg)
     app = app or CofferWebDAV(storage, cfg)
     server = HTTPServer((w.host, w.port), app, numthreads=w.threads, max=w.max_threads, server_name="Coffer",
                         request_queue_size=1024, timeout=w.io_timeout_seconds, shutdown_timeout=5)
-    server.listening, server.limits = sock, w
+    server.listening, server.limits, server.loads = sock, w, loads
     server.proxies = proxy_protocol.networks(cfg.server.proxy_protocol_from)
     server.max_request_body_size = 0
     server.max_request_header_size = 64 * 1024

@@ -20,8 +20,10 @@ and then the supervisor.
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import signal
+import struct
 import time
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,28 @@ class StopSignals:
         return self.stopped
 
 
+class Loads:
+    """How many connections each worker holds, in memory shared by the
+    workers (made before they fork), so that the listening socket's
+    connections are shared among them: a worker that holds more than the
+    least loaded one lets a new connection wait for the others a moment
+    (server/http_gate.py). Each worker writes only its own slot; a slot of
+    a dead worker is zeroed for its replacement."""
+
+    _slot = struct.Struct("<q")
+
+    def __init__(self, count: int):
+        self.count = count
+        self._map = mmap.mmap(-1, count * self._slot.size)
+
+    def set(self, slot: int, n: int) -> None:
+        self._slot.pack_into(self._map, slot * self._slot.size, n)
+
+    def least_of_others(self, slot: int) -> int:
+        return min(self._slot.unpack_from(self._map, i * self._slot.size)[0]
+                   for i in range(self.count) if i != slot)
+
+
 class Supervisor:
     def __init__(self, count: int, work, on_death=None):
         """`work(slot, stop: StopSignals) -> exit status` runs in each worker;
@@ -101,8 +125,11 @@ class Supervisor:
         self.count, self.work, self.on_death = count, work, on_death
         self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
         self.quick_deaths = 0
+        self.loads = Loads(count)
+
 
     def _spawn(self, slot: int) -> None:
+        self.loads.set(slot, 0)
         pid = os.fork()                                   # TERM and INT are blocked (see run): none is lost
         if pid == 0:                                      # the worker
             status = 1
