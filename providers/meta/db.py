@@ -390,7 +390,8 @@ class HotStatement:
     times the statement itself (publishing a small file took 6.6 ms, most of
     it there). The SQL is compiled once per set of parameter names; a
     column whose default SQLAlchemy computes in Python makes that set take
-    the ordinary path. `run` returns the new row's id for an insert."""
+    the ordinary path. `run` returns the new row's id for an insert, the
+    number of rows it changed otherwise."""
 
     def __init__(self, stmt, returns_id: bool = False):
         self.stmt = stmt
@@ -401,10 +402,10 @@ class HotStatement:
         plan = self._plan(c, params) if c.dialect.name == "sqlite" else None
         if plan is None:
             r = c.execute(self.stmt, params)
-            return r.inserted_primary_key[0] if self.returns_id else None
+            return r.inserted_primary_key[0] if self.returns_id else r.rowcount
         sql, names = plan
         cur = _driver_call(c, "execute", sql, [params[n] for n in names], params)
-        return cur.lastrowid if self.returns_id else None
+        return cur.lastrowid if self.returns_id else cur.rowcount
 
     def run_many(self, c: Connection, rows: list[dict]) -> None:
         plan = self._plan(c, rows[0]) if rows and c.dialect.name == "sqlite" else None
