@@ -128,6 +128,52 @@ def test_a_changed_account_ends_its_open_connections(tmp_path, change):
         assert "the account was disabled or its password changed" in log and "Traceback" not in log
 
 
+def test_a_password_checked_once_opens_the_next_connections_at_once_until_it_changes(tmp_path):
+    """A client that opens several connections (FileZilla's transfers, the
+    pools of rclone and restic) pays for the password hash once: the next
+    connections with the same name and password log in without it. A wrong
+    password, another account, a changed password and a disabled account
+    are each checked in full."""
+    security = "bcrypt_rounds = 13"                          # a hash long enough to tell apart
+    with SftpServer(tmp_path, security=security) as srv:
+        def login_time(user: str, password: str) -> float:
+            t = transport(srv)
+            start = time.perf_counter()
+            try:
+                t.auth_password(user, password)
+                took = time.perf_counter() - start
+                sftp = paramiko.SFTPClient.from_transport(t)        # the account opens
+                sftp.listdir("/")
+                sftp.close()
+                return took
+            finally:
+                t.close()
+
+        first = login_time("alice", srv.accounts["alice"][0])
+        again = statistics.median(login_time("alice", srv.accounts["alice"][0]) for _ in range(5))
+        assert first > 0.2 and again < first / 4, (first, again)
+        assert login_time("bob", srv.accounts["bob"][0]) > first / 2       # another account: its own check
+
+        t = transport(srv)
+        start = time.perf_counter()
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_password("alice", "not-" + srv.accounts["alice"][0])
+        assert time.perf_counter() - start > first / 2                  # a wrong one is hashed as ever
+        t.close()
+
+        admin(srv, "user", "passwd", "alice", "--password-stdin", input="a-new-password-1\n")
+        t = transport(srv)
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_password("alice", srv.accounts["alice"][0])         # the old one: refused at once
+        t.close()
+        assert login_time("alice", "a-new-password-1") > first / 2
+        admin(srv, "user", "disable", "alice")
+        t = transport(srv)
+        with pytest.raises(paramiko.AuthenticationException):
+            t.auth_password("alice", "a-new-password-1")
+        t.close()
+
+
 # -- connections that never log in --------------------------------------------------------------
 
 def test_idle_connections_that_never_log_in_lock_nobody_out(tmp_path):
