@@ -363,13 +363,25 @@ class HotQuery:
         return dict(zip(columns, row))
 
     def all(self, c: Connection, params: dict) -> list[dict]:
+        """Every row. A parameter bound with `expanding=True` (`col.in_(
+        bindparam("ids", expanding=True))`) takes a non-empty list."""
         if c.dialect.name != "sqlite":
             return [dict(r) for r in c.execute(self.stmt, params).mappings()]
         plan = self._sqlite
         if plan is None:
             plan = self._sqlite = self._plan(c.dialect)
         sql, names, columns, converters = plan
-        rows = _driver_call(c, "execute", sql, [params[n] for n in names], params).fetchall()
+        args = [params[n] for n in names]
+        if "__[POSTCOMPILE_" in sql:          # what SQLAlchemy does for an IN list, done here
+            flat = []
+            for n, v in zip(names, args):
+                if isinstance(v, (list, tuple)):
+                    sql = sql.replace(f"__[POSTCOMPILE_{n}]", ", ".join("?" * len(v)), 1)
+                    flat += v
+                else:
+                    flat.append(v)
+            args = flat
+        rows = _driver_call(c, "execute", sql, args, params).fetchall()
         if converters:
             rows = [[v if f is None or v is None else f(v) for f, v in zip(converters, row)] for row in rows]
         return [dict(zip(columns, row)) for row in rows]

@@ -32,6 +32,8 @@ _HOT_NAMED = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p
                                                 nodes.c.name_lookup == bindparam("l")))
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
 # the offset is a parameter too: SQLite's dialect writes "LIMIT ? OFFSET ?" for a bound limit
+_HOT_CHILDREN = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None)))
+_HOT_PROPS_OF_NODES = HotQuery(select(dead_props).where(dead_props.c.node_id.in_(bindparam("ids", expanding=True))))
 _HOT_CHILDREN_PAGE = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None),
                                                         nodes.c.id > bindparam("a"))
                               .order_by(nodes.c.id).limit(bindparam("n")).offset(bindparam("o")))
@@ -65,8 +67,7 @@ def child(c, parent_id: int, lookup: str):
 
 
 def children(c, parent_id: int):
-    return c.execute(select(*NODE_COLS).where(nodes.c.parent_id == parent_id, nodes.c.trashed_us.is_(None))
-                     ).mappings().all()
+    return _HOT_CHILDREN.all(c, {"p": parent_id})
 
 
 def children_page(c, parent_id: int, after_id: int, limit: int):
@@ -515,7 +516,8 @@ def update_chunk(c, chunk_id: int, **values) -> None:
 
 
 def props_of_nodes(c, node_ids):
-    return c.execute(select(dead_props).where(dead_props.c.node_id.in_(node_ids))).mappings().all()
+    node_ids = list(node_ids)
+    return _HOT_PROPS_OF_NODES.all(c, {"ids": node_ids}) if node_ids else []
 
 
 def file_names(c, domain_id: int):
