@@ -127,10 +127,24 @@ class MasterKey:
         return crypto.subkey(self.key, purpose)
 
 
+_decoys: dict[int, bytes] = {}          # bcrypt cost -> a hash of a password nobody knows
+
+
+def decoy_hash(rounds: int) -> bytes:
+    """What a login to an unknown name is checked against (see
+    `Accounts.verify`), made once per process at this cost. `coffer serve`
+    makes it before serving (and before forking its workers): made on the
+    first unknown name instead, that one answer took two hashes, and told
+    the name does not exist."""
+    h = _decoys.get(rounds)
+    if h is None:
+        h = _decoys.setdefault(rounds, bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds)))
+    return h
+
+
 class Accounts:
     def __init__(self, db: meta.Database, cfg, master: MasterKey):
         self.db, self.cfg, self.master = db, cfg, master
-        self._decoy_hash: bytes | None = None
         self.kdf = crypto.KdfParams(cfg.security.argon2_memory_kib, cfg.security.argon2_iterations,
                                     cfg.security.argon2_lanes)
 
@@ -260,16 +274,11 @@ class Accounts:
             return False
         if row is None or row["status"] == "erasing":
             turn.leave()
-            bcrypt.checkpw(bcrypt_input(password), self._decoy())
+            bcrypt.checkpw(bcrypt_input(password), decoy_hash(self.cfg.security.bcrypt_rounds))
             return False
         turn.leave()
         return bcrypt.checkpw(bcrypt_input(password), bytes(row["password_hash"]))
 
-    def _decoy(self) -> bytes:
-        if self._decoy_hash is None:
-            self._decoy_hash = bcrypt.hashpw(os.urandom(16).hex().encode(),
-                                             bcrypt.gensalt(self.cfg.security.bcrypt_rounds))
-        return self._decoy_hash
 
     def user_key(self, row, password: str | None = None) -> bytes:
         """Unwrap the account's user key: with the password (private), or the

@@ -175,6 +175,8 @@ def serve(args) -> int:
         print("coffer: nothing to serve: both [webdav] and [sftp] are disabled", file=sys.stderr)
         return 2
     workers = cfg.server.workers or _cores()
+    from providers.accounts import decoy_hash
+    decoy_hash(cfg.security.bcrypt_rounds)     # every worker has it from the start (see there)
     from .workers import StopSignals, Supervisor, run_detached
     if workers == 1:
         stop = StopSignals()

@@ -308,6 +308,28 @@ def test_failed_logins_look_alike(tmp_path):
         assert abs(known - unknown) < max(0.015, 0.4 * max(known, unknown)), f"key: medians {kmed}"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_first_login_to_an_unknown_name_takes_as_long_as_a_wrong_password(tmp_path, workers):
+    """The hash an unknown name is checked against is made before the
+    server serves: made on the first unknown name, that answer took two
+    hashes and told the name does not exist (once per worker process)."""
+    security = ("bcrypt_rounds = 13\nlogin_failures_before_delay = 10000\nlogin_block_after = 10000\n"
+                "login_protect_after = 10000")
+    with SftpServer(tmp_path, security=security, extra=f"[server]\nworkers = {workers}") as srv:
+        def refused(user: str, pw: str) -> float:
+            t = transport(srv)
+            start = time.perf_counter()
+            with pytest.raises(paramiko.AuthenticationException):
+                t.auth_password(user, pw)
+            took = time.perf_counter() - start
+            t.close()
+            return took
+
+        firsts = [refused(f"nobody{i}", "whatever-pw") for i in range(workers)]   # one per worker, at most
+        wrong = statistics.median(refused("alice", "not-her-password") for _ in range(3))
+        assert max(firsts) < 1.5 * wrong, f"first unknown names {firsts}, wrong password {wrong}"
+
+
 # -- clients without AES-GCM, and connections that are not SSH ----------------------------------
 
 def test_clients_without_aes_gcm_connect(tmp_path):
