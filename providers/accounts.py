@@ -136,10 +136,9 @@ def decoy_hash(rounds: int) -> bytes:
     makes it before serving (and before forking its workers): made on the
     first unknown name instead, that one answer took two hashes, and told
     the name does not exist."""
-    h = _decoys.get(rounds)
-    if h is None:
-        h = _decoys.setdefault(rounds, bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds)))
-    return h
+    if rounds not in _decoys:
+        _decoys[rounds] = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(rounds))
+    return _decoys[rounds]
 
 
 class Accounts:
@@ -278,7 +277,6 @@ class Accounts:
             return False
         turn.leave()
         return bcrypt.checkpw(bcrypt_input(password), bytes(row["password_hash"]))
-
 
     def user_key(self, row, password: str | None = None) -> bytes:
         """Unwrap the account's user key: with the password (private), or the

@@ -152,12 +152,13 @@ class Gate(ConnectionManager):
         while not self._stop_requested:
             timeout = expiration_interval
             if self._accept_paused_until:
-                timeout = self._accept_paused_until - time.monotonic()
-                if timeout <= 0:
+                left = self._accept_paused_until - time.monotonic()
+                if left > 0:
+                    timeout = min(left, expiration_interval)
+                else:
                     self._resume_accepting()
-                    timeout = expiration_interval
             try:
-                ready = list(self._selector.select(timeout=min(timeout, expiration_interval)))
+                ready = list(self._selector.select(timeout=timeout))
             except OSError:
                 self._remove_invalid_sockets()
                 continue
@@ -202,8 +203,8 @@ class Gate(ConnectionManager):
         self._accept_anyway = True
         try:
             self._selector.register(self.server.socket.fileno(), selectors.EVENT_READ, data=self.server)
-        except (ValueError, KeyError, OSError):        # closed on stop
-            pass
+        except (ValueError, OSError):      # the socket was closed: the server is stopping, nothing to accept
+            return
 
     def _accept(self) -> None:
         """One connection per wake of the selector: the workers of `coffer

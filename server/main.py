@@ -253,7 +253,7 @@ def _work(cfg, slot: int, sockets: dict, stop, loads=None) -> int:
     try:
         if "webdav" in sockets:
             running.append(start_webdav(st, cfg, sock=sockets["webdav"], acme=slot == 0,
-                                        loads=loads and (loads, slot)))
+                                        loads=None if loads is None else (loads, slot)))
         if "sftp" in sockets:
             try:
                 from .sftp import start_sftp

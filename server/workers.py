@@ -23,7 +23,6 @@ import logging
 import mmap
 import os
 import signal
-import struct
 import time
 
 log = logging.getLogger(__name__)
@@ -103,18 +102,14 @@ class Loads:
     (server/http_gate.py). Each worker writes only its own slot; a slot of
     a dead worker is zeroed for its replacement."""
 
-    _slot = struct.Struct("<q")
-
     def __init__(self, count: int):
-        self.count = count
-        self._map = mmap.mmap(-1, count * self._slot.size)
+        self._counts = memoryview(mmap.mmap(-1, count * 8)).cast("q")
 
     def set(self, slot: int, n: int) -> None:
-        self._slot.pack_into(self._map, slot * self._slot.size, n)
+        self._counts[slot] = n
 
     def least_of_others(self, slot: int) -> int:
-        return min(self._slot.unpack_from(self._map, i * self._slot.size)[0]
-                   for i in range(self.count) if i != slot)
+        return min(n for i, n in enumerate(self._counts) if i != slot)
 
 
 class Supervisor:
@@ -126,7 +121,6 @@ class Supervisor:
         self.children: dict[int, tuple[int, float]] = {}      # pid -> (slot, started)
         self.quick_deaths = 0
         self.loads = Loads(count)
-
 
     def _spawn(self, slot: int) -> None:
         self.loads.set(slot, 0)
