@@ -231,10 +231,6 @@ def test_socket_files_keep_stream_order_across_small_and_large_reads():
 def test_an_unexpected_error_is_a_500_with_its_traceback_in_the_log(storage, cfg, monkeypatch):
     """A fault below the handlers answers 500 and leaves its traceback in the
     server's log (wsgidav kept its records to itself, so such 500s were silent)."""
-    import io
-    import logging
-    from wsgiref.util import setup_testing_defaults
-
     from providers.vfs import Vfs
     from server.webdav_app import CofferWebDAV
     storage.accounts.create("erin", "erin-password")
@@ -243,18 +239,58 @@ def test_an_unexpected_error_is_a_500_with_its_traceback_in_the_log(storage, cfg
     def broken(self, path):
         raise RuntimeError("a fault nobody foresaw")
     monkeypatch.setattr(Vfs, "mkdir", broken)
-    environ = {"REQUEST_METHOD": "MKCOL", "PATH_INFO": "/new/", "HTTP_AUTHORIZATION": basic(b"erin:erin-password"),
-               "wsgi.input": io.BytesIO(b""), "CONTENT_LENGTH": "0", "SCRIPT_NAME": ""}
+    status, log = _logged_request(app, "MKCOL", "/new/", b"erin:erin-password")
+    assert status.startswith("500")
+    assert "a fault nobody foresaw" in log and "Traceback" in log
+
+
+def _logged_request(app, method, path, login, body=b""):
+    """One request through the application: its status and what it logged
+    where `coffer serve` sends its log (the root logger)."""
+    import io
+    import logging
+    from wsgiref.util import setup_testing_defaults
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "HTTP_AUTHORIZATION": basic(login),
+               "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "SCRIPT_NAME": ""}
     setup_testing_defaults(environ)
     seen = io.StringIO()
-    handler = logging.StreamHandler(seen)             # where `coffer serve` sends its log: the root logger
+    handler = logging.StreamHandler(seen)
     logging.getLogger().addHandler(handler)
     statuses = []
     try:
-        body = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
-        b"".join(body)
-        body.close()
+        out = app(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        b"".join(out)
+        out.close()
     finally:
         logging.getLogger().removeHandler(handler)
-    assert statuses[0].startswith("500")
-    assert "a fault nobody foresaw" in seen.getvalue() and "Traceback" in seen.getvalue()
+    return statuses[0], seen.getvalue()
+
+
+def test_an_upload_refused_cleanly_logs_one_line_and_a_fault_in_it_its_traceback(storage, cfg, monkeypatch):
+    """wsgidav logs every error of a PUT's copy with a traceback. A clean
+    answer (the database away: 503, nothing changed) is one line in the log,
+    so a real fault's traceback stands out; that one keeps it. Another
+    account's upload meanwhile goes through."""
+    from providers import errors
+    from providers.vfs import Vfs
+    from server.webdav_app import CofferWebDAV
+    storage.accounts.create("erin", "erin-password")
+    storage.accounts.create("fay", "fay-password")
+    app = CofferWebDAV(storage, cfg)
+    real_open_write = Vfs.open_write
+
+    def failing(self, path, **kw):
+        if self.user.name == "erin":
+            raise (errors.StorageUnavailable("the database is not available; nothing was changed; try again")
+                   if path.endswith("away.txt") else RuntimeError("a fault nobody foresaw"))
+        return real_open_write(self, path, **kw)
+    monkeypatch.setattr(Vfs, "open_write", failing)
+    status, log = _logged_request(app, "PUT", "/away.txt", b"erin:erin-password", b"hello")
+    assert status.startswith("503") and "the database is not available" in log and "Traceback" not in log
+    status, log = _logged_request(app, "PUT", "/fault.txt", b"erin:erin-password", b"hello")
+    assert status.startswith("500") and "a fault nobody foresaw" in log and "Traceback" in log
+    status, _ = _logged_request(app, "PUT", "/kept.txt", b"fay:fay-password", b"hello")
+    assert status.startswith("201")
+    vfs = storage.open_account("fay", "fay-password")
+    assert vfs.read_bytes("/kept.txt") == b"hello"
+    vfs.close()
