@@ -149,10 +149,7 @@ class _Writer:
         href = path.rstrip("/") + "/" if e.is_dir else path
         found, missing = [], []
         if self.req.allprop:
-            for name in self.live.allprop_names(e):
-                x = self.live.xml(name, path, e)
-                if x is not None:
-                    found.append(x)
+            found.append(self.live.allprop_xml(path, e))
             found.extend(v.decode("utf-8") for v in (self.dead_props(path) if dead is None else dead).values())
         else:
             for name in self.req.names:
