@@ -45,6 +45,11 @@ class Op(enum.Enum):
     PURGE = "purging"
     SHARE = "sharing"
 
+    # A member is equal only to itself, so its identity is its hash: looked
+    # up in sets and tables for every member of a listing, where Enum's own
+    # (a Python-level hash of the name) shows in the profile.
+    __hash__ = object.__hash__
+
 
 ANY = frozenset(GRANTS)
 WRITERS = frozenset({OWNER, WRITE})
