@@ -87,3 +87,13 @@ def tmpfs(mnt, size: str):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
+
+
+@pytest.fixture
+def gpg_home(tmp_path):
+    """tmp_path as HOME for a client that runs gpg (duplicity): gpg starts
+    an agent for HOME/.gnupg that outlives the client; it is stopped here."""
+    yield tmp_path
+    gnupg = tmp_path / ".gnupg"
+    if gnupg.exists():
+        subprocess.run(["gpgconf", "--homedir", str(gnupg), "--kill", "all"], capture_output=True, timeout=30)

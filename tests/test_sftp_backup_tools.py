@@ -116,6 +116,7 @@ def test_restic_cycle(server, tmp_path):
     assert snaps.count('"id"') == 1
 
 
+@pytest.mark.usefixtures("gpg_home")
 def test_duplicity_cycle(server, tmp_path):
     """Debian's duplicity: its SFTP backend is the system's paramiko 2.x, which
     speaks no AES-GCM (it connects with AES-CTR and HMAC-SHA2)."""

@@ -216,6 +216,7 @@ def test_an_erasure_request_is_carried_out_after_the_grace(srv):
     assert receipt["reason"] == "holder's request"
 
 
+@pytest.mark.usefixtures("gpg_home")
 def test_connect_page_fingerprints_and_rclone(srv, tmp_path):
     from providers import config
     from server import tls
