@@ -192,6 +192,49 @@ def test_destination_check(dest, ok):
     assert (problem is None) == ok, problem
 
 
+def test_socket_lines_come_whole_and_in_order_whatever_the_packets_and_limits():
+    """Request lines and headers are read a line at a time, from the buffer
+    when the line is there; lines that arrive in pieces, straddle a buffer
+    refill, or run past the caller's limit (cheroot reads 256 bytes at a
+    time and refuses over-long heads) come out exactly as sent, and the
+    byte count stays true."""
+    import random
+    import socket
+    import threading
+
+    from cheroot.server import SizeCheckWrapper
+
+    from server.http_io import make_file
+    rng = random.Random(7)
+    lines = [b"GET /%d HTTP/1.1\r\n" % i for i in range(50)] + \
+            [b"X-Long: " + b"v" * rng.randint(200, 9000) + b"\r\n" for _ in range(40)] + \
+            [b"H%d: %s\r\n" % (i, b"x" * rng.randint(0, 300)) for i in range(400)] + [b"\r\n"]
+    rng.shuffle(lines)
+    tail = b"a body line\r\nno newline at the end"
+    data = b"".join(lines) + tail
+    a, b = socket.socketpair()
+
+    def send():                                      # packets of any size, lines cut anywhere
+        at = 0
+        while at < len(data):
+            n = rng.randint(1, 3000)
+            a.sendall(data[at:at + n])
+            at += n
+        a.shutdown(socket.SHUT_WR)
+    sender = threading.Thread(target=send)
+    sender.start()
+    r = make_file(b, "rb")
+    wrapped = SizeCheckWrapper(r, 0)
+    got = [wrapped.readline() for _ in lines]         # as cheroot reads a head: 256 bytes at most per call
+    assert got == lines
+    assert r.readline(6) == b"a body" and r.readline() == b" line\r\n"       # a limit cuts a line short
+    assert r.readline(5) == b"no ne" and r.readline() == b"wline at the end" and r.readline() == b""
+    assert r.bytes_read == len(data) and wrapped.bytes_read == len(data) - len(tail)
+    sender.join()
+    a.close()
+    b.close()
+
+
 def test_socket_files_keep_stream_order_across_small_and_large_reads():
     import os
     import socket
