@@ -23,6 +23,7 @@ import os
 from sqlalchemy import delete, func, insert, select
 
 from .errors import NotFound
+from .meta.db import HotStatement
 from .meta.schema import small_blobs
 
 NAME_HEX = 24
@@ -36,10 +37,13 @@ def is_small(name: str) -> bool:
     return len(name) == NAME_HEX
 
 
+_INSERT = HotStatement(insert(small_blobs))
+
+
 def insert_rows(c, rows: list[dict]) -> None:
     """Store small chunks (name, data, created_us) in the caller's transaction."""
-    if rows:
-        c.execute(insert(small_blobs), rows)
+    for row in rows:
+        _INSERT.run(c, row)
 
 
 class SmallBlobs:

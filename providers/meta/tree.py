@@ -54,6 +54,7 @@ _INSERT_VERSION = HotStatement(insert(versions), returns_id=True)
 _UPDATE_VERSION = HotStatement(update(versions).where(versions.c.id == bindparam("w_id")))
 _INSERT_CHUNK = HotStatement(insert(chunks), returns_id=True)
 _INSERT_VERSION_CHUNKS = HotStatement(insert(version_chunks))
+_INSERT_HISTORY = HotStatement(insert(node_history))
 _ADD_USAGE = HotStatement(update(domains).where(domains.c.id == bindparam("w_id")).values(
     used_bytes=domains.c.used_bytes + bindparam("delta")))
 
@@ -155,8 +156,8 @@ def delete_nodes(c, ids: list[int]) -> None:
 def add_history(c, node, parent_id: int | None, until_us: int) -> None:
     """Record that `node` was in `parent_id` (None: nowhere) under its
     present name until `until_us` (its sealed name and lookup, copied)."""
-    c.execute(insert(node_history).values(node_id=node["id"], parent_id=parent_id, name_enc=node["name_enc"],
-                                          name_lookup=node["name_lookup"], until_us=until_us))
+    _INSERT_HISTORY.run(c, dict(node_id=node["id"], parent_id=parent_id, name_enc=node["name_enc"],
+                                name_lookup=node["name_lookup"], until_us=until_us))
 
 
 def history_rows(c, node_ids: list[int]):
