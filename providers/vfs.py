@@ -253,15 +253,15 @@ class Vfs(Core):
             # byte at 1 TiB cost 400 s of CPU. No file may outgrow its
             # owner's whole quota.
             limit = self.quota_of(c, dom.owner_id).limit
-        try:
-            e = self.stat(path)
-            if e.is_dir:
-                raise IsADirectory(f"{paths.join(parts)} is a folder")
-            if exclusive:
-                raise AlreadyExists(f"{paths.join(parts)} already exists")
-        except (NotFound,):
-            if not create:
-                raise
+            try:                              # what is there now, in the same transaction
+                e = self.entry(self.res.resolve(c, parts))
+            except NotFound:
+                if not create:
+                    raise
+        if e is not None and e.is_dir:
+            raise IsADirectory(f"{paths.join(parts)} is a folder")
+        if e is not None and exclusive:
+            raise AlreadyExists(f"{paths.join(parts)} already exists")
         if not truncate and e is not None and e.size:
             base = self.open_read(path)
         return RandomFile(lambda: self.open_write(path), base, self.cfg.spool_dir, max_size=limit,
