@@ -44,25 +44,26 @@ log = logging.getLogger(__name__)
 # wsgidav keeps its records to itself (a NullHandler, no propagation) unless
 # its own logging setup runs: the tracebacks of its 500s must reach ours.
 logging.getLogger("wsgidav").propagate = True
+access = logging.getLogger(__name__ + ".access")     # one line per request
 
 
 class _AnsweredErrors(logging.Filter):
     """wsgidav logs any error met while copying a PUT body with its
     traceback ("PUT: byte copy failed"), the clean answers among them: a full
     account's 507, a 503 while the database is away. Those were answered and
-    nothing was changed, so their record keeps one line; a 500 (a fault
-    nobody foresaw) keeps its traceback."""
+    nothing was changed, so their record is one line, a warning; a 500 (a
+    fault nobody foresaw) stays an error with its traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, DAVError) and exc.value != HTTP_INTERNAL_ERROR:
             record.msg, record.args = "%s: %s %s", (record.getMessage(), exc.value, exc.context_info or "")
             record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
 
 
 logging.getLogger("wsgidav.request_server").addFilter(_AnsweredErrors())
-access = logging.getLogger(__name__ + ".access")     # one line per request
 
 REALM = "Coffer"
 MAX_XML_BODY = 1024 * 1024

@@ -298,6 +298,7 @@ def _logged_request(app, method, path, login, body=b""):
     setup_testing_defaults(environ)
     seen = io.StringIO()
     handler = logging.StreamHandler(seen)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))   # as `coffer serve` logs
     logging.getLogger().addHandler(handler)
     statuses = []
     try:
@@ -330,6 +331,7 @@ def test_an_upload_refused_cleanly_logs_one_line_and_a_fault_in_it_its_traceback
     monkeypatch.setattr(Vfs, "open_write", failing)
     status, log = _logged_request(app, "PUT", "/away.txt", b"erin:erin-password", b"hello")
     assert status.startswith("503") and "the database is not available" in log and "Traceback" not in log
+    assert "ERROR" not in log                          # a warning: answered, nothing changed
     status, log = _logged_request(app, "PUT", "/fault.txt", b"erin:erin-password", b"hello")
     assert status.startswith("500") and "a fault nobody foresaw" in log and "Traceback" in log
     status, _ = _logged_request(app, "PUT", "/kept.txt", b"fay:fay-password", b"hello")
