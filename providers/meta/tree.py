@@ -33,6 +33,7 @@ _HOT_NAMED = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p
 _HOT_VERSIONS_OF = HotQuery(_VERSIONS_OF)
 # the offset is a parameter too: SQLite's dialect writes "LIMIT ? OFFSET ?" for a bound limit
 _HOT_CHILDREN = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None)))
+_HOT_PROPS = HotQuery(select(dead_props).where(dead_props.c.node_id == bindparam("i")))
 _HOT_PROPS_OF_NODES = HotQuery(select(dead_props).where(dead_props.c.node_id.in_(bindparam("ids", expanding=True))))
 _HOT_CHILDREN_PAGE = HotQuery(select(*NODE_COLS).where(nodes.c.parent_id == bindparam("p"), nodes.c.trashed_us.is_(None),
                                                         nodes.c.id > bindparam("a"))
@@ -445,8 +446,8 @@ def prop_cost_by_domain(c, node_ids) -> dict[int, int]:
     return out
 
 
-def props(c, node_id: int):
-    return c.execute(select(dead_props).where(dead_props.c.node_id == node_id)).mappings().all()
+def props(c, node_id: int) -> list[dict]:
+    return _HOT_PROPS.all(c, {"i": node_id})
 
 
 def set_prop(c, node_id: int, lookup: str, name_enc: bytes, value_enc) -> None:
