@@ -40,6 +40,18 @@ def holder_of(workers: list[int], server_port: int, client_port: int) -> int:
     raise AssertionError("no worker holds the connection")
 
 
+def server_side_connections(server_port: int) -> int:
+    """TCP connections whose server side is still open on the port (not
+    the listening socket): a worker has not yet seen a closed one go."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == server_port and f[3] not in ("0A", "06"):   # listening, TIME_WAIT
+                n += 1
+    return n
+
+
 def wait_for(cond, seconds: float = 20):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -66,6 +78,9 @@ def test_every_worker_serves_and_a_killed_one_is_replaced(tmp_path):
         assert seen == set(workers)
         for c in held:
             c.close()
+        # the workers count their open connections to share new ones: wait
+        # until both have seen these go, so the burst meets equal counts
+        wait_for(lambda: server_side_connections(srv.port) == 0)
 
         # 16 clients connecting at the same moment (a sync tool opening its
         # pool) are shared evenly by both workers, not mostly taken by the
