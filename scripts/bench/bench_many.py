@@ -12,7 +12,8 @@ interleaved rounds (each round runs every server once, in turn):
   1,000 uploads of 4 KiB over one SFTP session (paramiko), files/s
   a mixed load of 32 clients (16 WebDAV, 16 SFTP; uploads, overwrites,
       downloads, listings and renames of 1-256 KiB files) for
-      --mixed-seconds: ops/s, p50 and p99 latency; every file is verified
+      --mixed-seconds: ops/s (all, and of each protocol's 16 clients), p50
+      and p99 latency, server CPU per operation; every file is verified
       after, and errors and wrong files are counted. The 32 clients log in
       first and start together; the server CPU their logins took (password
       hashes, which rclone serve does not compute) is shown on its own
@@ -354,14 +355,17 @@ def _mixed_part(srv: Server, kind: str, clients: int, seconds: float, round_no: 
         t.start()
     for t in threads:
         t.join()
-    out.send({"latencies": [x for c in made for x in c.latencies], "errors": sum(c.errors for c in made),
-              "bad": sum(c.verify() for c in made)})
+    out.send({"kind": kind, "latencies": [x for c in made for x in c.latencies],
+              "errors": sum(c.errors for c in made)})
+    out.send(sum(c.verify() for c in made))      # then the files whose content is wrong
 
 
 def mixed(srv: Server, seconds: float, round_no: int) -> dict:
     """16 WebDAV and 16 SFTP clients at once for `seconds`, each protocol in
-    a process of its own: ops/s, p50 and p99 latency, errors, and the files
-    whose content is not what was last written (verified after)."""
+    a process of its own: ops/s (all, and each protocol's), p50 and p99
+    latency, the server CPU per operation (the logins and the verifying
+    excluded), errors, and the files whose content is not what was last
+    written (verified after)."""
     import multiprocessing
     ctx = multiprocessing.get_context("fork")
     pipes, procs = [], []
@@ -374,15 +378,20 @@ def mixed(srv: Server, seconds: float, round_no: int) -> dict:
         pipes.append(here)
         procs.append(p)
     ready.wait(timeout=300)
-    login_cpu = cpu_seconds([p.pid for p in srv.procs]) - cpu_before
-    parts = [p.recv() for p in pipes]
+    cpu_started = cpu_seconds([p.pid for p in srv.procs])
+    parts = [p.recv() for p in pipes]         # sent once the load is over, before verifying
+    load_cpu = cpu_seconds([p.pid for p in srv.procs]) - cpu_started
+    bad_files = sum(p.recv() for p in pipes)
     for p in procs:
         p.join()
     lat = sorted(x for part in parts for x in part["latencies"])
+    ops = {part["kind"]: len(part["latencies"]) / seconds for part in parts}
     return {"ops_per_s": len(lat) / seconds, "p50_ms": 1000 * lat[len(lat) // 2] if lat else float("nan"),
             "p99_ms": 1000 * lat[int(len(lat) * 0.99)] if lat else float("nan"),
-            "errors": sum(p["errors"] for p in parts), "bad_files": sum(p["bad"] for p in parts),
-            "login_cpu_s": login_cpu}
+            "dav_ops_per_s": ops["dav"], "sftp_ops_per_s": ops["sftp"],
+            "cpu_ms_per_op": 1000 * load_cpu / len(lat) if lat else float("nan"),
+            "errors": sum(p["errors"] for p in parts), "bad_files": bad_files,
+            "login_cpu_s": cpu_started - cpu_before}
 
 
 def measure(s: Server, res: dict, r: int, args) -> None:
@@ -399,6 +408,9 @@ def measure(s: Server, res: dict, r: int, args) -> None:
     if args.mixed_seconds:
         m = mixed(s, args.mixed_seconds, r)
         res.setdefault("mixed 32 clients ops/s", []).append(m["ops_per_s"])
+        res.setdefault("mixed: its 16 WebDAV clients ops/s", []).append(m["dav_ops_per_s"])
+        res.setdefault("mixed: its 16 SFTP clients ops/s", []).append(m["sftp_ops_per_s"])
+        res.setdefault("mixed: server CPU ms/op", []).append(m["cpu_ms_per_op"])
         res.setdefault("mixed p50 ms", []).append(m["p50_ms"])
         res.setdefault("mixed p99 ms", []).append(m["p99_ms"])
         res.setdefault("mixed: its 32 logins, server CPU s", []).append(m["login_cpu_s"])
