@@ -20,15 +20,21 @@ def workers_of(pid: int) -> list[int]:
     return sorted(int(c) for c in children)
 
 
-def holder_of(workers: list[int], server_port: int, client_port: int) -> int:
-    """The worker process holding the server side of a TCP connection."""
-    inode = None
+def tcp_table():
+    """The machine's TCP sockets, IPv4 and IPv6: (local port, remote port,
+    state as the kernel writes it, inode) each."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             f = line.split()
-            local, remote = int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16)
-            if local == server_port and remote == client_port:
-                inode = f[9]
+            yield int(f[1].rsplit(":", 1)[1], 16), int(f[2].rsplit(":", 1)[1], 16), f[3], f[9]
+
+
+def holder_of(workers: list[int], server_port: int, client_port: int) -> int:
+    """The worker process holding the server side of a TCP connection."""
+    inode = None
+    for local, remote, _state, node in tcp_table():
+        if local == server_port and remote == client_port:
+            inode = node
     assert inode, "the connection is not in the TCP table"
     for pid in workers:
         for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -43,13 +49,8 @@ def holder_of(workers: list[int], server_port: int, client_port: int) -> int:
 def server_side_connections(server_port: int) -> int:
     """TCP connections whose server side is still open on the port (not
     the listening socket): a worker has not yet seen a closed one go."""
-    n = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            f = line.split()
-            if int(f[1].rsplit(":", 1)[1], 16) == server_port and f[3] not in ("0A", "06"):   # listening, TIME_WAIT
-                n += 1
-    return n
+    return sum(1 for local, _remote, state, _node in tcp_table()
+               if local == server_port and state not in ("0A", "06"))      # listening, TIME_WAIT
 
 
 def wait_for(cond, seconds: float = 20):
