@@ -10,6 +10,9 @@ interleaved rounds (each round runs every server once, in turn):
   server CPU per request (ms) of the 1-connection runs, all its processes
   1,000 uploads of 4 KiB over one WebDAV keep-alive connection, files/s
   1,000 uploads of 4 KiB over one SFTP session (paramiko), files/s
+  server CPU per WebDAV operation of each of the mixed load's kinds
+      (upload, overwrite, download, listing, rename of 1-256 KiB files),
+      --ops of each over one connection
   a mixed load of 32 clients (16 WebDAV, 16 SFTP; uploads, overwrites,
       downloads, listings and renames of 1-256 KiB files) for
       --mixed-seconds: ops/s (all, and of each protocol's 16 clients), p50
@@ -19,7 +22,7 @@ interleaved rounds (each round runs every server once, in turn):
       hashes, which rclone serve does not compute) is shown on its own
 
     python scripts/bench/bench_many.py [--rounds 3] [--seconds 5] [--files 1000]
-        [--mixed-seconds 60] [--json]
+        [--ops 200] [--mixed-seconds 60] [--json]
 
 Needs wrk and rclone (apt-get install wrk rclone). The load generators run
 on the same cores as the servers: with two cores, what a 16-connection
@@ -335,6 +338,42 @@ class _SftpClient(_Client):
         self.sftp.posix_rename(f"{self.folder}/{old}", f"{self.folder}/{new}")
 
 
+def webdav_ops_cpu(srv: Server, n: int, round_no: int) -> dict:
+    """Server CPU (ms) per WebDAV operation of the mixed load's kinds, one
+    kind after another over one connection: uploads of new 1-256 KiB files,
+    overwrites, downloads, listings (Depth 1 of the folder, n/4 of them)
+    and renames, after 50 files are in the folder."""
+    c = _DavClient(srv, 900 + round_no, seed=900 + round_no)
+    c.folder = f"/ops-{round_no}"
+    c.start()
+    names = []
+    for i in range(50):
+        names.append(f"seed{i}.bin")
+        c.put(names[-1], c.body())
+    steps = {
+        "upload": lambda i: (c.put(f"n{i}.bin", c.body()), names.append(f"n{i}.bin")),
+        "overwrite": lambda i: c.put(c.rng.choice(names), c.body()),
+        "download": lambda i: c.get(c.rng.choice(names)),
+        "listing": lambda i: c.listing(),
+        "rename": lambda i: _rename_one(c, names, i),
+    }
+    out = {}
+    for kind, step in steps.items():
+        count = n // 4 if kind == "listing" else n
+        cpu = cpu_seconds([p.pid for p in srv.procs])
+        for i in range(count):
+            step(i)
+        out[kind] = (cpu_seconds([p.pid for p in srv.procs]) - cpu) * 1000 / count
+    c.c.close()
+    return out
+
+
+def _rename_one(c: "_DavClient", names: list, i: int) -> None:
+    k = c.rng.randrange(len(names))
+    c.rename(names[k], f"m{i}.bin")
+    names[k] = f"m{i}.bin"
+
+
 def _mixed_part(srv: Server, kind: str, clients: int, seconds: float, round_no: int, out, ready) -> None:
     """One process of the mixed load: `clients` threads of one protocol,
     started once every client of every process has logged in (`ready`)."""
@@ -405,6 +444,8 @@ def measure(s: Server, res: dict, r: int, args) -> None:
             res.setdefault("errors", []).append(got["errors"])
     res.setdefault("WebDAV 4 KiB uploads files/s", []).append(uploads_webdav(s, args.files, f"r{r}"))
     res.setdefault("SFTP 4 KiB uploads files/s", []).append(uploads_sftp(s, args.files, f"r{r}"))
+    for kind, ms in webdav_ops_cpu(s, args.ops, r).items():
+        res.setdefault(f"WebDAV {kind}, 1 conn: CPU ms/op", []).append(ms)
     if args.mixed_seconds:
         m = mixed(s, args.mixed_seconds, r)
         res.setdefault("mixed 32 clients ops/s", []).append(m["ops_per_s"])
@@ -423,6 +464,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--files", type=int, default=1000)
     p.add_argument("--mixed-seconds", type=int, default=60, help="length of the mixed load (0: skip it)")
+    p.add_argument("--ops", type=int, default=200, help="WebDAV operations of each kind timed one at a time")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     for program in ("wrk", "rclone"):
