@@ -172,8 +172,9 @@ def test_owncloud_upload_checksums_are_verified_and_kept(server):
     assert curl("PUT", "/oc.bin", "-H", f"OC-Checksum: SHA1:{sha1}", data=big)[0] == 201
     code, _, body = curl("PROPFIND", "/", "-H", "Depth: 1", data=checksums)
     assert f"SHA1:{sha1}".encode() in body and f"MD5:{md5}".encode() in body
-    # a damaged upload is refused and the previous version stays
-    code, _, body = curl("PUT", "/oc.bin", "-H", f"OC-Checksum: SHA1:{sha1}", data=big[:-1] + b"!")
+    # a damaged upload (its last byte changed) is refused and the previous version stays
+    damaged = big[:-1] + bytes([big[-1] ^ 0xFF])
+    code, _, body = curl("PUT", "/oc.bin", "-H", f"OC-Checksum: SHA1:{sha1}", data=damaged)
     assert code == 400 and b"checksum" in body
     assert hashlib.sha1(curl("GET", "/oc.bin")[2]).hexdigest() == sha1
 
