@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import http.client
 import io
 import json
@@ -231,32 +232,12 @@ class _Client:
         return self.rng.randbytes(self.rng.randint(1024, 256 * 1024))
 
     def step(self) -> None:
-        import hashlib
         op = self.rng.random()
         started = time.perf_counter()
+        kind = ("upload" if op < 0.25 or not self.files else "overwrite" if op < 0.45 else
+                "download" if op < 0.75 else "listing" if op < 0.9 else "rename")
         try:
-            if op < 0.25 or not self.files:
-                name = f"f{len(self.files)}-{self.rng.randrange(1 << 30)}.bin"
-                data = self.body()
-                self.put(name, data)
-                self.files[name] = hashlib.sha256(data).digest()
-            elif op < 0.45:
-                name = self.rng.choice(sorted(self.files))
-                data = self.body()
-                self.put(name, data)
-                self.files[name] = hashlib.sha256(data).digest()
-            elif op < 0.75:
-                name = self.rng.choice(sorted(self.files))
-                if hashlib.sha256(self.get(name)).digest() != self.files[name]:
-                    raise RuntimeError(f"{name}: wrong content")
-            elif op < 0.9:
-                if set(self.listing()) != set(self.files):
-                    raise RuntimeError("the listing is not what was written")
-            else:
-                old = self.rng.choice(sorted(self.files))
-                new = f"r{self.rng.randrange(1 << 30)}.bin"
-                self.rename(old, new)
-                self.files[new] = self.files.pop(old)
+            getattr(self, kind)()
         except Exception as e:
             self.errors += 1
             if self.errors <= 3:
@@ -264,8 +245,35 @@ class _Client:
             return
         self.latencies.append(time.perf_counter() - started)
 
+    # one operation of each kind, checked against what the client last wrote
+
+    def upload(self) -> None:
+        self._write(f"f{len(self.files)}-{self.rng.randrange(1 << 30)}.bin")
+
+    def overwrite(self) -> None:
+        self._write(self.rng.choice(sorted(self.files)))
+
+    def _write(self, name: str) -> None:
+        data = self.body()
+        self.put(name, data)
+        self.files[name] = hashlib.sha256(data).digest()
+
+    def download(self) -> None:
+        name = self.rng.choice(sorted(self.files))
+        if hashlib.sha256(self.get(name)).digest() != self.files[name]:
+            raise RuntimeError(f"{name}: wrong content")
+
+    def listing(self) -> None:
+        if set(self.names()) != set(self.files):
+            raise RuntimeError("the listing is not what was written")
+
+    def rename(self) -> None:
+        old = self.rng.choice(sorted(self.files))
+        new = f"r{self.rng.randrange(1 << 30)}.bin"
+        self.move(old, new)
+        self.files[new] = self.files.pop(old)
+
     def verify(self) -> int:
-        import hashlib
         bad = 0
         for name, digest in self.files.items():
             try:
@@ -297,7 +305,7 @@ class _DavClient(_Client):
             raise RuntimeError(f"GET {status}")
         return data
 
-    def listing(self):
+    def names(self):
         status, data = self.request("PROPFIND", self.folder + "/", headers={"Depth": "1"})
         if status != 207:
             raise RuntimeError(f"PROPFIND {status}")
@@ -306,7 +314,7 @@ class _DavClient(_Client):
         return [unquote(h.decode()).rstrip("/").rsplit("/", 1)[-1] for h in names
                 if unquote(h.decode()).rstrip("/") != self.folder]
 
-    def rename(self, old, new):
+    def move(self, old, new):
         from urllib.parse import quote
         status, _ = self.request("MOVE", f"{self.folder}/{old}",
                                  headers={"Destination": quote(f"{self.folder}/{new}"), "Overwrite": "F"})
@@ -331,10 +339,10 @@ class _SftpClient(_Client):
         self.sftp.getfo(f"{self.folder}/{name}", out)
         return out.getvalue()
 
-    def listing(self):
+    def names(self):
         return self.sftp.listdir(self.folder)
 
-    def rename(self, old, new):
+    def move(self, old, new):
         self.sftp.posix_rename(f"{self.folder}/{old}", f"{self.folder}/{new}")
 
 
@@ -346,32 +354,17 @@ def webdav_ops_cpu(srv: Server, n: int, round_no: int) -> dict:
     c = _DavClient(srv, 900 + round_no, seed=900 + round_no)
     c.folder = f"/ops-{round_no}"
     c.start()
-    names = []
-    for i in range(50):
-        names.append(f"seed{i}.bin")
-        c.put(names[-1], c.body())
-    steps = {
-        "upload": lambda i: (c.put(f"n{i}.bin", c.body()), names.append(f"n{i}.bin")),
-        "overwrite": lambda i: c.put(c.rng.choice(names), c.body()),
-        "download": lambda i: c.get(c.rng.choice(names)),
-        "listing": lambda i: c.listing(),
-        "rename": lambda i: _rename_one(c, names, i),
-    }
+    for _ in range(50):
+        c.upload()
     out = {}
-    for kind, step in steps.items():
+    for kind in ("upload", "overwrite", "download", "listing", "rename"):
         count = n // 4 if kind == "listing" else n
         cpu = cpu_seconds([p.pid for p in srv.procs])
-        for i in range(count):
-            step(i)
+        for _ in range(count):
+            getattr(c, kind)()
         out[kind] = (cpu_seconds([p.pid for p in srv.procs]) - cpu) * 1000 / count
     c.c.close()
     return out
-
-
-def _rename_one(c: "_DavClient", names: list, i: int) -> None:
-    k = c.rng.randrange(len(names))
-    c.rename(names[k], f"m{i}.bin")
-    names[k] = f"m{i}.bin"
 
 
 def _mixed_part(srv: Server, kind: str, clients: int, seconds: float, round_no: int, out, ready) -> None:
